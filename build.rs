@@ -1,0 +1,15 @@
+//! Links pyrs against the libpython it was configured with and records that
+//! library's directory as an rpath, so the binary never needs LD_LIBRARY_PATH
+//! and never silently loads a different libpython of the same version.
+fn main() {
+    pyo3_build_config::use_pyo3_cfgs();
+    pyo3_build_config::add_libpython_rpath_link_args();
+    // Let the binary report which interpreter it was built against.
+    let cfg = pyo3_build_config::get();
+    if let Some(exe) = cfg.executable() {
+        println!("cargo:rustc-env=PYRS_BUILD_PYTHON={exe}");
+    } else {
+        println!("cargo:rustc-env=PYRS_BUILD_PYTHON=python3");
+    }
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+}

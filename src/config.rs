@@ -1,0 +1,498 @@
+//! `project.pyrs`: the project file's keys, their types, defaults and ranges.
+//!
+//! The file is JSON5 (comments, trailing commas). Every error names the file
+//! and the line:column it refers to, including unknown keys (a typo such as
+//! `thread_cout` is an error, never silently ignored) and duplicate routes.
+
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// HTTP methods a route may list in `methods`.
+pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+/// One entry of `modules`: a route served by a method of a Python class.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// URL path pattern: `/echo`, `/users/{id}`, `/static/*`, `/*`.
+    pub path: String,
+    /// Python module name, imported with the project directory first on sys.path.
+    pub module: String,
+    /// Class in that module; instantiated once per (module, class).
+    pub class: String,
+    /// Method of that class called with the request.
+    pub handler: String,
+    /// Allowed HTTP methods; absent means every method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+}
+
+/// Bounds on what one connection may send and how long it may take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_request_line: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub body_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_connections: usize,
+    pub max_buffered_output: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_buffered_output: 1024 * 1024,
+        }
+    }
+}
+
+/// The validated project configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The project file, as given.
+    pub file: PathBuf,
+    /// Directory of the project file; first on Python's sys.path.
+    pub project_dir: PathBuf,
+    pub http_listen_address: IpAddr,
+    pub http_listen_port: u16,
+    pub thread_count: usize,
+    pub tcp_nodelay: bool,
+    pub listen_backlog: u32,
+    pub shutdown_timeout: Duration,
+    pub log_level: log::LevelFilter,
+    pub limits: Limits,
+    pub modules: Vec<RouteSpec>,
+}
+
+/// Why a project file was rejected. `Display` gives `FILE:LINE:COL: message`.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read {
+        file: PathBuf,
+        error: std::io::Error,
+    },
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { file, error } => {
+                write!(f, "{}: cannot read project file: {error}", file.display())
+            }
+            ConfigError::Invalid {
+                file,
+                line,
+                column,
+                message,
+            } => {
+                write!(f, "{}:{line}:{column}: {message}", file.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The file's shape as serde sees it; every key optional but `modules`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, deserialize_with = "ip_addr")]
+    http_listen_address: Option<IpAddr>,
+    #[serde(default, deserialize_with = "port")]
+    http_listen_port: Option<u16>,
+    #[serde(default, deserialize_with = "thread_count")]
+    thread_count: Option<usize>,
+    #[serde(default)]
+    tcp_nodelay: Option<bool>,
+    #[serde(default, deserialize_with = "backlog")]
+    listen_backlog: Option<u32>,
+    #[serde(default, deserialize_with = "seconds")]
+    shutdown_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "log_level")]
+    log_level: Option<log::LevelFilter>,
+    #[serde(default, deserialize_with = "size")]
+    max_request_line: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    max_header_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    max_headers: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    max_body_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "seconds")]
+    header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds")]
+    keepalive_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds")]
+    body_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds")]
+    write_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "size")]
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "size")]
+    max_buffered_output: Option<usize>,
+    #[serde(deserialize_with = "routes")]
+    modules: Vec<RouteSpec>,
+}
+
+fn ranged<'de, D: Deserializer<'de>>(
+    d: D,
+    min: u64,
+    max: u64,
+    what: &str,
+) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v < min || v > max {
+        return Err(de::Error::custom(format!(
+            "{what} must be between {min} and {max}, got {v}"
+        )));
+    }
+    Ok(v)
+}
+
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    ranged(d, 0, 65535, "http_listen_port").map(|v| Some(v as u16))
+}
+
+fn thread_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    ranged(d, 1, 1024, "thread_count").map(|v| Some(v as usize))
+}
+
+fn backlog<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    ranged(d, 1, 65535, "listen_backlog").map(|v| Some(v as u32))
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    ranged(d, 1, 1 << 40, "this limit").map(|v| Some(v as usize))
+}
+
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(de::Error::custom(format!(
+            "a timeout must be a number of seconds in (0, 86400], got {v}"
+        )));
+    }
+    Ok(Some(Duration::from_secs_f64(v)))
+}
+
+fn ip_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_ip(&s).map(Some).map_err(de::Error::custom)
+}
+
+/// Parses an IPv4 or IPv6 literal (brackets around IPv6 allowed).
+pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse()
+        .map_err(|_| format!("http_listen_address must be an IPv4 or IPv6 literal, got {s:?}"))
+}
+
+fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<log::LevelFilter>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_log_level(&s).map(Some).map_err(de::Error::custom)
+}
+
+/// Parses `error`, `warn`, `info`, `debug`, `trace` or `off`.
+pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse().map_err(|_| {
+        format!("log level must be one of off, error, warn, info, debug, trace; got {s:?}")
+    })
+}
+
+/// `modules`: a non-empty list of routes, each checked against those before it
+/// so that a duplicate is reported at its own position.
+fn routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteSpec>, D::Error> {
+    struct RoutesVisitor;
+    impl<'de> Visitor<'de> for RoutesVisitor {
+        type Value = Vec<RouteSpec>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-empty list of routes")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<RouteSpec> = Vec::new();
+            while let Some(route) = seq.next_element_seed(RouteSeed { before: &out })? {
+                out.push(route);
+            }
+            if out.is_empty() {
+                return Err(de::Error::custom("modules must list at least one route"));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(RoutesVisitor)
+}
+
+struct RouteSeed<'a> {
+    before: &'a [RouteSpec],
+}
+
+impl<'de> DeserializeSeed<'de> for RouteSeed<'_> {
+    type Value = RouteSpec;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RouteSpec, D::Error> {
+        let mut route = RouteSpec::deserialize(d)?;
+        validate_route(&mut route, self.before).map_err(de::Error::custom)?;
+        Ok(route)
+    }
+}
+
+fn validate_route(route: &mut RouteSpec, before: &[RouteSpec]) -> Result<(), String> {
+    crate::router::Pattern::parse(&route.path)?;
+    for (what, name) in [
+        ("module", &route.module),
+        ("class", &route.class),
+        ("handler", &route.handler),
+    ] {
+        let dotted_ok = what == "module";
+        let valid = !name.is_empty()
+            && name.split('.').all(|part| {
+                !part.is_empty()
+                    && !part.starts_with(|c: char| c.is_ascii_digit())
+                    && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+            })
+            && (dotted_ok || !name.contains('.'));
+        if !valid {
+            return Err(format!("{what} {name:?} is not a valid Python identifier"));
+        }
+    }
+    if let Some(methods) = &mut route.methods {
+        if methods.is_empty() {
+            return Err("methods must not be empty (leave it out to allow every method)".into());
+        }
+        for m in methods.iter_mut() {
+            m.make_ascii_uppercase();
+            if !KNOWN_METHODS.contains(&m.as_str()) {
+                return Err(format!(
+                    "unknown method {m:?} in methods (known: {})",
+                    KNOWN_METHODS.join(", ")
+                ));
+            }
+        }
+    }
+    let shape = crate::router::Pattern::parse(&route.path)?.shape();
+    for other in before {
+        let other_shape = crate::router::Pattern::parse(&other.path)?.shape();
+        if shape == other_shape && methods_overlap(&route.methods, &other.methods) {
+            let why = if route.path == other.path {
+                format!("duplicate route {:?}", route.path)
+            } else {
+                format!(
+                    "route {:?} matches the same paths as {:?}",
+                    route.path, other.path
+                )
+            };
+            return Err(format!(
+                "{why} (give them different paths, or disjoint methods)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn methods_overlap(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+        _ => true,
+    }
+}
+
+impl Config {
+    /// Reads and validates a project file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
+            file: file.to_path_buf(),
+            error,
+        })?;
+        Config::parse(file, &text)
+    }
+
+    /// Validates project-file text; `file` names it in errors.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = json5::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .position()
+                .map(|p| (p.line + 1, p.column + 1))
+                .unwrap_or((1, 1));
+            let message = strip_position(&e.to_string());
+            ConfigError::Invalid {
+                file: file.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        let project_dir = file
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        let d = Limits::default();
+        Ok(Config {
+            file: file.to_path_buf(),
+            project_dir,
+            http_listen_address: raw
+                .http_listen_address
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            http_listen_port: raw.http_listen_port.unwrap_or(8094),
+            thread_count: raw.thread_count.unwrap_or(2),
+            tcp_nodelay: raw.tcp_nodelay.unwrap_or(true),
+            listen_backlog: raw.listen_backlog.unwrap_or(1024),
+            shutdown_timeout: raw.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
+            log_level: raw.log_level.unwrap_or(log::LevelFilter::Info),
+            limits: Limits {
+                max_request_line: raw.max_request_line.unwrap_or(d.max_request_line),
+                max_header_bytes: raw.max_header_bytes.unwrap_or(d.max_header_bytes),
+                max_headers: raw.max_headers.unwrap_or(d.max_headers),
+                max_body_bytes: raw.max_body_bytes.unwrap_or(d.max_body_bytes),
+                header_timeout: raw.header_timeout.unwrap_or(d.header_timeout),
+                keepalive_timeout: raw.keepalive_timeout.unwrap_or(d.keepalive_timeout),
+                body_timeout: raw.body_timeout.unwrap_or(d.body_timeout),
+                write_timeout: raw.write_timeout.unwrap_or(d.write_timeout),
+                max_connections: raw.max_connections.unwrap_or(d.max_connections),
+                max_buffered_output: raw.max_buffered_output.unwrap_or(d.max_buffered_output),
+            },
+            modules: raw.modules,
+        })
+    }
+}
+
+/// json5 appends " at line L column C" to its messages; we print the position first.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Every distinct (module, class) pair, in the order first named.
+pub fn distinct_classes(routes: &[RouteSpec]) -> Vec<(String, String)> {
+    let mut seen = HashSet::new();
+    routes
+        .iter()
+        .filter(|r| seen.insert((r.module.clone(), r.class.clone())))
+        .map(|r| (r.module.clone(), r.class.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("p.pyrs"), text).map_err(|e| e.to_string())
+    }
+
+    const ONE: &str = r#"{"path": "/echo", "module": "main", "class": "Api", "handler": "echo"}"#;
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse(&format!("{{ modules: [{ONE}] }}")).unwrap();
+        assert_eq!(c.http_listen_address.to_string(), "0.0.0.0");
+        assert_eq!(c.http_listen_port, 8094);
+        assert_eq!(c.thread_count, 2);
+        assert!(c.tcp_nodelay);
+        assert_eq!(c.listen_backlog, 1024);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn comments_and_trailing_commas() {
+        let text =
+            format!("{{\n // comment\n \"thread_count\": 4, /* c */\n modules: [{ONE},],\n}}");
+        assert_eq!(parse(&text).unwrap().thread_count, 4);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text = format!("{{\n  \"thread_cout\": 4,\n  modules: [{ONE}]\n}}");
+        let e = parse(&text).unwrap_err();
+        assert!(e.starts_with("p.pyrs:2:"), "{e}");
+        assert!(e.contains("thread_cout"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_and_wrong_type() {
+        let e = parse(&format!("{{\n\"thread_count\": 0,\nmodules: [{ONE}]}}")).unwrap_err();
+        assert!(
+            e.starts_with("p.pyrs:2:") && e.contains("between 1 and 1024"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{{\n\n\"tcp_nodelay\": \"yes\",\nmodules: [{ONE}]}}"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("p.pyrs:3:"), "{e}");
+    }
+
+    #[test]
+    fn missing_modules_and_bad_syntax() {
+        let e = parse("{ \"thread_count\": 2 }").unwrap_err();
+        assert!(e.contains("modules"), "{e}");
+        let e = parse("{\n\n  \"thread_count\": 2,,\n}").unwrap_err();
+        assert!(e.starts_with("p.pyrs:3:"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_route_is_reported_at_the_second_entry() {
+        let text = format!("{{modules: [\n{ONE},\n{ONE}\n]}}");
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("p.pyrs:3:") && e.contains("duplicate route"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn same_path_with_disjoint_methods_is_allowed() {
+        let a =
+            r#"{"path": "/x", "module": "m", "class": "C", "handler": "a", "methods": ["get"]}"#;
+        let b =
+            r#"{"path": "/x", "module": "m", "class": "C", "handler": "b", "methods": ["POST"]}"#;
+        let c = parse(&format!("{{modules: [{a}, {b}]}}")).unwrap();
+        assert_eq!(c.modules[0].methods, Some(vec!["GET".to_string()]));
+    }
+
+    #[test]
+    fn parameter_routes_of_the_same_shape_tie() {
+        let a = r#"{"path": "/u/{id}", "module": "m", "class": "C", "handler": "a"}"#;
+        let b = r#"{"path": "/u/{name}", "module": "m", "class": "C", "handler": "b"}"#;
+        let e = parse(&format!("{{modules: [{a},\n {b}]}}")).unwrap_err();
+        assert!(e.contains("matches the same paths"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_address() {
+        let c = parse(&format!(
+            "{{http_listen_address: \"::1\", modules: [{ONE}]}}"
+        ))
+        .unwrap();
+        assert!(c.http_listen_address.is_ipv6());
+    }
+}

@@ -1,0 +1,303 @@
+//! Response encoding straight into a connection's output buffer.
+//!
+//! Every response carries `Server`, `Date` (cached), and `Content-Length`
+//! (except 1xx, 204 and 304, which have no body). Header fields a handler
+//! supplies are validated: a name that is not a token or a value with CR, LF,
+//! NUL or another control character is refused, and the caller answers 500
+//! instead. Framing headers (`Content-Length`, `Transfer-Encoding`,
+//! `Connection`, `Date`) set by a handler are ignored: pyrs owns framing.
+
+use super::Version;
+
+/// What the encoder needs to know about the request being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseContext {
+    /// The connection stays open after this response.
+    pub keep_alive: bool,
+    /// HEAD: send the headers GET would send, no body.
+    pub head_only: bool,
+    pub version: Version,
+}
+
+/// A header field a handler supplied that may not be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidHeader {
+    pub name: String,
+}
+
+impl std::fmt::Display for InvalidHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid response header {:?} (names must be tokens; values must not contain CR, LF, NUL or other control characters)", self.name)
+    }
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Writes one response. Created by [`ResponseWriter::begin`], which writes the
+/// status line and fixed headers; [`ResponseWriter::finish`] completes it.
+pub struct ResponseWriter<'a> {
+    out: &'a mut Vec<u8>,
+    start: usize,
+    status: u16,
+    ctx: ResponseContext,
+    has_content_type: bool,
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+impl<'a> ResponseWriter<'a> {
+    /// Starts a response; `status` must be 100..=599 (callers validate).
+    pub fn begin(out: &'a mut Vec<u8>, status: u16, date: &[u8], ctx: ResponseContext) -> Self {
+        let start = out.len();
+        push_status(out, status);
+        out.extend_from_slice(b"Server: pyrs\r\nDate: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+        ResponseWriter {
+            out,
+            start,
+            status,
+            ctx,
+            has_content_type: false,
+        }
+    }
+
+    /// Adds a header field, or refuses it (the response is then unusable:
+    /// call [`ResponseWriter::abort`]).
+    pub fn header(&mut self, name: &[u8], value: &[u8]) -> Result<(), InvalidHeader> {
+        let valid_name = !name.is_empty() && name.iter().all(|&b| is_token_byte(b));
+        let valid_value = value.iter().all(|&b| b >= b' ' && b != 0x7f || b == b'\t');
+        if !valid_name || !valid_value {
+            return Err(InvalidHeader {
+                name: String::from_utf8_lossy(name).into_owned(),
+            });
+        }
+        let ignored: [&[u8]; 4] = [
+            b"content-length",
+            b"transfer-encoding",
+            b"connection",
+            b"date",
+        ];
+        if ignored.iter().any(|i| name.eq_ignore_ascii_case(i)) {
+            return Ok(());
+        }
+        if name.eq_ignore_ascii_case(b"content-type") {
+            self.has_content_type = true;
+        }
+        self.out.extend_from_slice(name);
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value);
+        self.out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// Removes everything this writer wrote.
+    pub fn abort(self) {
+        self.out.truncate(self.start);
+    }
+
+    /// Writes `Content-Type` (unless a header set it), `Content-Length`,
+    /// `Connection` when needed, and the body.
+    pub fn finish(self, content_type: &[u8], body: &[u8]) {
+        let no_body = self.status < 200 || self.status == 204 || self.status == 304;
+        if !no_body && !self.has_content_type && !content_type.is_empty() {
+            self.out.extend_from_slice(b"Content-Type: ");
+            self.out.extend_from_slice(content_type);
+            self.out.extend_from_slice(b"\r\n");
+        }
+        if !no_body {
+            self.out.extend_from_slice(b"Content-Length: ");
+            let mut digits = [0u8; 20];
+            let mut n = body.len();
+            let mut i = digits.len();
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            self.out.extend_from_slice(&digits[i..]);
+            self.out.extend_from_slice(b"\r\n");
+        }
+        if !self.ctx.keep_alive {
+            self.out.extend_from_slice(b"Connection: close\r\n");
+        } else if self.ctx.version == Version::Http10 {
+            self.out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        if !no_body && !self.ctx.head_only {
+            self.out.extend_from_slice(body);
+        }
+    }
+}
+
+/// A complete short `text/plain` response (errors, 404, 405 and the like).
+pub fn text_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    extra: &[(&[u8], &[u8])],
+    body: &str,
+    date: &[u8],
+    ctx: ResponseContext,
+) {
+    let mut w = ResponseWriter::begin(out, status, date, ctx);
+    for (n, v) in extra {
+        if w.header(n, v).is_err() {
+            // Extra headers come from pyrs itself and are always valid.
+            debug_assert!(false, "invalid internal header");
+        }
+    }
+    w.finish(b"text/plain; charset=utf-8", body.as_bytes());
+}
+
+/// The interim response to `Expect: 100-continue`.
+pub fn continue_response(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+    const KA: ResponseContext = ResponseContext {
+        keep_alive: true,
+        head_only: false,
+        version: Version::Http11,
+    };
+
+    #[test]
+    fn basic_response() {
+        let mut out = Vec::new();
+        let mut w = ResponseWriter::begin(&mut out, 200, DATE, KA);
+        w.header(b"X-A", b"1").unwrap();
+        w.finish(b"text/plain", b"hello");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-A: 1\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+        );
+    }
+
+    #[test]
+    fn head_close_and_no_body_statuses() {
+        let mut out = Vec::new();
+        let ctx = ResponseContext {
+            keep_alive: false,
+            head_only: true,
+            version: Version::Http11,
+        };
+        ResponseWriter::begin(&mut out, 200, DATE, ctx).finish(b"text/plain", b"hello");
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\n"),
+            "{s}"
+        );
+        let mut out = Vec::new();
+        ResponseWriter::begin(&mut out, 204, DATE, KA).finish(b"text/plain", b"x");
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            !s.contains("Content-Length") && s.ends_with("\r\n\r\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn rejects_crlf_and_nul_and_bad_names() {
+        for (n, v) in [
+            (&b"X"[..], &b"a\r\nEvil: 1"[..]),
+            (b"X", b"a\nb"),
+            (b"X", b"a\0"),
+            (b"X Y", b"1"),
+            (b"", b"1"),
+            (b"X:", b"1"),
+        ] {
+            let mut out = b"prev".to_vec();
+            let mut w = ResponseWriter::begin(&mut out, 200, DATE, KA);
+            assert!(w.header(n, v).is_err());
+            w.abort();
+            assert_eq!(out, b"prev");
+        }
+    }
+
+    #[test]
+    fn framing_headers_from_handlers_are_ignored() {
+        let mut out = Vec::new();
+        let mut w = ResponseWriter::begin(&mut out, 200, DATE, KA);
+        w.header(b"Content-Length", b"999").unwrap();
+        w.header(b"Content-Type", b"text/html").unwrap();
+        w.finish(b"text/plain", b"ab");
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            !s.contains("999")
+                && s.contains("Content-Type: text/html\r\n")
+                && !s.contains("text/plain"),
+            "{s}"
+        );
+    }
+}

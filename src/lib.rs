@@ -1,0 +1,15 @@
+//! pyrs: a multithreaded HTTP/1.1 server for Python handler classes.
+//!
+//! Layout (see ARCHITECTURE.md): `config` reads project.pyrs, `router` maps
+//! paths to targets, `http` frames HTTP/1.1, `server` owns sockets, threads
+//! and the event loops, `app` is the seam between the HTTP core and an
+//! application, and `python` is the application that calls Python classes.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod python;
+pub mod router;
+pub mod server;

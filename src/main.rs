@@ -1,0 +1,95 @@
+//! The `pyrs` command: read the project, start Python, load the handlers,
+//! listen, serve until SIGINT/SIGTERM, shut down cleanly.
+
+use clap::Parser;
+use pyrs::cli::Cli;
+use pyrs::config::Config;
+use pyrs::python::{interpreter, PyApp};
+use pyrs::server::{self, listener, signals::SignalPipe, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    pyrs::logging::init(cli.log_level.unwrap_or(log::LevelFilter::Info));
+    match run(cli) {
+        Ok(()) => {
+            // pyo3 never finalises the interpreter; leave without running
+            // destructors that would need it.
+            std::process::exit(0);
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let mut cfg = Config::load(&cli.project).map_err(|e| e.to_string())?;
+    cli.apply(&mut cfg);
+    pyrs::logging::init(cfg.log_level);
+
+    // Rust owns SIGINT/SIGTERM; install before Python starts.
+    let signals =
+        SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let venv = cli.venv.clone().or_else(|| {
+        std::env::var_os("VIRTUAL_ENV")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    interpreter::initialize(venv.as_deref())?;
+
+    if cli.check {
+        let app = PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| {
+            println!("{line}")
+        })
+        .map_err(|e| e.to_string())?;
+        drop(app);
+        println!(
+            "OK: {} is valid ({} routes)",
+            cfg.file.display(),
+            cfg.modules.len()
+        );
+        return Ok(());
+    }
+
+    let addr = SocketAddr::new(cfg.http_listen_address, cfg.http_listen_port);
+    // Bind before loading: a port in use fails at once, not after a long model load.
+    let listener = listener::bind(addr, cfg.listen_backlog)?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+
+    println!(
+        "Starting pyrs {} with {}",
+        env!("CARGO_PKG_VERSION"),
+        PyApp::python_info()
+    );
+    let app = PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| {
+        println!("{line}")
+    })
+    .map_err(|e| e.to_string())?;
+    println!(
+        "Address: {}, port: {}, threads: {}",
+        bound.ip(),
+        bound.port(),
+        cfg.thread_count
+    );
+    println!("Listening on http://{bound}");
+
+    let server_cfg = ServerConfig {
+        thread_count: cfg.thread_count,
+        tcp_nodelay: cfg.tcp_nodelay,
+        shutdown_timeout: cfg.shutdown_timeout,
+        limits: cfg.limits.clone(),
+    };
+    let app = Arc::new(app);
+    server::serve(app.clone(), listener, signals, server_cfg)
+        .map_err(|e| format!("server failed: {e}"))?;
+    pyrs::app::App::shutdown(&*app);
+    log::info!("stopped");
+    Ok(())
+}

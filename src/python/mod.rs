@@ -1,0 +1,295 @@
+//! The Python bridge: loads the handler classes named in project.pyrs, builds
+//! the route table, and implements [`App`] so the HTTP core can call them.
+//!
+//! Each pool thread attaches to the interpreter once for its whole life and
+//! releases the GIL whenever it waits or does socket I/O (`Worker::unlocked`).
+
+pub mod interpreter;
+pub mod json;
+pub mod request;
+pub mod response;
+
+use crate::app::{App, Responder, Route, Worker};
+use crate::config::{distinct_classes, RouteSpec};
+use crate::http::Request;
+use crate::router::Router;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyModule, PyType};
+use std::path::Path;
+
+/// Objects the bridge looks up once.
+pub struct Bridge {
+    pub http_error: Py<PyType>,
+    pub json_loads: Py<PyAny>,
+    pub orjson_dumps: Option<Py<PyAny>>,
+}
+
+static BRIDGE: PyOnceLock<Bridge> = PyOnceLock::new();
+
+pub fn bridge(py: Python<'_>) -> PyResult<&'static Bridge> {
+    BRIDGE.get_or_try_init(py, || {
+        let module = py.import("pyrs")?;
+        let http_error = module
+            .getattr("HTTPError")?
+            .cast_into::<PyType>()
+            .map_err(PyErr::from)?
+            .unbind();
+        let (json_loads, orjson_dumps) = match py.import("orjson") {
+            Ok(orjson) => (
+                orjson.getattr("loads")?.unbind(),
+                Some(orjson.getattr("dumps")?.unbind()),
+            ),
+            Err(_) => (py.import("json")?.getattr("loads")?.unbind(), None),
+        };
+        Ok(Bridge {
+            http_error,
+            json_loads,
+            orjson_dumps,
+        })
+    })
+}
+
+/// A new `pyrs.HTTPError(status, message)` as a `PyErr`.
+pub fn http_error(py: Python<'_>, status: u16, message: &str) -> PyErr {
+    match bridge(py).and_then(|b| b.http_error.bind(py).call1((status, message))) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+/// An exception with its traceback, as Python would print it.
+pub fn format_exception(py: Python<'_>, e: &PyErr) -> String {
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (e.value(py),)))
+        .and_then(|lines| lines.extract::<Vec<String>>());
+    match formatted {
+        Ok(lines) => lines.concat().trim_end().to_string(),
+        Err(_) => e.to_string(),
+    }
+}
+
+const HTTP_ERROR_SOURCE: &std::ffi::CStr = c"
+class HTTPError(Exception):
+    \"\"\"Raise HTTPError(status, message) in a handler to answer with that status.\"\"\"
+
+    def __init__(self, status, message=None):
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+    def __str__(self):
+        return f'{self.status}: {self.message}' if self.message is not None else str(self.status)
+";
+
+/// Creates the `pyrs` module handler code imports.
+fn install_module(py: Python<'_>) -> PyResult<()> {
+    let m = PyModule::new(py, "pyrs")?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<request::PyRequest>()?;
+    m.add_class::<request::PyHeaders>()?;
+    m.add_class::<response::PyResponse>()?;
+    let globals = PyDict::new(py);
+    globals.set_item("__name__", "pyrs")?;
+    globals.set_item("__builtins__", py.import("builtins")?)?;
+    py.run(HTTP_ERROR_SOURCE, Some(&globals), None)?;
+    m.add("HTTPError", globals.get_item("HTTPError")?)?;
+    py.import("sys")?.getattr("modules")?.set_item("pyrs", &m)?;
+    Ok(())
+}
+
+/// What a route calls: a bound method of a shared handler instance.
+pub struct PyTarget {
+    method: Py<PyAny>,
+    /// `module.Class.method`, for logs.
+    label: String,
+}
+
+/// The loaded project: handler instances and the route table.
+pub struct PyApp {
+    router: Router<Route<PyTarget>>,
+    instances: Vec<(String, Py<PyAny>)>,
+}
+
+/// Why the project could not be loaded. Display gives the full message.
+#[derive(Debug)]
+pub struct LoadError(pub String);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PyApp {
+    /// Imports every module, instantiates each (module, class) once, and
+    /// resolves every handler method. `announce` receives one line per route.
+    pub fn load(
+        project_dir: &Path,
+        routes: &[RouteSpec],
+        announce: &mut dyn FnMut(String),
+    ) -> Result<PyApp, LoadError> {
+        Python::attach(|py| {
+            let fail = |what: String, e: Option<&PyErr>| match e {
+                Some(e) => LoadError(format!("{what}:\n{}", format_exception(py, e))),
+                None => LoadError(what),
+            };
+            interpreter::prepend_sys_path(py, project_dir)
+                .map_err(|e| fail("cannot set sys.path".into(), Some(&e)))?;
+            install_module(py)
+                .map_err(|e| fail("cannot create the pyrs module".into(), Some(&e)))?;
+            bridge(py).map_err(|e| fail("cannot set up the pyrs module".into(), Some(&e)))?;
+
+            let mut instances: Vec<(String, Py<PyAny>)> = Vec::new();
+            for (module, class) in distinct_classes(routes) {
+                let m = py.import(module.as_str()).map_err(|e| {
+                    fail(
+                        format!(
+                            "cannot import module {module:?} (from {})",
+                            project_dir.display()
+                        ),
+                        Some(&e),
+                    )
+                })?;
+                let cls = m
+                    .getattr(class.as_str())
+                    .map_err(|_| fail(format!("module {module:?} has no class {class:?}"), None))?;
+                if !cls.is_callable() {
+                    return Err(fail(format!("{module}.{class} is not a class"), None));
+                }
+                let instance = cls
+                    .call0()
+                    .map_err(|e| fail(format!("{module}.{class}() raised"), Some(&e)))?;
+                instances.push((format!("{module}.{class}"), instance.unbind()));
+            }
+
+            let mut router = Router::new();
+            for spec in routes {
+                let key = format!("{}.{}", spec.module, spec.class);
+                let instance = instances
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, i)| i.bind(py))
+                    .ok_or_else(|| fail(format!("{key} was not loaded"), None))?;
+                let label = format!("{key}.{}", spec.handler);
+                let method = instance.getattr(spec.handler.as_str()).map_err(|_| {
+                    fail(
+                        format!(
+                            "class {key} has no method {:?} (route {})",
+                            spec.handler, spec.path
+                        ),
+                        None,
+                    )
+                })?;
+                if !method.is_callable() {
+                    return Err(fail(
+                        format!("{label} is not callable (route {})", spec.path),
+                        None,
+                    ));
+                }
+                let methods = spec
+                    .methods
+                    .as_ref()
+                    .map(|m| m.join(", "))
+                    .unwrap_or_else(|| "all methods".into());
+                announce(format!("Added route {} -> {label} ({methods})", spec.path));
+                let target = PyTarget {
+                    method: method.unbind(),
+                    label,
+                };
+                router
+                    .add(
+                        &spec.path,
+                        spec.methods.clone(),
+                        Route {
+                            pattern: spec.path.clone(),
+                            target,
+                        },
+                    )
+                    .map_err(|e| fail(e, None))?;
+            }
+            Ok(PyApp { router, instances })
+        })
+    }
+
+    /// Python's version and prefix, for the start-up banner.
+    pub fn python_info() -> String {
+        Python::attach(|py| {
+            let sys = py.import("sys");
+            let get = |name: &str| {
+                sys.as_ref()
+                    .ok()
+                    .and_then(|s| s.getattr(name).ok())
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            };
+            format!(
+                "Python {} ({})",
+                get("version").split_whitespace().next().unwrap_or(""),
+                get("prefix")
+            )
+        })
+    }
+}
+
+impl App for PyApp {
+    type Target = PyTarget;
+    type Worker<'w> = PyWorker<'w>;
+
+    fn router(&self) -> &Router<Route<PyTarget>> {
+        &self.router
+    }
+
+    fn run_worker(&self, _index: usize, body: &mut dyn FnMut(&mut PyWorker<'_>)) {
+        // Attach once for the thread's whole life (attaching per request costs ~9 us).
+        Python::attach(|py| {
+            let mut worker = PyWorker {
+                py,
+                scratch: Vec::new(),
+                _app: std::marker::PhantomData,
+            };
+            body(&mut worker);
+        });
+    }
+
+    /// Calls `close()` on every handler instance that has one, then runs the atexit hooks.
+    fn shutdown(&self) {
+        Python::attach(|py| {
+            for (name, instance) in &self.instances {
+                let instance = instance.bind(py);
+                if let Ok(close) = instance.getattr("close") {
+                    if close.is_callable() {
+                        if let Err(e) = close.call0() {
+                            log::error!("{name}.close() raised:\n{}", format_exception(py, &e));
+                        }
+                    }
+                }
+            }
+            interpreter::run_atexit(py);
+        });
+    }
+}
+
+/// One pool thread, attached to the interpreter.
+pub struct PyWorker<'w> {
+    py: Python<'w>,
+    scratch: Vec<u8>,
+    _app: std::marker::PhantomData<&'w PyApp>,
+}
+
+impl Worker for PyWorker<'_> {
+    type Target = PyTarget;
+
+    fn unlocked<R: Send, F: FnOnce() -> R + Send>(&mut self, f: F) -> R {
+        self.py.detach(f)
+    }
+
+    fn handle(&mut self, route: &Route<PyTarget>, req: Request, res: Responder<'_>) {
+        let py = self.py;
+        let target = &route.target;
+        let outcome = Bound::new(py, request::PyRequest::new(req))
+            .and_then(|r| target.method.bind(py).call1((r,)));
+        response::write(py, outcome, route, &target.label, res, &mut self.scratch);
+    }
+}

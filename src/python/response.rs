@@ -1,0 +1,349 @@
+//! Turning what a handler returned (or raised) into an HTTP response.
+//!
+//! | returned | status | Content-Type |
+//! |---|---|---|
+//! | `str` | 200 | `text/plain; charset=utf-8` |
+//! | `bytes`, `bytearray`, `memoryview` | 200 | `application/octet-stream` |
+//! | `dict`, `list` | 200 | `application/json` |
+//! | `None` | 204 | none |
+//! | `(body, status)`, `(body, status, headers)` | status | from body |
+//! | `pyrs.Response` | its status | its content_type, or from body |
+//! | raised `pyrs.HTTPError(status, message)` | status | `text/plain` |
+//!
+//! Anything else, or any other exception, is a 500 with the traceback logged.
+
+use super::{bridge, format_exception};
+use crate::app::{Responder, Route};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
+
+/// `pyrs.Response(body, status=200, headers=None, content_type=None)`.
+#[pyclass(name = "Response", module = "pyrs")]
+pub struct PyResponse {
+    #[pyo3(get, set)]
+    pub body: Py<PyAny>,
+    #[pyo3(get, set)]
+    pub status: u16,
+    #[pyo3(get, set)]
+    pub headers: Option<Py<PyAny>>,
+    #[pyo3(get, set)]
+    pub content_type: Option<String>,
+}
+
+#[pymethods]
+impl PyResponse {
+    #[new]
+    #[pyo3(signature = (body=None, status=200, headers=None, content_type=None))]
+    fn new(
+        py: Python<'_>,
+        body: Option<Py<PyAny>>,
+        status: u16,
+        headers: Option<Py<PyAny>>,
+        content_type: Option<String>,
+    ) -> Self {
+        PyResponse {
+            body: body.unwrap_or_else(|| py.None()),
+            status,
+            headers,
+            content_type,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<pyrs.Response status={}>", self.status)
+    }
+}
+
+/// Why a return value could not be sent.
+enum Unsendable {
+    Python(PyErr),
+    Header(crate::http::encode::InvalidHeader),
+}
+
+impl From<PyErr> for Unsendable {
+    fn from(e: PyErr) -> Self {
+        Unsendable::Python(e)
+    }
+}
+
+/// Writes the response for a handler's outcome; never fails: anything that
+/// cannot be sent becomes a logged 500.
+pub fn write<T>(
+    py: Python<'_>,
+    outcome: PyResult<Bound<'_, PyAny>>,
+    route: &Route<T>,
+    label: &str,
+    mut res: Responder<'_>,
+    scratch: &mut Vec<u8>,
+) {
+    let value = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some((status, message)) = http_error_parts(py, &e) {
+                res.text(status, &message);
+            } else {
+                log::error!(
+                    "route {} ({label}) raised:\n{}",
+                    route.pattern,
+                    format_exception(py, &e)
+                );
+                res.text(500, "Internal Server Error\n");
+            }
+            return;
+        }
+    };
+    let start = res.out.len();
+    match encode_value(py, &value, &mut res, scratch) {
+        Ok(()) => {}
+        Err(why) => {
+            res.out.truncate(start);
+            match why {
+                Unsendable::Python(e) => log::error!(
+                    "route {} ({label}) returned a value pyrs cannot send: {}",
+                    route.pattern,
+                    format_exception(py, &e)
+                ),
+                Unsendable::Header(h) => log::error!("route {} ({label}): {h}", route.pattern),
+            }
+            res.text(500, "Internal Server Error\n");
+        }
+    }
+}
+
+/// `HTTPError(status, message)` raised by the handler: (status, body).
+fn http_error_parts(py: Python<'_>, e: &PyErr) -> Option<(u16, String)> {
+    let b = bridge(py).ok()?;
+    let v = e.value(py);
+    if !v.is_instance(b.http_error.bind(py)).ok()? {
+        return None;
+    }
+    let status = v
+        .getattr("status")
+        .ok()?
+        .extract::<u16>()
+        .ok()
+        .filter(|s| (200..=599).contains(s))?;
+    let message = v
+        .getattr("message")
+        .ok()
+        .and_then(|m| m.str().ok())
+        .map(|m| m.to_string_lossy().into_owned());
+    let mut body = message.unwrap_or_else(|| crate::http::encode::reason(status).to_string());
+    body.push('\n');
+    Some((status, body))
+}
+
+fn encode_value(
+    py: Python<'_>,
+    value: &Bound<'_, PyAny>,
+    res: &mut Responder<'_>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), Unsendable> {
+    if let Ok(t) = value.cast::<PyTuple>() {
+        let (body, status, headers) = match t.len() {
+            2 => (t.get_item(0)?, t.get_item(1)?, None),
+            3 => (t.get_item(0)?, t.get_item(1)?, Some(t.get_item(2)?)),
+            n => return Err(PyTypeError::new_err(format!(
+                "a returned tuple must be (body, status) or (body, status, headers), got {n} items"
+            ))
+            .into()),
+        };
+        let status = status_of(&status)?;
+        if body.is_none() {
+            return send(res, status, headers.as_ref(), None, b"", b"");
+        }
+        return encode_body(py, &body, status, headers.as_ref(), None, res, scratch);
+    }
+    if let Ok(r) = value.cast::<PyResponse>() {
+        let r = r.borrow();
+        if !(100..=599).contains(&r.status) || r.status < 200 {
+            return Err(PyValueError::new_err(format!(
+                "status {} is not a final HTTP status (200-599)",
+                r.status
+            ))
+            .into());
+        }
+        let headers = r.headers.as_ref().map(|h| h.bind(py).clone());
+        let body = r.body.bind(py);
+        let ct = r.content_type.as_deref();
+        if body.is_none() {
+            return send(
+                res,
+                r.status,
+                headers.as_ref(),
+                ct.map(str::as_bytes),
+                ct.map(str::as_bytes).unwrap_or(b""),
+                b"",
+            );
+        }
+        return encode_body(py, body, r.status, headers.as_ref(), ct, res, scratch);
+    }
+    if value.is_none() {
+        return send(res, 204, None, None, b"", b"");
+    }
+    encode_body(py, value, 200, None, None, res, scratch)
+}
+
+fn status_of(status: &Bound<'_, PyAny>) -> PyResult<u16> {
+    match status.extract::<u16>() {
+        Ok(s) if (200..=599).contains(&s) => Ok(s),
+        _ => Err(PyValueError::new_err(format!(
+            "status {} is not a final HTTP status (200-599)",
+            status.repr()?
+        ))),
+    }
+}
+
+fn encode_body(
+    py: Python<'_>,
+    body: &Bound<'_, PyAny>,
+    status: u16,
+    headers: Option<&Bound<'_, PyAny>>,
+    content_type: Option<&str>,
+    res: &mut Responder<'_>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), Unsendable> {
+    let ct = content_type.map(str::as_bytes);
+    if let Ok(s) = body.cast::<PyString>() {
+        return send(
+            res,
+            status,
+            headers,
+            ct,
+            b"text/plain; charset=utf-8",
+            s.to_str()?.as_bytes(),
+        );
+    }
+    if let Ok(b) = body.cast::<PyBytes>() {
+        return send(
+            res,
+            status,
+            headers,
+            ct,
+            b"application/octet-stream",
+            b.as_bytes(),
+        );
+    }
+    if let Ok(b) = body.cast::<PyByteArray>() {
+        let bytes = b.to_vec();
+        return send(
+            res,
+            status,
+            headers,
+            ct,
+            b"application/octet-stream",
+            &bytes,
+        );
+    }
+    if body.cast::<PyDict>().is_ok() || body.cast::<PyList>().is_ok() {
+        scratch.clear();
+        let b = bridge(py)?;
+        match &b.orjson_dumps {
+            Some(dumps) => {
+                let encoded = dumps.bind(py).call1((body,))?;
+                scratch
+                    .extend_from_slice(encoded.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes());
+            }
+            None => super::json::encode(body, scratch)?,
+        }
+        let result = send(res, status, headers, ct, b"application/json", scratch);
+        if scratch.capacity() > 1 << 20 {
+            *scratch = Vec::new();
+        }
+        return result;
+    }
+    if body.get_type().name()?.to_str()? == "memoryview" {
+        let bytes: Vec<u8> = body
+            .call_method0("tobytes")?
+            .cast::<PyBytes>()
+            .map_err(PyErr::from)?
+            .as_bytes()
+            .to_vec();
+        return send(
+            res,
+            status,
+            headers,
+            ct,
+            b"application/octet-stream",
+            &bytes,
+        );
+    }
+    let ty = body.get_type().name()?;
+    Err(PyTypeError::new_err(format!("unsupported return type {ty} (return str, bytes, dict, list, None, a tuple or pyrs.Response)")).into())
+}
+
+fn send(
+    res: &mut Responder<'_>,
+    status: u16,
+    headers: Option<&Bound<'_, PyAny>>,
+    content_type: Option<&[u8]>,
+    default_type: &[u8],
+    body: &[u8],
+) -> Result<(), Unsendable> {
+    let mut w = res.start(status);
+    if let Some(h) = headers {
+        if let Err(e) = write_headers(&mut w, h) {
+            w.abort();
+            return Err(e);
+        }
+    }
+    if let Some(ct) = content_type {
+        if let Err(e) = w.header(b"Content-Type", ct) {
+            w.abort();
+            return Err(Unsendable::Header(e));
+        }
+    }
+    w.finish(default_type, body);
+    Ok(())
+}
+
+/// Headers as a dict or a list of (name, value) pairs; names and values str (or int values).
+fn write_headers(
+    w: &mut crate::http::encode::ResponseWriter<'_>,
+    h: &Bound<'_, PyAny>,
+) -> Result<(), Unsendable> {
+    if h.is_none() {
+        return Ok(());
+    }
+    let mut one = |name: Bound<'_, PyAny>, value: Bound<'_, PyAny>| -> Result<(), Unsendable> {
+        let name = name
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("header names must be str"))?
+            .to_str()?
+            .to_owned();
+        let value = match value.cast::<PyString>() {
+            Ok(s) => s.to_str()?.to_owned(),
+            Err(_) if value.cast::<pyo3::types::PyInt>().is_ok() => {
+                value.str()?.to_str()?.to_owned()
+            }
+            Err(_) => {
+                return Err(PyTypeError::new_err(format!(
+                    "header {name:?}: values must be str or int"
+                ))
+                .into())
+            }
+        };
+        w.header(name.as_bytes(), value.as_bytes())
+            .map_err(Unsendable::Header)
+    };
+    if let Ok(d) = h.cast::<PyDict>() {
+        for (k, v) in d.iter() {
+            one(k, v)?;
+        }
+        return Ok(());
+    }
+    for item in h.try_iter().map_err(|_| {
+        PyTypeError::new_err("headers must be a dict or a list of (name, value) pairs")
+    })? {
+        let item = item?;
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("headers must be a dict or a list of (name, value) pairs")
+        })?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err("each header must be a (name, value) pair").into());
+        }
+        one(pair.get_item(0)?, pair.get_item(1)?)?;
+    }
+    Ok(())
+}

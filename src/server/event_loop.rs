@@ -1,0 +1,435 @@
+//! One pool thread: a mio event loop over the connections handed to it.
+//!
+//! Each turn, with the application unlocked (the GIL released), the loop
+//! flushes output, waits for events, reads and parses every ready
+//! connection, and queues the complete requests as jobs. Then it runs the
+//! batch of jobs in order, with the application locked once for the whole
+//! batch, appending responses to the connections' output buffers. Requests
+//! are answered on the thread that parsed them: no hand-off per request.
+
+use super::conn::{Conn, Deadline, Job, JobKind, ReadOutcome};
+use super::ThreadShared;
+use crate::app::{App, Responder, Route, Worker};
+use crate::config::Limits;
+use crate::http::date::DateCache;
+use crate::http::encode::{self, ResponseContext};
+use crate::router::Router;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub const WAKER: Token = Token(usize::MAX);
+const TICK: Duration = Duration::from_millis(200);
+
+pub struct EventLoop<'r, T> {
+    index: usize,
+    poll: Poll,
+    /// Taken out while its events are handled.
+    events: Option<Events>,
+    conns: Vec<Option<Conn<'r, T>>>,
+    free: Vec<usize>,
+    live: usize,
+    next_serial: u64,
+    /// Connections whose output changed since the last flush.
+    dirty: Vec<usize>,
+    jobs: Vec<Job<'r, T>>,
+    date: DateCache,
+    router: &'r Router<Route<T>>,
+    limits: Limits,
+    shared: &'r ThreadShared,
+    next_tick: Instant,
+    draining: Option<Instant>,
+}
+
+/// How the unlocked phase ended.
+enum Phase {
+    /// Requests are queued for the application.
+    Jobs,
+    /// Shutdown is complete (or its time ran out).
+    Exit,
+}
+
+impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
+    pub fn new(
+        index: usize,
+        poll: Poll,
+        router: &'r Router<Route<T>>,
+        limits: Limits,
+        shared: &'r ThreadShared,
+    ) -> Self {
+        EventLoop {
+            index,
+            poll,
+            events: Some(Events::with_capacity(1024)),
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            next_serial: 0,
+            dirty: Vec::new(),
+            jobs: Vec::new(),
+            date: DateCache::new(),
+            router,
+            limits,
+            shared,
+            next_tick: Instant::now() + TICK,
+            draining: None,
+        }
+    }
+
+    /// Runs until shutdown; `worker` is the application's view for this thread.
+    pub fn run<W: Worker<Target = T>>(&mut self, worker: &mut W) {
+        loop {
+            match worker.unlocked(|| self.io_phase()) {
+                Phase::Exit => break,
+                Phase::Jobs => self.run_jobs(worker),
+            }
+        }
+        log::debug!("thread {} stopped", self.index);
+    }
+
+    /// Socket I/O and waiting; returns when jobs need the application.
+    fn io_phase(&mut self) -> Phase {
+        loop {
+            self.flush_dirty();
+            if !self.jobs.is_empty() {
+                if self
+                    .jobs
+                    .iter()
+                    .any(|j| matches!(j.kind, JobKind::Call { .. }))
+                {
+                    return Phase::Jobs;
+                }
+                // Only core-generated answers: no need to lock the application.
+                self.run_jobs_with::<NoApp<T>>(None);
+                continue;
+            }
+            if let Some(deadline) = self.draining {
+                if self.live == 0 || Instant::now() >= deadline {
+                    return Phase::Exit;
+                }
+            }
+            let timeout = self.next_tick.saturating_duration_since(Instant::now());
+            let mut events = self
+                .events
+                .take()
+                .unwrap_or_else(|| Events::with_capacity(1024));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                self.events = Some(events);
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    log::error!("thread {}: poll failed: {e}", self.index);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            for event in events.iter() {
+                let token = event.token();
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let writable = event.is_writable();
+                if token == WAKER {
+                    self.take_new_connections();
+                    continue;
+                }
+                let i = token.0;
+                if writable {
+                    self.flush_one(i);
+                }
+                if readable {
+                    self.read_one(i);
+                }
+            }
+            self.events = Some(events);
+            if Instant::now() >= self.next_tick {
+                self.tick();
+            }
+        }
+    }
+
+    fn take_new_connections(&mut self) {
+        while let Ok((stream, addr)) = self.shared.incoming_rx.try_recv() {
+            self.add_connection(stream, addr);
+        }
+        if self.draining.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
+            self.start_draining();
+        }
+    }
+
+    fn add_connection(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot register connection from {addr}: {e}");
+            self.free.push(i);
+            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        self.next_serial += 1;
+        let mut conn = Conn::new(stream, addr, self.next_serial);
+        conn.deadline = Some((Deadline::Idle, Instant::now() + self.limits.header_timeout));
+        self.conns[i] = Some(conn);
+        self.live += 1;
+        // The client may have sent its request already: edge-triggered events
+        // only report new data, so read now.
+        self.read_one(i);
+    }
+
+    fn close(&mut self, i: usize) {
+        if let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.free.push(i);
+            self.live -= 1;
+            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn read_one(&mut self, i: usize) {
+        let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let before = self.jobs.len();
+        let outcome = conn.read_ready(i, self.router, &self.limits, &mut self.jobs);
+        if outcome == ReadOutcome::Close && self.jobs.len() == before {
+            self.close(i);
+        } else {
+            self.update_deadline(i);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            self.flush_one(i);
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn flush_one(&mut self, i: usize) {
+        let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if !conn.has_pending_output() {
+            return;
+        }
+        match conn.flush() {
+            Err(_) => {
+                self.close(i);
+                return;
+            }
+            Ok(progressed) => {
+                if progressed {
+                    conn.deadline = None;
+                }
+            }
+        }
+        if conn.finished() || (self.draining.is_some() && conn.is_idle()) {
+            self.close(i);
+            return;
+        }
+        if !conn.has_pending_output() && conn.read_paused {
+            // Output drained below the bound: resume the reads we stopped.
+            self.read_one(i);
+            return;
+        }
+        self.update_deadline(i);
+    }
+
+    fn update_deadline(&mut self, i: usize) {
+        let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let wanted = conn.wanted_deadline();
+        let current = conn.deadline.map(|(kind, _)| kind);
+        if wanted == current {
+            return;
+        }
+        let l = &self.limits;
+        conn.deadline = wanted.map(|kind| {
+            let after = match kind {
+                Deadline::Idle if conn.served_any => l.keepalive_timeout,
+                Deadline::Idle | Deadline::Header => l.header_timeout,
+                Deadline::Body => l.body_timeout,
+                Deadline::Write => l.write_timeout,
+            };
+            (kind, Instant::now() + after)
+        });
+    }
+
+    /// Expires deadlines (every TICK).
+    fn tick(&mut self) {
+        let now = Instant::now();
+        self.next_tick = now + TICK;
+        self.date.refresh();
+        for i in 0..self.conns.len() {
+            let Some(conn) = self.conns[i].as_mut() else {
+                continue;
+            };
+            let Some((kind, at)) = conn.deadline else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            match kind {
+                Deadline::Header | Deadline::Body => {
+                    log::debug!("{}: request timed out ({kind:?})", conn.addr);
+                    conn.stop_reading();
+                    conn.deadline = None;
+                    conn.fail(i, crate::http::HttpError::Timeout, &mut self.jobs);
+                }
+                Deadline::Idle | Deadline::Write => self.close(i),
+            }
+        }
+    }
+
+    fn start_draining(&mut self) {
+        let timeout = self.shared.shutdown_timeout;
+        self.draining = Some(Instant::now() + timeout);
+        for i in 0..self.conns.len() {
+            let close = match self.conns[i].as_mut() {
+                Some(conn) => conn.is_idle() || conn.has_partial_head(),
+                None => false,
+            };
+            if close {
+                self.close(i);
+            }
+        }
+    }
+
+    fn run_jobs<W: Worker<Target = T>>(&mut self, worker: &mut W) {
+        self.run_jobs_with(Some(worker));
+    }
+
+    /// Answers the queued jobs in order. `worker` is None only when no job
+    /// calls the application.
+    fn run_jobs_with<W: Worker<Target = T>>(&mut self, mut worker: Option<&mut W>) {
+        self.date.refresh();
+        let mut jobs = std::mem::take(&mut self.jobs);
+        for job in jobs.drain(..) {
+            let Some(conn) = self.conns.get_mut(job.token).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.serial != job.serial {
+                continue;
+            }
+            conn.in_flight -= 1;
+            if conn.close_after {
+                // An earlier response on this connection said Connection: close.
+                continue;
+            }
+            let keep_alive =
+                job.keep_alive && self.draining.is_none() && !matches!(job.kind, JobKind::Fail(_));
+            let ctx = ResponseContext {
+                keep_alive,
+                head_only: job.head_only,
+                version: job.version,
+            };
+            let was_empty = !conn.has_pending_output();
+            let interim = matches!(job.kind, JobKind::Continue);
+            match job.kind {
+                JobKind::Continue => {
+                    encode::continue_response(&mut conn.out);
+                }
+                JobKind::Call { route, req } => {
+                    let res = Responder {
+                        out: &mut conn.out,
+                        date: self.date.value(),
+                        ctx,
+                    };
+                    match worker.as_deref_mut() {
+                        Some(w) => w.handle(route, req, res),
+                        None => encode::text_response(
+                            res.out,
+                            500,
+                            &[],
+                            "Internal Server Error\n",
+                            res.date,
+                            ctx,
+                        ),
+                    }
+                    conn.served_any = true;
+                }
+                JobKind::Reply {
+                    status,
+                    body,
+                    allow,
+                } => {
+                    let extra: &[(&[u8], &[u8])] = match &allow {
+                        Some(a) => &[(b"Allow", a.as_bytes())],
+                        None => &[],
+                    };
+                    encode::text_response(
+                        &mut conn.out,
+                        status,
+                        extra,
+                        body,
+                        self.date.value(),
+                        ctx,
+                    );
+                    conn.served_any = true;
+                }
+                JobKind::Fail(e) => {
+                    log::debug!("{}: {e}", conn.addr);
+                    let ctx = ResponseContext {
+                        keep_alive: false,
+                        ..ctx
+                    };
+                    let body = format!("{}\n", e.detail());
+                    encode::text_response(
+                        &mut conn.out,
+                        e.status(),
+                        &[],
+                        &body,
+                        self.date.value(),
+                        ctx,
+                    );
+                }
+            }
+            if !keep_alive && !interim {
+                conn.close_after = true;
+            }
+            if was_empty {
+                self.dirty.push(job.token);
+            }
+        }
+        self.jobs = jobs;
+    }
+}
+
+/// Stands in for a worker when a batch has no application calls.
+struct NoApp<T>(std::marker::PhantomData<T>);
+
+impl<T> Worker for NoApp<T> {
+    type Target = T;
+    fn unlocked<R: Send, F: FnOnce() -> R + Send>(&mut self, f: F) -> R {
+        f()
+    }
+    fn handle(&mut self, _: &Route<T>, _: crate::http::Request, mut res: Responder<'_>) {
+        res.text(500, "Internal Server Error\n");
+    }
+}
+
+/// Runs one pool thread of `app`.
+pub fn run_thread<A: App>(
+    app: &A,
+    index: usize,
+    poll: Poll,
+    limits: Limits,
+    shared: &ThreadShared,
+) {
+    let mut poll = Some(poll);
+    app.run_worker(index, &mut |worker| {
+        let Some(poll) = poll.take() else { return };
+        let mut event_loop = EventLoop::new(index, poll, app.router(), limits.clone(), shared);
+        event_loop.run(worker);
+    });
+}

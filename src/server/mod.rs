@@ -1,0 +1,255 @@
+//! The server: the listening socket, the acceptor (the main thread), the
+//! pool of event-loop threads, signals, and graceful shutdown.
+//!
+//! The main thread accepts connections and hands each to the pool thread
+//! with the fewest open connections (a crossbeam channel plus a mio
+//! `Waker`). From then on that thread owns the connection: it reads, parses,
+//! calls the application and writes, with no further hand-off.
+
+pub mod conn;
+pub mod event_loop;
+pub mod listener;
+pub mod signals;
+
+use crate::app::App;
+use crate::config::Limits;
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// How long accepting pauses after the process runs out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+const BUSY_RESPONSE: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: pyrs\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\nConnection: close\r\n\r\nServer too busy\n";
+
+/// What the server needs beyond the application.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub thread_count: usize,
+    pub tcp_nodelay: bool,
+    pub shutdown_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// State one pool thread shares with the acceptor.
+pub struct ThreadShared {
+    pub incoming_rx: Receiver<(TcpStream, SocketAddr)>,
+    incoming_tx: Sender<(TcpStream, SocketAddr)>,
+    waker: Waker,
+    /// Open connections owned by this thread.
+    pub connections: AtomicUsize,
+    pub shutdown: AtomicBool,
+    pub shutdown_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then drains.
+pub fn serve<A: App>(
+    app: Arc<A>,
+    listener: std::net::TcpListener,
+    signals: signals::SignalPipe,
+    cfg: ServerConfig,
+) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(listener);
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut signals = signals;
+    poll.registry()
+        .register(signals.receiver(), SIGNALS, Interest::READABLE)?;
+
+    let mut shared = Vec::with_capacity(cfg.thread_count);
+    let mut handles = Vec::with_capacity(cfg.thread_count);
+    for index in 0..cfg.thread_count {
+        let thread_poll = Poll::new()?;
+        let waker = Waker::new(thread_poll.registry(), event_loop::WAKER)?;
+        let (incoming_tx, incoming_rx) = crossbeam_channel::unbounded();
+        let s = Arc::new(ThreadShared {
+            incoming_rx,
+            incoming_tx,
+            waker,
+            connections: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            shutdown_timeout: cfg.shutdown_timeout,
+        });
+        shared.push(s.clone());
+        let app = app.clone();
+        let limits = cfg.limits.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("pyrs-{index}"))
+            .spawn(move || event_loop::run_thread(&*app, index, thread_poll, limits, &s))?;
+        handles.push(handle);
+    }
+
+    let mut acceptor = Acceptor {
+        shared: &shared,
+        next: 0,
+        tcp_nodelay: cfg.tcp_nodelay,
+        max_connections: cfg.limits.max_connections,
+        paused_until: None,
+        last_warning: None,
+    };
+    let mut events = Events::with_capacity(256);
+    let mut stopping: Option<Instant> = None;
+    loop {
+        let mut timeout = acceptor
+            .paused_until
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        if stopping.is_some() {
+            timeout = Some(Duration::from_millis(20));
+        }
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for event in events.iter() {
+            match event.token() {
+                LISTENER if stopping.is_none() => acceptor.accept_all(&listener),
+                SIGNALS => {
+                    for signal in signals.drain() {
+                        if stopping.is_some() {
+                            log::warn!("second signal ({signal}): exiting now");
+                            std::process::exit(1);
+                        }
+                        log::info!("{signal} received: stopping (finishing in-flight requests, up to {:?})", cfg.shutdown_timeout);
+                        stopping = Some(Instant::now());
+                        let _ = poll.registry().deregister(&mut listener);
+                        for s in &shared {
+                            s.shutdown.store(true, Ordering::Release);
+                            let _ = s.waker.wake();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if stopping.is_none() && acceptor.paused_until.is_some_and(|t| Instant::now() >= t) {
+            acceptor.paused_until = None;
+            acceptor.accept_all(&listener);
+        }
+        if let Some(since) = stopping {
+            let all_done = handles.iter().all(|h| h.is_finished());
+            // Threads give up at shutdown_timeout themselves; a handler stuck in
+            // Python may keep one busy, so the main thread stops waiting too.
+            if all_done || since.elapsed() > cfg.shutdown_timeout + Duration::from_secs(1) {
+                break;
+            }
+        }
+    }
+    drop(listener);
+    let unfinished: Vec<_> = handles
+        .into_iter()
+        .filter_map(|h| {
+            if h.is_finished() {
+                let _ = h.join();
+                None
+            } else {
+                Some(())
+            }
+        })
+        .collect();
+    if !unfinished.is_empty() {
+        log::warn!(
+            "{} thread(s) still busy after shutdown_timeout; exiting without them",
+            unfinished.len()
+        );
+    }
+    Ok(())
+}
+
+struct Acceptor<'a> {
+    shared: &'a [Arc<ThreadShared>],
+    next: usize,
+    tcp_nodelay: bool,
+    max_connections: usize,
+    paused_until: Option<Instant>,
+    last_warning: Option<Instant>,
+}
+
+impl Acceptor<'_> {
+    fn accept_all(&mut self, listener: &TcpListener) {
+        if self.paused_until.is_some() {
+            return;
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, addr)) => self.dispatch(stream, addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection stays
+                    // queued; pause instead of spinning on it.
+                    self.warn(&format!(
+                        "accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}"
+                    ));
+                    self.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn warn(&mut self, msg: &str) {
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1))
+        {
+            log::warn!("{msg}");
+            self.last_warning = Some(now);
+        }
+    }
+
+    fn dispatch(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+        let total: usize = self
+            .shared
+            .iter()
+            .map(|s| s.connections.load(Ordering::Acquire))
+            .sum();
+        if total >= self.max_connections {
+            self.warn(&format!(
+                "max_connections ({}) reached: refusing new connections with 503",
+                self.max_connections
+            ));
+            // Best effort: the socket is new, so its send buffer has room.
+            let _ = stream.write(BUSY_RESPONSE);
+            return;
+        }
+        if self.tcp_nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        // Least-loaded thread; ties go round-robin.
+        let n = self.shared.len();
+        let mut best = self.next % n;
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if self.shared[i].connections.load(Ordering::Acquire)
+                < self.shared[best].connections.load(Ordering::Acquire)
+            {
+                best = i;
+            }
+        }
+        self.next = best + 1;
+        let target = &self.shared[best];
+        target.connections.fetch_add(1, Ordering::AcqRel);
+        if target.incoming_tx.send((stream, addr)).is_err() {
+            target.connections.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let _ = target.waker.wake();
+    }
+}
