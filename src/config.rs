@@ -85,16 +85,8 @@ pub struct Config {
 /// Why a project file was rejected. `Display` gives `FILE:LINE:COL: message`.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read {
-        file: PathBuf,
-        error: std::io::Error,
-    },
-    Invalid {
-        file: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Read { file: PathBuf, error: std::io::Error },
+    Invalid { file: PathBuf, line: usize, column: usize, message: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -103,12 +95,7 @@ impl fmt::Display for ConfigError {
             ConfigError::Read { file, error } => {
                 write!(f, "{}: cannot read project file: {error}", file.display())
             }
-            ConfigError::Invalid {
-                file,
-                line,
-                column,
-                message,
-            } => {
+            ConfigError::Invalid { file, line, column, message } => {
                 write!(f, "{}:{line}:{column}: {message}", file.display())
             }
         }
@@ -139,7 +126,7 @@ struct RawConfig {
     max_request_line: Option<usize>,
     #[serde(default, deserialize_with = "size")]
     max_header_bytes: Option<usize>,
-    #[serde(default, deserialize_with = "size")]
+    #[serde(default, deserialize_with = "headers_count")]
     max_headers: Option<usize>,
     #[serde(default, deserialize_with = "size")]
     max_body_bytes: Option<usize>,
@@ -159,19 +146,48 @@ struct RawConfig {
     modules: Vec<RouteSpec>,
 }
 
-fn ranged<'de, D: Deserializer<'de>>(
-    d: D,
-    min: u64,
-    max: u64,
-    what: &str,
-) -> Result<u64, D::Error> {
-    let v = u64::deserialize(d)?;
-    if v < min || v > max {
-        return Err(de::Error::custom(format!(
-            "{what} must be between {min} and {max}, got {v}"
-        )));
+/// Errors must be raised inside a visitor: json5 then reports the position
+/// of the offending value instead of the enclosing object.
+struct Checked<F> {
+    expecting: &'static str,
+    check: F,
+}
+
+impl<'de, T, F: FnOnce(Num) -> Result<T, String>> Visitor<'de> for Checked<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.expecting)
     }
-    Ok(v)
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        (self.check)(Num::Int(i128::from(v))).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        (self.check)(Num::Int(i128::from(v))).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        (self.check)(Num::Float(v)).map_err(E::custom)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.check)(Num::Str(v.to_string())).map_err(E::custom)
+    }
+}
+
+enum Num {
+    Int(i128),
+    Float(f64),
+    Str(String),
+}
+
+fn ranged<'de, D: Deserializer<'de>>(d: D, min: u64, max: u64, what: &'static str) -> Result<u64, D::Error> {
+    d.deserialize_any(Checked {
+        expecting: "an integer",
+        check: |n| match n {
+            Num::Int(v) if v >= i128::from(min) && v <= i128::from(max) => Ok(v as u64),
+            Num::Int(v) => Err(format!("{what} must be between {min} and {max}, got {v}")),
+            Num::Float(v) => Err(format!("{what} must be an integer, got {v}")),
+            Num::Str(v) => Err(format!("{what} must be an integer, got the string {v:?}")),
+        },
+    })
 }
 
 fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
@@ -187,44 +203,58 @@ fn backlog<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    ranged(d, 1, 1 << 40, "this limit").map(|v| Some(v as usize))
+    ranged(d, 1, 1 << 40, "a size or count").map(|v| Some(v as usize))
+}
+
+fn headers_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    ranged(d, 1, crate::http::head::MAX_HEADERS_CAP as u64, "max_headers").map(|v| Some(v as usize))
 }
 
 fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let v = f64::deserialize(d)?;
-    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
-        return Err(de::Error::custom(format!(
-            "a timeout must be a number of seconds in (0, 86400], got {v}"
-        )));
-    }
-    Ok(Some(Duration::from_secs_f64(v)))
+    d.deserialize_any(Checked {
+        expecting: "a number of seconds",
+        check: |n| {
+            let v = match n {
+                Num::Int(v) => v as f64,
+                Num::Float(v) => v,
+                Num::Str(s) => return Err(format!("a timeout must be a number of seconds, got the string {s:?}")),
+            };
+            if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+                Ok(Some(Duration::from_secs_f64(v)))
+            } else {
+                Err(format!("a timeout must be a number of seconds in (0, 86400], got {v}"))
+            }
+        },
+    })
+}
+
+fn string_with<'de, D: Deserializer<'de>, T>(d: D, parse: fn(&str) -> Result<T, String>) -> Result<T, D::Error> {
+    d.deserialize_any(Checked {
+        expecting: "a string",
+        check: |n| match n {
+            Num::Str(s) => parse(&s),
+            _ => Err("expected a string".to_string()),
+        },
+    })
 }
 
 fn ip_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_ip(&s).map(Some).map_err(de::Error::custom)
+    string_with(d, parse_ip).map(Some)
 }
 
 /// Parses an IPv4 or IPv6 literal (brackets around IPv6 allowed).
 pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
-    let bare = s
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(s);
-    bare.parse()
-        .map_err(|_| format!("http_listen_address must be an IPv4 or IPv6 literal, got {s:?}"))
+    let bare = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
+    bare.parse().map_err(|_| format!("http_listen_address must be an IPv4 or IPv6 literal, got {s:?}"))
 }
 
 fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<log::LevelFilter>, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_log_level(&s).map(Some).map_err(de::Error::custom)
+    string_with(d, parse_log_level).map(Some)
 }
 
 /// Parses `error`, `warn`, `info`, `debug`, `trace` or `off`.
 pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
-    s.parse().map_err(|_| {
-        format!("log level must be one of off, error, warn, info, debug, trace; got {s:?}")
-    })
+    s.parse().map_err(|_| format!("log level must be one of off, error, warn, info, debug, trace; got {s:?}"))
 }
 
 /// `modules`: a non-empty list of routes, each checked against those before it
@@ -257,7 +287,18 @@ struct RouteSeed<'a> {
 impl<'de> DeserializeSeed<'de> for RouteSeed<'_> {
     type Value = RouteSpec;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RouteSpec, D::Error> {
-        let mut route = RouteSpec::deserialize(d)?;
+        d.deserialize_map(self)
+    }
+}
+
+/// Validating inside `visit_map` makes json5 report the route's own position.
+impl<'de> Visitor<'de> for RouteSeed<'_> {
+    type Value = RouteSpec;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a route: {path, module, class, handler, methods?}")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RouteSpec, A::Error> {
+        let mut route = RouteSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
         validate_route(&mut route, self.before).map_err(de::Error::custom)?;
         Ok(route)
     }
@@ -265,11 +306,7 @@ impl<'de> DeserializeSeed<'de> for RouteSeed<'_> {
 
 fn validate_route(route: &mut RouteSpec, before: &[RouteSpec]) -> Result<(), String> {
     crate::router::Pattern::parse(&route.path)?;
-    for (what, name) in [
-        ("module", &route.module),
-        ("class", &route.class),
-        ("handler", &route.handler),
-    ] {
+    for (what, name) in [("module", &route.module), ("class", &route.class), ("handler", &route.handler)] {
         let dotted_ok = what == "module";
         let valid = !name.is_empty()
             && name.split('.').all(|part| {
@@ -289,10 +326,7 @@ fn validate_route(route: &mut RouteSpec, before: &[RouteSpec]) -> Result<(), Str
         for m in methods.iter_mut() {
             m.make_ascii_uppercase();
             if !KNOWN_METHODS.contains(&m.as_str()) {
-                return Err(format!(
-                    "unknown method {m:?} in methods (known: {})",
-                    KNOWN_METHODS.join(", ")
-                ));
+                return Err(format!("unknown method {m:?} in methods (known: {})", KNOWN_METHODS.join(", ")));
             }
         }
     }
@@ -303,14 +337,9 @@ fn validate_route(route: &mut RouteSpec, before: &[RouteSpec]) -> Result<(), Str
             let why = if route.path == other.path {
                 format!("duplicate route {:?}", route.path)
             } else {
-                format!(
-                    "route {:?} matches the same paths as {:?}",
-                    route.path, other.path
-                )
+                format!("route {:?} matches the same paths as {:?}", route.path, other.path)
             };
-            return Err(format!(
-                "{why} (give them different paths, or disjoint methods)"
-            ));
+            return Err(format!("{why} (give them different paths, or disjoint methods)"));
         }
     }
     Ok(())
@@ -326,27 +355,17 @@ fn methods_overlap(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {
 impl Config {
     /// Reads and validates a project file.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
-            file: file.to_path_buf(),
-            error,
-        })?;
+        let text =
+            std::fs::read_to_string(file).map_err(|error| ConfigError::Read { file: file.to_path_buf(), error })?;
         Config::parse(file, &text)
     }
 
     /// Validates project-file text; `file` names it in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = json5::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .position()
-                .map(|p| (p.line + 1, p.column + 1))
-                .unwrap_or((1, 1));
+            let (line, column) = e.position().map(|p| (p.line + 1, p.column + 1)).unwrap_or((1, 1));
             let message = strip_position(&e.to_string());
-            ConfigError::Invalid {
-                file: file.to_path_buf(),
-                line,
-                column,
-                message,
-            }
+            ConfigError::Invalid { file: file.to_path_buf(), line, column, message }
         })?;
         let project_dir = file
             .canonicalize()
@@ -357,9 +376,7 @@ impl Config {
         Ok(Config {
             file: file.to_path_buf(),
             project_dir,
-            http_listen_address: raw
-                .http_listen_address
-                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            http_listen_address: raw.http_listen_address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             http_listen_port: raw.http_listen_port.unwrap_or(8094),
             thread_count: raw.thread_count.unwrap_or(2),
             tcp_nodelay: raw.tcp_nodelay.unwrap_or(true),
@@ -424,8 +441,7 @@ mod tests {
 
     #[test]
     fn comments_and_trailing_commas() {
-        let text =
-            format!("{{\n // comment\n \"thread_count\": 4, /* c */\n modules: [{ONE},],\n}}");
+        let text = format!("{{\n // comment\n \"thread_count\": 4, /* c */\n modules: [{ONE},],\n}}");
         assert_eq!(parse(&text).unwrap().thread_count, 4);
     }
 
@@ -440,14 +456,8 @@ mod tests {
     #[test]
     fn out_of_range_and_wrong_type() {
         let e = parse(&format!("{{\n\"thread_count\": 0,\nmodules: [{ONE}]}}")).unwrap_err();
-        assert!(
-            e.starts_with("p.pyrs:2:") && e.contains("between 1 and 1024"),
-            "{e}"
-        );
-        let e = parse(&format!(
-            "{{\n\n\"tcp_nodelay\": \"yes\",\nmodules: [{ONE}]}}"
-        ))
-        .unwrap_err();
+        assert!(e.starts_with("p.pyrs:2:") && e.contains("between 1 and 1024"), "{e}");
+        let e = parse(&format!("{{\n\n\"tcp_nodelay\": \"yes\",\nmodules: [{ONE}]}}")).unwrap_err();
         assert!(e.starts_with("p.pyrs:3:"), "{e}");
     }
 
@@ -463,18 +473,13 @@ mod tests {
     fn duplicate_route_is_reported_at_the_second_entry() {
         let text = format!("{{modules: [\n{ONE},\n{ONE}\n]}}");
         let e = parse(&text).unwrap_err();
-        assert!(
-            e.starts_with("p.pyrs:3:") && e.contains("duplicate route"),
-            "{e}"
-        );
+        assert!(e.starts_with("p.pyrs:3:") && e.contains("duplicate route"), "{e}");
     }
 
     #[test]
     fn same_path_with_disjoint_methods_is_allowed() {
-        let a =
-            r#"{"path": "/x", "module": "m", "class": "C", "handler": "a", "methods": ["get"]}"#;
-        let b =
-            r#"{"path": "/x", "module": "m", "class": "C", "handler": "b", "methods": ["POST"]}"#;
+        let a = r#"{"path": "/x", "module": "m", "class": "C", "handler": "a", "methods": ["get"]}"#;
+        let b = r#"{"path": "/x", "module": "m", "class": "C", "handler": "b", "methods": ["POST"]}"#;
         let c = parse(&format!("{{modules: [{a}, {b}]}}")).unwrap();
         assert_eq!(c.modules[0].methods, Some(vec!["GET".to_string()]));
     }
@@ -489,10 +494,7 @@ mod tests {
 
     #[test]
     fn ipv6_address() {
-        let c = parse(&format!(
-            "{{http_listen_address: \"::1\", modules: [{ONE}]}}"
-        ))
-        .unwrap();
+        let c = parse(&format!("{{http_listen_address: \"::1\", modules: [{ONE}]}}")).unwrap();
         assert!(c.http_listen_address.is_ipv6());
     }
 }

@@ -17,9 +17,7 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let date = crate::http::date::format_imf_fixdate(now.as_secs());
         let time = String::from_utf8_lossy(&date[17..25]).into_owned();
         let line = format!(

@@ -33,51 +33,27 @@ fn run(cli: Cli) -> Result<(), String> {
     pyrs::logging::init(cfg.log_level);
 
     // Rust owns SIGINT/SIGTERM; install before Python starts.
-    let signals =
-        SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let venv = cli.venv.clone().or_else(|| {
-        std::env::var_os("VIRTUAL_ENV")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
+    let signals = SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let venv =
+        cli.venv.clone().or_else(|| std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()).map(PathBuf::from));
     interpreter::initialize(venv.as_deref())?;
 
     if cli.check {
-        let app = PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| {
-            println!("{line}")
-        })
-        .map_err(|e| e.to_string())?;
+        let app =
+            PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| println!("{line}")).map_err(|e| e.to_string())?;
         drop(app);
-        println!(
-            "OK: {} is valid ({} routes)",
-            cfg.file.display(),
-            cfg.modules.len()
-        );
+        println!("OK: {} is valid ({} routes)", cfg.file.display(), cfg.modules.len());
         return Ok(());
     }
 
     let addr = SocketAddr::new(cfg.http_listen_address, cfg.http_listen_port);
     // Bind before loading: a port in use fails at once, not after a long model load.
     let listener = listener::bind(addr, cfg.listen_backlog)?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
 
-    println!(
-        "Starting pyrs {} with {}",
-        env!("CARGO_PKG_VERSION"),
-        PyApp::python_info()
-    );
-    let app = PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| {
-        println!("{line}")
-    })
-    .map_err(|e| e.to_string())?;
-    println!(
-        "Address: {}, port: {}, threads: {}",
-        bound.ip(),
-        bound.port(),
-        cfg.thread_count
-    );
+    println!("Starting pyrs {} with {}", env!("CARGO_PKG_VERSION"), PyApp::python_info());
+    let app = PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| println!("{line}")).map_err(|e| e.to_string())?;
+    println!("Address: {}, port: {}, threads: {}", bound.ip(), bound.port(), cfg.thread_count);
     println!("Listening on http://{bound}");
 
     let server_cfg = ServerConfig {
@@ -87,8 +63,7 @@ fn run(cli: Cli) -> Result<(), String> {
         limits: cfg.limits.clone(),
     };
     let app = Arc::new(app);
-    server::serve(app.clone(), listener, signals, server_cfg)
-        .map_err(|e| format!("server failed: {e}"))?;
+    server::serve(app.clone(), listener, signals, server_cfg).map_err(|e| format!("server failed: {e}"))?;
     pyrs::app::App::shutdown(&*app);
     log::info!("stopped");
     Ok(())

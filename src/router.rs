@@ -31,26 +31,17 @@ impl Pattern {
         if !path.starts_with('/') {
             return Err(format!("route path {path:?} must start with '/'"));
         }
-        if path
-            .bytes()
-            .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
-        {
-            return Err(format!(
-                "route path {path:?} must not contain spaces, control characters, '?' or '#'"
-            ));
+        if path.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
+            return Err(format!("route path {path:?} must not contain spaces, control characters, '?' or '#'"));
         }
         if let Some(prefix) = path.strip_suffix("/*") {
             if prefix.contains(['*', '{', '}']) {
-                return Err(format!(
-                    "route path {path:?}: a prefix route may not contain parameters or other '*'"
-                ));
+                return Err(format!("route path {path:?}: a prefix route may not contain parameters or other '*'"));
             }
             return Ok(Pattern::Prefix(prefix.to_string()));
         }
         if path.contains('*') {
-            return Err(format!(
-                "route path {path:?}: '*' is only allowed as the last segment, as in /static/*"
-            ));
+            return Err(format!("route path {path:?}: '*' is only allowed as the last segment, as in /static/*"));
         }
         if !path.contains(['{', '}']) {
             return Ok(Pattern::Exact(path.to_string()));
@@ -63,14 +54,10 @@ impl Pattern {
                     && !name.starts_with(|c: char| c.is_ascii_digit())
                     && name.chars().all(|c| c.is_alphanumeric() || c == '_');
                 if !ident {
-                    return Err(format!(
-                        "route path {path:?}: parameter {{{name}}} must be an identifier"
-                    ));
+                    return Err(format!("route path {path:?}: parameter {{{name}}} must be an identifier"));
                 }
                 if names.contains(&name) {
-                    return Err(format!(
-                        "route path {path:?}: parameter {{{name}}} appears twice"
-                    ));
+                    return Err(format!("route path {path:?}: parameter {{{name}}} appears twice"));
                 }
                 names.push(name);
                 segments.push(Segment::Param(name.to_string()));
@@ -113,25 +100,15 @@ struct Slot<T> {
 
 impl<T> Slot<T> {
     fn new() -> Self {
-        Slot {
-            entries: Vec::new(),
-        }
+        Slot { entries: Vec::new() }
     }
 
     fn find(&self, method: &str) -> Option<&T> {
-        let allows = |ms: &Option<Vec<String>>, m: &str| {
-            ms.as_ref().is_none_or(|ms| ms.iter().any(|x| x == m))
-        };
+        let allows = |ms: &Option<Vec<String>>, m: &str| ms.as_ref().is_none_or(|ms| ms.iter().any(|x| x == m));
         self.entries
             .iter()
             .find(|e| allows(&e.methods, method))
-            .or_else(|| {
-                if method == "HEAD" {
-                    self.entries.iter().find(|e| allows(&e.methods, "GET"))
-                } else {
-                    None
-                }
-            })
+            .or_else(|| if method == "HEAD" { self.entries.iter().find(|e| allows(&e.methods, "GET")) } else { None })
             .map(|e| &e.target)
     }
 
@@ -147,11 +124,7 @@ impl<T> Slot<T> {
         if all.contains(&"GET") && !all.contains(&"HEAD") {
             all.push("HEAD");
         }
-        let mut ordered: Vec<&str> = crate::config::KNOWN_METHODS
-            .iter()
-            .copied()
-            .filter(|m| all.contains(m))
-            .collect();
+        let mut ordered: Vec<&str> = crate::config::KNOWN_METHODS.iter().copied().filter(|m| all.contains(m)).collect();
         ordered.dedup();
         ordered.join(", ")
     }
@@ -182,11 +155,7 @@ pub struct Router<T> {
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Router {
-            exact: HashMap::new(),
-            params: Vec::new(),
-            prefixes: Vec::new(),
-        }
+        Router { exact: HashMap::new(), params: Vec::new(), prefixes: Vec::new() }
     }
 }
 
@@ -196,20 +165,10 @@ impl<T> Router<T> {
     }
 
     /// Adds a route. Conflicts are rejected earlier, by the config check.
-    pub fn add(
-        &mut self,
-        path: &str,
-        methods: Option<Vec<String>>,
-        target: T,
-    ) -> Result<(), String> {
+    pub fn add(&mut self, path: &str, methods: Option<Vec<String>>, target: T) -> Result<(), String> {
         let entry = Entry { methods, target };
         match Pattern::parse(path)? {
-            Pattern::Exact(p) => self
-                .exact
-                .entry(p)
-                .or_insert_with(Slot::new)
-                .entries
-                .push(entry),
+            Pattern::Exact(p) => self.exact.entry(p).or_insert_with(Slot::new).entries.push(entry),
             Pattern::Params(segs) => match self.params.iter_mut().find(|(s, _)| *s == segs) {
                 Some((_, slot)) => slot.entries.push(entry),
                 None => {
@@ -218,11 +177,8 @@ impl<T> Router<T> {
                     self.params.push((segs, slot));
                     // Literal segments before parameters, left to right.
                     self.params.sort_by(|(a, _), (b, _)| {
-                        let key = |s: &Vec<Segment>| {
-                            s.iter()
-                                .map(|x| matches!(x, Segment::Param(_)))
-                                .collect::<Vec<_>>()
-                        };
+                        let key =
+                            |s: &Vec<Segment>| s.iter().map(|x| matches!(x, Segment::Param(_))).collect::<Vec<_>>();
                         key(a).cmp(&key(b))
                     });
                 }
@@ -233,8 +189,7 @@ impl<T> Router<T> {
                     let mut slot = Slot::new();
                     slot.entries.push(entry);
                     self.prefixes.push((p, slot));
-                    self.prefixes
-                        .sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()));
+                    self.prefixes.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()));
                 }
             },
         }
@@ -255,9 +210,7 @@ impl<T> Router<T> {
             }
         }
         for (prefix, slot) in &self.prefixes {
-            let under = path
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|r| r.is_empty() || r.starts_with('/'));
+            let under = path.strip_prefix(prefix.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/'));
             if under {
                 return Self::pick(slot, method, Vec::new());
             }
@@ -265,16 +218,10 @@ impl<T> Router<T> {
         RouteMatch::NotFound
     }
 
-    fn pick<'r>(
-        slot: &'r Slot<T>,
-        method: &str,
-        params: Vec<(&'r str, String)>,
-    ) -> RouteMatch<'r, T> {
+    fn pick<'r>(slot: &'r Slot<T>, method: &str, params: Vec<(&'r str, String)>) -> RouteMatch<'r, T> {
         match slot.find(method) {
             Some(target) => RouteMatch::Found { target, params },
-            None => RouteMatch::MethodNotAllowed {
-                allow: slot.allow(),
-            },
+            None => RouteMatch::MethodNotAllowed { allow: slot.allow() },
         }
     }
 }
@@ -327,8 +274,7 @@ mod tests {
     fn router(routes: &[(&str, Option<&[&str]>, u32)]) -> Router<u32> {
         let mut r = Router::new();
         for (p, m, t) in routes {
-            r.add(p, m.map(|m| m.iter().map(|s| s.to_string()).collect()), *t)
-                .unwrap();
+            r.add(p, m.map(|m| m.iter().map(|s| s.to_string()).collect()), *t).unwrap();
         }
         r
     }
@@ -363,10 +309,9 @@ mod tests {
     fn params_are_decoded() {
         let r = router(&[("/u/{id}/posts/{post}", None, 1)]);
         match r.route("GET", "/u/a%20b/posts/7") {
-            RouteMatch::Found { params, .. } => assert_eq!(
-                params,
-                vec![("id", "a b".to_string()), ("post", "7".to_string())]
-            ),
+            RouteMatch::Found { params, .. } => {
+                assert_eq!(params, vec![("id", "a b".to_string()), ("post", "7".to_string())])
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(found(&r, "GET", "/u//posts/7"), None);
@@ -381,19 +326,10 @@ mod tests {
 
     #[test]
     fn method_not_allowed_lists_allow() {
-        let r = router(&[
-            ("/x", Some(&["GET"]), 1),
-            ("/x", Some(&["POST"]), 2),
-            ("/*", None, 3),
-        ]);
+        let r = router(&[("/x", Some(&["GET"]), 1), ("/x", Some(&["POST"]), 2), ("/*", None, 3)]);
         assert_eq!(found(&r, "POST", "/x"), Some(2));
         assert_eq!(found(&r, "HEAD", "/x"), Some(1));
-        assert_eq!(
-            r.route("DELETE", "/x"),
-            RouteMatch::MethodNotAllowed {
-                allow: "GET, HEAD, POST".into()
-            }
-        );
+        assert_eq!(r.route("DELETE", "/x"), RouteMatch::MethodNotAllowed { allow: "GET, HEAD, POST".into() });
     }
 
     #[test]
@@ -404,15 +340,7 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_rejected() {
-        for p in [
-            "echo",
-            "/a/*/b",
-            "/a/{",
-            "/a/{1x}",
-            "/a/x{y}",
-            "/a/{x}/{x}",
-            "/a b",
-        ] {
+        for p in ["echo", "/a/*/b", "/a/{", "/a/{1x}", "/a/x{y}", "/a/{x}/{x}", "/a b"] {
             assert!(Pattern::parse(p).is_err(), "{p}");
         }
     }

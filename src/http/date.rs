@@ -19,20 +19,14 @@ impl Default for DateCache {
 
 impl DateCache {
     pub fn new() -> Self {
-        let mut c = DateCache {
-            second: u64::MAX,
-            value: [b' '; DATE_LEN],
-        };
+        let mut c = DateCache { second: u64::MAX, value: [b' '; DATE_LEN] };
         c.refresh();
         c
     }
 
     /// Re-formats the value if the second changed; cheap otherwise.
     pub fn refresh(&mut self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if now != self.second {
             self.second = now;
             self.value = format_imf_fixdate(now);
@@ -47,10 +41,8 @@ impl DateCache {
 /// Formats seconds since the epoch as `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn format_imf_fixdate(secs: u64) -> [u8; DATE_LEN] {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
@@ -95,18 +87,9 @@ mod tests {
 
     #[test]
     fn known_dates() {
-        assert_eq!(
-            &format_imf_fixdate(784_111_777),
-            b"Sun, 06 Nov 1994 08:49:37 GMT"
-        );
+        assert_eq!(&format_imf_fixdate(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(&format_imf_fixdate(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(
-            &format_imf_fixdate(951_782_400),
-            b"Tue, 29 Feb 2000 00:00:00 GMT"
-        );
-        assert_eq!(
-            &format_imf_fixdate(1_795_307_655),
-            b"Sat, 22 Nov 2026 00:34:15 GMT"
-        );
+        assert_eq!(&format_imf_fixdate(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&format_imf_fixdate(1_795_307_655), b"Sun, 22 Nov 2026 00:34:15 GMT");
     }
 }

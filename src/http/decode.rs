@@ -46,14 +46,8 @@ pub struct BodyDecoder {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Length {
-        remaining: u64,
-    },
-    Chunked {
-        state: Chunk,
-        size: u64,
-        line_len: usize,
-    },
+    Length { remaining: u64 },
+    Chunked { state: Chunk, size: u64, line_len: usize },
 }
 
 /// Progress after feeding bytes to the decoder.
@@ -70,17 +64,9 @@ impl BodyDecoder {
         let kind = match framing {
             Framing::Empty => Kind::Length { remaining: 0 },
             Framing::Length(n) => Kind::Length { remaining: n },
-            Framing::Chunked => Kind::Chunked {
-                state: Chunk::Size { digits: 0 },
-                size: 0,
-                line_len: 0,
-            },
+            Framing::Chunked => Kind::Chunked { state: Chunk::Size { digits: 0 }, size: 0, line_len: 0 },
         };
-        BodyDecoder {
-            kind,
-            max_body: max_body as u64,
-            received: 0,
-        }
+        BodyDecoder { kind, max_body: max_body as u64, received: 0 }
     }
 
     pub fn is_done(&self) -> bool {
@@ -97,16 +83,9 @@ impl BodyDecoder {
                 let take = (*remaining).min(input.len() as u64) as usize;
                 body.extend_from_slice(&input[..take]);
                 *remaining -= take as u64;
-                Ok(Progress {
-                    consumed: take,
-                    done: *remaining == 0,
-                })
+                Ok(Progress { consumed: take, done: *remaining == 0 })
             }
-            Kind::Chunked {
-                state,
-                size,
-                line_len,
-            } => {
+            Kind::Chunked { state, size, line_len } => {
                 let mut i = 0;
                 while i < input.len() {
                     let b = input[i];
@@ -139,9 +118,7 @@ impl BodyDecoder {
                         }
                         Chunk::SizeLf => {
                             if b != b'\n' {
-                                return Err(HttpError::BadRequest(
-                                    "chunk size line must end in CRLF",
-                                ));
+                                return Err(HttpError::BadRequest("chunk size line must end in CRLF"));
                             }
                             *line_len = 0;
                             if *size == 0 {
@@ -201,29 +178,18 @@ impl BodyDecoder {
                             }
                             if *last {
                                 *state = Chunk::Done;
-                                return Ok(Progress {
-                                    consumed: i + 1,
-                                    done: true,
-                                });
+                                return Ok(Progress { consumed: i + 1, done: true });
                             }
                             *state = Chunk::TrailerStart;
                         }
-                        Chunk::Done => {
-                            return Ok(Progress {
-                                consumed: i,
-                                done: true,
-                            })
-                        }
+                        Chunk::Done => return Ok(Progress { consumed: i, done: true }),
                     }
                     if *line_len > MAX_CHUNK_LINE {
                         return Err(HttpError::BadRequest("chunk line or trailer too long"));
                     }
                     i += 1;
                 }
-                Ok(Progress {
-                    consumed: i,
-                    done: *state == Chunk::Done,
-                })
+                Ok(Progress { consumed: i, done: *state == Chunk::Done })
             }
         }
     }
@@ -243,17 +209,14 @@ mod tests {
 
     #[test]
     fn content_length() {
-        assert_eq!(
-            decode_all(Framing::Length(3), b"abcdef").unwrap(),
-            (b"abc".to_vec(), 3)
-        );
+        assert_eq!(decode_all(Framing::Length(3), b"abcdef").unwrap(), (b"abc".to_vec(), 3));
     }
 
     #[test]
     fn chunked_with_extensions_and_trailers() {
-        let input = b"4;name=v\r\nWiki\r\n5 ;x\r\npedia\r\nA\r\n in\r\n\r\nchunks\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let input = b"4;name=v\r\nWiki\r\n5 ;x\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
         let (body, used) = decode_all(Framing::Chunked, input).unwrap();
-        assert_eq!(body, b"Wikipedia in\r\n\r\nchunks");
+        assert_eq!(body, b"Wikipedia in\r\n\r\nchunks.");
         assert_eq!(&input[used..], b"NEXT");
     }
 
@@ -283,11 +246,7 @@ mod tests {
         ];
         for c in cases {
             let mut d = BodyDecoder::new(Framing::Chunked, 1 << 20);
-            assert!(
-                d.decode(c, &mut Vec::new()).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(c)
-            );
+            assert!(d.decode(c, &mut Vec::new()).is_err(), "{:?}", String::from_utf8_lossy(c));
         }
     }
 
@@ -296,9 +255,6 @@ mod tests {
         let mut d = BodyDecoder::new(Framing::Chunked, 4);
         let mut body = Vec::new();
         assert_eq!(d.decode(b"3\r\nabc\r\n", &mut body).unwrap().done, false);
-        assert_eq!(
-            d.decode(b"3\r\n", &mut body),
-            Err(HttpError::PayloadTooLarge)
-        );
+        assert_eq!(d.decode(b"3\r\n", &mut body), Err(HttpError::PayloadTooLarge));
     }
 }

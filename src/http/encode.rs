@@ -117,13 +117,7 @@ impl<'a> ResponseWriter<'a> {
         out.extend_from_slice(b"Server: pyrs\r\nDate: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
-        ResponseWriter {
-            out,
-            start,
-            status,
-            ctx,
-            has_content_type: false,
-        }
+        ResponseWriter { out, start, status, ctx, has_content_type: false }
     }
 
     /// Adds a header field, or refuses it (the response is then unusable:
@@ -132,16 +126,9 @@ impl<'a> ResponseWriter<'a> {
         let valid_name = !name.is_empty() && name.iter().all(|&b| is_token_byte(b));
         let valid_value = value.iter().all(|&b| b >= b' ' && b != 0x7f || b == b'\t');
         if !valid_name || !valid_value {
-            return Err(InvalidHeader {
-                name: String::from_utf8_lossy(name).into_owned(),
-            });
+            return Err(InvalidHeader { name: String::from_utf8_lossy(name).into_owned() });
         }
-        let ignored: [&[u8]; 4] = [
-            b"content-length",
-            b"transfer-encoding",
-            b"connection",
-            b"date",
-        ];
+        let ignored: [&[u8]; 4] = [b"content-length", b"transfer-encoding", b"connection", b"date"];
         if ignored.iter().any(|i| name.eq_ignore_ascii_case(i)) {
             return Ok(());
         }
@@ -226,11 +213,7 @@ mod tests {
     use super::*;
 
     const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
-    const KA: ResponseContext = ResponseContext {
-        keep_alive: true,
-        head_only: false,
-        version: Version::Http11,
-    };
+    const KA: ResponseContext = ResponseContext { keep_alive: true, head_only: false, version: Version::Http11 };
 
     #[test]
     fn basic_response() {
@@ -247,24 +230,14 @@ mod tests {
     #[test]
     fn head_close_and_no_body_statuses() {
         let mut out = Vec::new();
-        let ctx = ResponseContext {
-            keep_alive: false,
-            head_only: true,
-            version: Version::Http11,
-        };
+        let ctx = ResponseContext { keep_alive: false, head_only: true, version: Version::Http11 };
         ResponseWriter::begin(&mut out, 200, DATE, ctx).finish(b"text/plain", b"hello");
         let s = String::from_utf8(out).unwrap();
-        assert!(
-            s.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\n"),
-            "{s}"
-        );
+        assert!(s.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\n"), "{s}");
         let mut out = Vec::new();
         ResponseWriter::begin(&mut out, 204, DATE, KA).finish(b"text/plain", b"x");
         let s = String::from_utf8(out).unwrap();
-        assert!(
-            !s.contains("Content-Length") && s.ends_with("\r\n\r\n"),
-            "{s}"
-        );
+        assert!(!s.contains("Content-Length") && s.ends_with("\r\n\r\n"), "{s}");
     }
 
     #[test]
@@ -293,11 +266,6 @@ mod tests {
         w.header(b"Content-Type", b"text/html").unwrap();
         w.finish(b"text/plain", b"ab");
         let s = String::from_utf8(out).unwrap();
-        assert!(
-            !s.contains("999")
-                && s.contains("Content-Type: text/html\r\n")
-                && !s.contains("text/plain"),
-            "{s}"
-        );
+        assert!(!s.contains("999") && s.contains("Content-Type: text/html\r\n") && !s.contains("text/plain"), "{s}");
     }
 }

@@ -14,6 +14,9 @@ use std::mem::MaybeUninit;
 /// Upper bound for `max_headers`; the parser's scratch array lives on the stack.
 pub const MAX_HEADERS_CAP: usize = 256;
 
+/// Stands for the path "/" of an absolute-form target with no path.
+const ROOT: Span = Span { start: u32::MAX, end: u32::MAX };
+
 /// A byte range into [`RequestHead::buf`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
@@ -24,14 +27,10 @@ pub struct Span {
 impl Span {
     fn of(buf: &[u8], part: &[u8]) -> Span {
         let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-        Span {
-            start: start as u32,
-            end: (start + part.len()) as u32,
-        }
+        Span { start: start as u32, end: (start + part.len()) as u32 }
     }
     fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        buf.get(self.start as usize..self.end as usize)
-            .unwrap_or(&[])
+        buf.get(self.start as usize..self.end as usize).unwrap_or(&[])
     }
 }
 
@@ -86,28 +85,25 @@ impl RequestHead {
     }
     /// The path, without the query string (for absolute-form, without scheme and authority).
     pub fn path(&self) -> &str {
+        if self.path == ROOT {
+            return "/";
+        }
         std::str::from_utf8(self.path.get(&self.buf)).unwrap_or("")
     }
     /// The query string without the `?`, empty when absent.
     pub fn query(&self) -> &str {
-        self.query
-            .map(|q| std::str::from_utf8(q.get(&self.buf)).unwrap_or(""))
-            .unwrap_or("")
+        self.query.map(|q| std::str::from_utf8(q.get(&self.buf)).unwrap_or("")).unwrap_or("")
     }
     pub fn header_count(&self) -> usize {
         self.headers.len()
     }
     /// Header fields in the order received: (name, value) as raw bytes.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.headers
-            .iter()
-            .map(|(n, v)| (n.get(&self.buf), v.get(&self.buf)))
+        self.headers.iter().map(|(n, v)| (n.get(&self.buf), v.get(&self.buf)))
     }
     /// The first header field with this name (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
     pub fn is_head(&self) -> bool {
         self.method() == "HEAD"
@@ -120,10 +116,7 @@ impl RequestHead {
 /// the number of bytes the head used, or the error to answer with.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, HttpError> {
     // Empty lines before the request line are ignored (RFC 9112 section 2.2).
-    let skip = buf
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
+    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
     let line_end = buf[skip..].iter().position(|&b| b == b'\n');
     match line_end {
         None if buf.len() - skip > limits.max_request_line => return Err(HttpError::UriTooLong),
@@ -163,11 +156,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     let head_bytes = &buf[..len];
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
-    let version = if req.version == Some(0) {
-        Version::Http10
-    } else {
-        Version::Http11
-    };
+    let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
     if std::str::from_utf8(target.as_bytes()).is_err() {
         return Err(HttpError::BadRequest("request target is not valid UTF-8"));
     }
@@ -184,7 +173,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
         expect_continue: false,
     };
     let (path, query) = split_target(method, target)?;
-    head.path = Span::of(buf, path.as_bytes());
+    head.path = path.map_or(ROOT, |p| Span::of(buf, p.as_bytes()));
     head.query = query.map(|q| Span::of(buf, q.as_bytes()));
 
     let mut hosts = 0;
@@ -193,8 +182,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     let mut chunked_last = false;
     let mut other_coding = false;
     for h in req.headers.iter() {
-        head.headers
-            .push((Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value)));
+        head.headers.push((Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value)));
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
@@ -208,17 +196,10 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
-            for coding in h
-                .value
-                .split(|&b| b == b',')
-                .map(trim)
-                .filter(|c| !c.is_empty())
-            {
+            for coding in h.value.split(|&b| b == b',').map(trim).filter(|c| !c.is_empty()) {
                 if chunked_last {
                     // Something after chunked: the body length cannot be determined.
-                    return Err(HttpError::BadRequest(
-                        "chunked must be the final transfer coding",
-                    ));
+                    return Err(HttpError::BadRequest("chunked must be the final transfer coding"));
                 }
                 if coding.eq_ignore_ascii_case(b"chunked") {
                     chunked_last = true;
@@ -244,27 +225,19 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     }
     // An HTTP/1.0 client asking for keep-alive still loses it if it also said close.
     if head.headers().any(|(n, v)| {
-        n.eq_ignore_ascii_case(b"connection")
-            && v.split(|&b| b == b',')
-                .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
+        n.eq_ignore_ascii_case(b"connection") && v.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(b"close"))
     }) {
         head.keep_alive = false;
     }
     if version == Version::Http11 && hosts != 1 {
-        return Err(HttpError::BadRequest(
-            "HTTP/1.1 requires exactly one Host header",
-        ));
+        return Err(HttpError::BadRequest("HTTP/1.1 requires exactly one Host header"));
     }
     if transfer_encoding {
         if version == Version::Http10 {
-            return Err(HttpError::BadRequest(
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ));
+            return Err(HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
         }
         if content_length.is_some() {
-            return Err(HttpError::BadRequest(
-                "both Transfer-Encoding and Content-Length",
-            ));
+            return Err(HttpError::BadRequest("both Transfer-Encoding and Content-Length"));
         }
         if !chunked_last {
             return Err(if other_coding {
@@ -281,11 +254,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
         if n > limits.max_body_bytes as u64 {
             return Err(HttpError::PayloadTooLarge);
         }
-        head.framing = if n == 0 {
-            Framing::Empty
-        } else {
-            Framing::Length(n)
-        };
+        head.framing = if n == 0 { Framing::Empty } else { Framing::Length(n) };
     }
     if head.framing == Framing::Empty {
         head.expect_continue = false;
@@ -295,35 +264,29 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
 }
 
 /// Splits the target into path and query; rejects forms pyrs does not serve.
-fn split_target<'a>(
-    method: &str,
-    target: &'a str,
-) -> Result<(&'a str, Option<&'a str>), HttpError> {
+/// The path is None for an absolute-form target without one (it means "/").
+fn split_target<'a>(method: &str, target: &'a str) -> Result<(Option<&'a str>, Option<&'a str>), HttpError> {
     let origin = if target.starts_with('/') {
         target
     } else if target == "*" {
         if method != "OPTIONS" {
-            return Err(HttpError::BadRequest(
-                "'*' target is only allowed with OPTIONS",
-            ));
+            return Err(HttpError::BadRequest("'*' target is only allowed with OPTIONS"));
         }
-        return Ok((target, None));
+        return Ok((Some(target), None));
     } else if let Some(rest) = strip_scheme(target) {
         // absolute-form: drop the authority; the path may be empty.
         match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-            Some(i) => return Ok(("/", Some(&rest[i + 1..]))),
-            None => return Ok(("/", None)),
+            Some(i) => return Ok((None, Some(&rest[i + 1..]))),
+            None => return Ok((None, None)),
         }
     } else {
-        return Err(HttpError::BadRequest(
-            "request target must be origin-form or absolute-form",
-        ));
+        return Err(HttpError::BadRequest("request target must be origin-form or absolute-form"));
     };
     let origin = origin.split('#').next().unwrap_or(origin);
     Ok(match origin.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (origin, None),
+        Some((p, q)) => (Some(p), Some(q)),
+        None => (Some(origin), None),
     })
 }
 
@@ -343,21 +306,13 @@ fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
         return Err(HttpError::BadRequest("Content-Length must be digits"));
     }
     v.iter()
-        .try_fold(0u64, |acc, &d| {
-            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })
+        .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
         .ok_or(HttpError::BadRequest("Content-Length overflows"))
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |e| e + 1);
+    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -400,10 +355,7 @@ mod tests {
     #[test]
     fn simple_get() {
         let h = ok("GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n");
-        assert_eq!(
-            (h.method(), h.path(), h.query()),
-            ("GET", "/a/b", "x=1&y=2")
-        );
+        assert_eq!((h.method(), h.path(), h.query()), ("GET", "/a/b", "x=1&y=2"));
         assert_eq!(h.header("x-a"), Some(&b"1"[..]));
         assert_eq!(h.framing, Framing::Empty);
         assert!(h.keep_alive);
@@ -422,19 +374,13 @@ mod tests {
 
     #[test]
     fn content_length_rules() {
+        assert_eq!(ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n").framing, Framing::Length(5));
         assert_eq!(
-            ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n").framing,
-            Framing::Length(5)
-        );
-        assert_eq!(
-            ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n")
-                .framing,
+            ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n").framing,
             Framing::Length(5)
         );
         for bad in ["5, 6", "+5", "-1", "0x5", "", "99999999999999999999999"] {
-            let r = p(&format!(
-                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {bad}\r\n\r\n"
-            ));
+            let r = p(&format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {bad}\r\n\r\n"));
             assert!(matches!(r, Err(HttpError::BadRequest(_))), "{bad}: {r:?}");
         }
         let big = p("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999\r\n\r\n");
@@ -443,19 +389,13 @@ mod tests {
 
     #[test]
     fn transfer_encoding_rules() {
-        assert_eq!(
-            ok("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n").framing,
-            Framing::Chunked
-        );
+        assert_eq!(ok("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n").framing, Framing::Chunked);
         let cases = [
             ("Transfer-Encoding: gzip, chunked", "501"),
             ("Transfer-Encoding: gzip", "501"),
             ("Transfer-Encoding: chunked, gzip", "400"),
             ("Transfer-Encoding: chunked\r\nContent-Length: 3", "400"),
-            (
-                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
-                "400",
-            ),
+            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", "400"),
         ];
         for (hdr, want) in cases {
             let r = p(&format!("POST / HTTP/1.1\r\nHost: h\r\n{hdr}\r\n\r\n"));
@@ -477,39 +417,20 @@ mod tests {
 
     #[test]
     fn versions_and_targets() {
-        assert!(matches!(
-            p("GET / HTTP/2.0\r\nHost: h\r\n\r\n"),
-            Err(HttpError::VersionNotSupported)
-        ));
-        assert!(matches!(
-            p("GET / HTTP/1.2\r\nHost: h\r\n\r\n"),
-            Err(HttpError::VersionNotSupported)
-        ));
-        assert!(matches!(
-            p("GET / FOO\r\nHost: h\r\n\r\n"),
-            Err(HttpError::BadRequest(_))
-        ));
+        assert!(matches!(p("GET / HTTP/2.0\r\nHost: h\r\n\r\n"), Err(HttpError::VersionNotSupported)));
+        assert!(matches!(p("GET / HTTP/1.2\r\nHost: h\r\n\r\n"), Err(HttpError::VersionNotSupported)));
+        assert!(matches!(p("GET / FOO\r\nHost: h\r\n\r\n"), Err(HttpError::BadRequest(_))));
         assert!(p("GET * HTTP/1.1\r\nHost: h\r\n\r\n").is_err());
         assert_eq!(ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").path(), "*");
         let h = ok("GET http://example.com/x/y?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((h.path(), h.query()), ("/x/y", "q=1"));
-        assert_eq!(
-            ok("GET http://example.com HTTP/1.1\r\nHost: h\r\n\r\n").path(),
-            "/"
-        );
+        assert_eq!(ok("GET http://example.com HTTP/1.1\r\nHost: h\r\n\r\n").path(), "/");
         assert!(p("CONNECT example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n").is_err());
     }
 
     #[test]
     fn malformed_headers() {
-        for bad in [
-            "X-A : 1",
-            " X-A: 1",
-            "X-A: 1\r\n folded",
-            "X\0A: 1",
-            "X-A: a\0b",
-            "X-A:\r1",
-        ] {
+        for bad in ["X-A : 1", " X-A: 1", "X-A: 1\r\n folded", "X\0A: 1", "X-A: a\0b", "X-A:\r1"] {
             let r = p(&format!("GET / HTTP/1.1\r\nHost: h\r\n{bad}\r\n\r\n"));
             assert!(matches!(r, Err(HttpError::BadRequest(_))), "{bad:?}: {r:?}");
         }
@@ -517,42 +438,19 @@ mod tests {
 
     #[test]
     fn limits() {
-        let l = Limits {
-            max_request_line: 20,
-            max_headers: 2,
-            max_header_bytes: 100,
-            ..Limits::default()
-        };
+        let l = Limits { max_request_line: 20, max_headers: 2, max_header_bytes: 100, ..Limits::default() };
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(30));
-        assert!(matches!(
-            parse(long.as_bytes(), &l),
-            Err(HttpError::UriTooLong)
-        ));
-        assert!(matches!(
-            parse(&long.as_bytes()[..25], &l),
-            Err(HttpError::UriTooLong)
-        ));
+        assert!(matches!(parse(long.as_bytes(), &l), Err(HttpError::UriTooLong)));
+        assert!(matches!(parse(&long.as_bytes()[..25], &l), Err(HttpError::UriTooLong)));
         let many = "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n";
-        assert!(matches!(
-            parse(many.as_bytes(), &l),
-            Err(HttpError::HeadersTooLarge)
-        ));
+        assert!(matches!(parse(many.as_bytes(), &l), Err(HttpError::HeadersTooLarge)));
         let big = format!("GET / HTTP/1.1\r\nHost: h\r\nA: {}\r\n", "x".repeat(100));
-        assert!(matches!(
-            parse(big.as_bytes(), &l),
-            Err(HttpError::HeadersTooLarge)
-        ));
+        assert!(matches!(parse(big.as_bytes(), &l), Err(HttpError::HeadersTooLarge)));
     }
 
     #[test]
     fn expect_continue() {
-        assert!(
-            ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
-                .expect_continue
-        );
-        assert!(matches!(
-            p("POST / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n"),
-            Err(HttpError::ExpectationFailed)
-        ));
+        assert!(ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert!(matches!(p("POST / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n"), Err(HttpError::ExpectationFailed)));
     }
 }

@@ -56,12 +56,6 @@ impl HttpError {
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status(),
-            encode::reason(self.status()),
-            self.detail()
-        )
+        write!(f, "{} {}: {}", self.status(), encode::reason(self.status()), self.detail())
     }
 }

@@ -75,9 +75,7 @@ fn status_message(what: &str, status: &ffi::PyStatus) -> String {
         "unknown error".to_string()
     } else {
         // SAFETY: err_msg is a static NUL-terminated C string when set.
-        unsafe { std::ffi::CStr::from_ptr(status.err_msg) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { std::ffi::CStr::from_ptr(status.err_msg) }.to_string_lossy().into_owned()
     };
     format!("{what}: {msg}")
 }
@@ -91,9 +89,7 @@ pub fn prepend_sys_path(py: Python<'_>, dir: &Path) -> PyResult<()> {
 
 /// Runs the `atexit` hooks; pyo3 never finalises the interpreter.
 pub fn run_atexit(py: Python<'_>) {
-    let result = py
-        .import("atexit")
-        .and_then(|m| m.call_method0("_run_exitfuncs"));
+    let result = py.import("atexit").and_then(|m| m.call_method0("_run_exitfuncs"));
     if let Err(e) = result {
         log::error!("atexit hooks failed: {}", super::format_exception(py, &e));
     }

@@ -33,8 +33,7 @@ fn write_value(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyRes
         if !v.is_finite() {
             return Err(PyValueError::new_err(format!("{v} is not valid JSON")));
         }
-        let n = serde_json::Number::from_f64(v)
-            .ok_or_else(|| PyValueError::new_err("float is not valid JSON"))?;
+        let n = serde_json::Number::from_f64(v).ok_or_else(|| PyValueError::new_err("float is not valid JSON"))?;
         out.extend_from_slice(n.to_string().as_bytes());
     } else if let Ok(d) = obj.cast::<PyDict>() {
         out.push(b'{');
@@ -67,9 +66,7 @@ fn write_value(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyRes
         out.push(b']');
     } else {
         let ty = obj.get_type().name()?;
-        return Err(PyTypeError::new_err(format!(
-            "Object of type {ty} is not JSON serializable"
-        )));
+        return Err(PyTypeError::new_err(format!("Object of type {ty} is not JSON serializable")));
     }
     Ok(())
 }
@@ -81,20 +78,14 @@ fn write_key(k: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
         return Ok(());
     }
     let mut tmp = Vec::new();
-    if k.is_none()
-        || k.cast::<PyBool>().is_ok()
-        || k.cast::<PyInt>().is_ok()
-        || k.cast::<PyFloat>().is_ok()
-    {
+    if k.is_none() || k.cast::<PyBool>().is_ok() || k.cast::<PyInt>().is_ok() || k.cast::<PyFloat>().is_ok() {
         write_value(k, &mut tmp, 0)?;
         let s = String::from_utf8_lossy(&tmp);
         write_str(&s, out);
         return Ok(());
     }
     let ty = k.get_type().name()?;
-    Err(PyTypeError::new_err(format!(
-        "keys must be str, int, float, bool or None, not {ty}"
-    )))
+    Err(PyTypeError::new_err(format!("keys must be str, int, float, bool or None, not {ty}")))
 }
 
 fn write_str(s: &str, out: &mut Vec<u8>) {
@@ -113,14 +104,7 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
             0..=0x1f => {
                 out.extend_from_slice(&bytes[start..i]);
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 0xf) as usize],
-                ]);
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
                 start = i + 1;
                 continue;
             }
@@ -142,9 +126,6 @@ mod tests {
     fn string_escapes() {
         let mut out = Vec::new();
         write_str("a\"b\\c\nd\u{1}é", &mut out);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "\"a\\\"b\\\\c\\nd\\u0001é\""
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"b\\\\c\\nd\\u0001é\"");
     }
 }

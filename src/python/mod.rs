@@ -30,23 +30,12 @@ static BRIDGE: PyOnceLock<Bridge> = PyOnceLock::new();
 pub fn bridge(py: Python<'_>) -> PyResult<&'static Bridge> {
     BRIDGE.get_or_try_init(py, || {
         let module = py.import("pyrs")?;
-        let http_error = module
-            .getattr("HTTPError")?
-            .cast_into::<PyType>()
-            .map_err(PyErr::from)?
-            .unbind();
+        let http_error = module.getattr("HTTPError")?.cast_into::<PyType>().map_err(PyErr::from)?.unbind();
         let (json_loads, orjson_dumps) = match py.import("orjson") {
-            Ok(orjson) => (
-                orjson.getattr("loads")?.unbind(),
-                Some(orjson.getattr("dumps")?.unbind()),
-            ),
+            Ok(orjson) => (orjson.getattr("loads")?.unbind(), Some(orjson.getattr("dumps")?.unbind())),
             Err(_) => (py.import("json")?.getattr("loads")?.unbind(), None),
         };
-        Ok(Bridge {
-            http_error,
-            json_loads,
-            orjson_dumps,
-        })
+        Ok(Bridge { http_error, json_loads, orjson_dumps })
     })
 }
 
@@ -135,22 +124,14 @@ impl PyApp {
                 Some(e) => LoadError(format!("{what}:\n{}", format_exception(py, e))),
                 None => LoadError(what),
             };
-            interpreter::prepend_sys_path(py, project_dir)
-                .map_err(|e| fail("cannot set sys.path".into(), Some(&e)))?;
-            install_module(py)
-                .map_err(|e| fail("cannot create the pyrs module".into(), Some(&e)))?;
+            interpreter::prepend_sys_path(py, project_dir).map_err(|e| fail("cannot set sys.path".into(), Some(&e)))?;
+            install_module(py).map_err(|e| fail("cannot create the pyrs module".into(), Some(&e)))?;
             bridge(py).map_err(|e| fail("cannot set up the pyrs module".into(), Some(&e)))?;
 
             let mut instances: Vec<(String, Py<PyAny>)> = Vec::new();
             for (module, class) in distinct_classes(routes) {
                 let m = py.import(module.as_str()).map_err(|e| {
-                    fail(
-                        format!(
-                            "cannot import module {module:?} (from {})",
-                            project_dir.display()
-                        ),
-                        Some(&e),
-                    )
+                    fail(format!("cannot import module {module:?} (from {})", project_dir.display()), Some(&e))
                 })?;
                 let cls = m
                     .getattr(class.as_str())
@@ -158,9 +139,7 @@ impl PyApp {
                 if !cls.is_callable() {
                     return Err(fail(format!("{module}.{class} is not a class"), None));
                 }
-                let instance = cls
-                    .call0()
-                    .map_err(|e| fail(format!("{module}.{class}() raised"), Some(&e)))?;
+                let instance = cls.call0().map_err(|e| fail(format!("{module}.{class}() raised"), Some(&e)))?;
                 instances.push((format!("{module}.{class}"), instance.unbind()));
             }
 
@@ -174,39 +153,16 @@ impl PyApp {
                     .ok_or_else(|| fail(format!("{key} was not loaded"), None))?;
                 let label = format!("{key}.{}", spec.handler);
                 let method = instance.getattr(spec.handler.as_str()).map_err(|_| {
-                    fail(
-                        format!(
-                            "class {key} has no method {:?} (route {})",
-                            spec.handler, spec.path
-                        ),
-                        None,
-                    )
+                    fail(format!("class {key} has no method {:?} (route {})", spec.handler, spec.path), None)
                 })?;
                 if !method.is_callable() {
-                    return Err(fail(
-                        format!("{label} is not callable (route {})", spec.path),
-                        None,
-                    ));
+                    return Err(fail(format!("{label} is not callable (route {})", spec.path), None));
                 }
-                let methods = spec
-                    .methods
-                    .as_ref()
-                    .map(|m| m.join(", "))
-                    .unwrap_or_else(|| "all methods".into());
+                let methods = spec.methods.as_ref().map(|m| m.join(", ")).unwrap_or_else(|| "all methods".into());
                 announce(format!("Added route {} -> {label} ({methods})", spec.path));
-                let target = PyTarget {
-                    method: method.unbind(),
-                    label,
-                };
+                let target = PyTarget { method: method.unbind(), label };
                 router
-                    .add(
-                        &spec.path,
-                        spec.methods.clone(),
-                        Route {
-                            pattern: spec.path.clone(),
-                            target,
-                        },
-                    )
+                    .add(&spec.path, spec.methods.clone(), Route { pattern: spec.path.clone(), target })
                     .map_err(|e| fail(e, None))?;
             }
             Ok(PyApp { router, instances })
@@ -218,17 +174,9 @@ impl PyApp {
         Python::attach(|py| {
             let sys = py.import("sys");
             let get = |name: &str| {
-                sys.as_ref()
-                    .ok()
-                    .and_then(|s| s.getattr(name).ok())
-                    .map(|v| v.to_string())
-                    .unwrap_or_default()
+                sys.as_ref().ok().and_then(|s| s.getattr(name).ok()).map(|v| v.to_string()).unwrap_or_default()
             };
-            format!(
-                "Python {} ({})",
-                get("version").split_whitespace().next().unwrap_or(""),
-                get("prefix")
-            )
+            format!("Python {} ({})", get("version").split_whitespace().next().unwrap_or(""), get("prefix"))
         })
     }
 }
@@ -244,11 +192,7 @@ impl App for PyApp {
     fn run_worker(&self, _index: usize, body: &mut dyn FnMut(&mut PyWorker<'_>)) {
         // Attach once for the thread's whole life (attaching per request costs ~9 us).
         Python::attach(|py| {
-            let mut worker = PyWorker {
-                py,
-                scratch: Vec::new(),
-                _app: std::marker::PhantomData,
-            };
+            let mut worker = PyWorker { py, scratch: Vec::new(), _app: std::marker::PhantomData };
             body(&mut worker);
         });
     }
@@ -288,8 +232,7 @@ impl Worker for PyWorker<'_> {
     fn handle(&mut self, route: &Route<PyTarget>, req: Request, res: Responder<'_>) {
         let py = self.py;
         let target = &route.target;
-        let outcome = Bound::new(py, request::PyRequest::new(req))
-            .and_then(|r| target.method.bind(py).call1((r,)));
+        let outcome = Bound::new(py, request::PyRequest::new(req)).and_then(|r| target.method.bind(py).call1((r,)));
         response::write(py, outcome, route, &target.label, res, &mut self.scratch);
     }
 }

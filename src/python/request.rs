@@ -86,26 +86,17 @@ impl PyRequest {
 
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyHeaders>> {
-        let h = self
-            .headers
-            .get_or_try_init(py, || -> PyResult<Py<PyHeaders>> {
-                let items: Vec<(Py<PyString>, Py<PyString>)> = self
-                    .inner
-                    .head
-                    .headers()
-                    .map(|(n, v)| (latin1(py, n).unbind(), latin1(py, v).unbind()))
-                    .collect();
-                Py::new(py, PyHeaders { items })
-            })?;
+        let h = self.headers.get_or_try_init(py, || -> PyResult<Py<PyHeaders>> {
+            let items: Vec<(Py<PyString>, Py<PyString>)> =
+                self.inner.head.headers().map(|(n, v)| (latin1(py, n).unbind(), latin1(py, v).unbind())).collect();
+            Py::new(py, PyHeaders { items })
+        })?;
         Ok(h.bind(py).clone())
     }
 
     #[getter]
     fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        self.body
-            .get_or_init(py, || PyBytes::new(py, &self.inner.body).unbind())
-            .bind(py)
-            .clone()
+        self.body.get_or_init(py, || PyBytes::new(py, &self.inner.body).unbind()).bind(py).clone()
     }
 
     /// The body decoded as UTF-8 (UnicodeDecodeError if it is not).
@@ -113,9 +104,7 @@ impl PyRequest {
     fn text<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
         match std::str::from_utf8(&self.inner.body) {
             Ok(s) => Ok(PyString::new(py, s)),
-            Err(e) => Err(PyUnicodeDecodeError::new_err(format!(
-                "request body is not valid UTF-8: {e}"
-            ))),
+            Err(e) => Err(PyUnicodeDecodeError::new_err(format!("request body is not valid UTF-8: {e}"))),
         }
     }
 
@@ -130,15 +119,13 @@ impl PyRequest {
     /// Path parameters of a `/users/{id}` route, percent-decoded.
     #[getter]
     fn params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = self
-            .params
-            .get_or_try_init(py, || -> PyResult<Py<PyDict>> {
-                let d = PyDict::new(py);
-                for (k, v) in &self.inner.params {
-                    d.set_item(k, v)?;
-                }
-                Ok(d.unbind())
-            })?;
+        let d = self.params.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
+            let d = PyDict::new(py);
+            for (k, v) in &self.inner.params {
+                d.set_item(k, v)?;
+            }
+            Ok(d.unbind())
+        })?;
         Ok(d.bind(py).clone())
     }
 
@@ -159,11 +146,7 @@ impl PyRequest {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "<pyrs.Request {} {}>",
-            self.inner.head.method(),
-            self.inner.head.target()
-        )
+        format!("<pyrs.Request {} {}>", self.inner.head.method(), self.inner.head.target())
     }
 }
 
@@ -176,19 +159,11 @@ pub struct PyHeaders {
 }
 
 impl PyHeaders {
-    fn find<'a, 'py>(
-        &'a self,
-        py: Python<'py>,
-        name: &str,
-    ) -> impl Iterator<Item = &'a Py<PyString>> + use<'a, 'py> {
+    fn find<'a, 'py>(&'a self, py: Python<'py>, name: &str) -> impl Iterator<Item = &'a Py<PyString>> + use<'a, 'py> {
         let name = name.to_string();
         self.items
             .iter()
-            .filter(move |(n, _)| {
-                n.bind(py)
-                    .to_str()
-                    .is_ok_and(|n| n.eq_ignore_ascii_case(&name))
-            })
+            .filter(move |(n, _)| n.bind(py).to_str().is_ok_and(|n| n.eq_ignore_ascii_case(&name)))
             .map(|(_, v)| v)
     }
 }
@@ -196,10 +171,7 @@ impl PyHeaders {
 #[pymethods]
 impl PyHeaders {
     fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyString>> {
-        self.find(py, name)
-            .next()
-            .map(|v| v.clone_ref(py))
-            .ok_or_else(|| PyKeyError::new_err(name.to_string()))
+        self.find(py, name).next().map(|v| v.clone_ref(py)).ok_or_else(|| PyKeyError::new_err(name.to_string()))
     }
 
     #[pyo3(signature = (name, default=None))]
@@ -235,23 +207,14 @@ impl PyHeaders {
     }
 
     fn items<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        self.items
-            .iter()
-            .map(|(n, v)| PyTuple::new(py, [n.clone_ref(py), v.clone_ref(py)]))
-            .collect()
+        self.items.iter().map(|(n, v)| PyTuple::new(py, [n.clone_ref(py), v.clone_ref(py)])).collect()
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let parts: Vec<String> = self
             .items
             .iter()
-            .map(|(n, v)| {
-                format!(
-                    "{:?}: {:?}",
-                    n.bind(py).to_string_lossy(),
-                    v.bind(py).to_string_lossy()
-                )
-            })
+            .map(|(n, v)| format!("{:?}: {:?}", n.bind(py).to_string_lossy(), v.bind(py).to_string_lossy()))
             .collect();
         format!("Headers({{{}}})", parts.join(", "))
     }

@@ -42,12 +42,7 @@ impl PyResponse {
         headers: Option<Py<PyAny>>,
         content_type: Option<String>,
     ) -> Self {
-        PyResponse {
-            body: body.unwrap_or_else(|| py.None()),
-            status,
-            headers,
-            content_type,
-        }
+        PyResponse { body: body.unwrap_or_else(|| py.None()), status, headers, content_type }
     }
 
     fn __repr__(&self) -> String {
@@ -83,11 +78,7 @@ pub fn write<T>(
             if let Some((status, message)) = http_error_parts(py, &e) {
                 res.text(status, &message);
             } else {
-                log::error!(
-                    "route {} ({label}) raised:\n{}",
-                    route.pattern,
-                    format_exception(py, &e)
-                );
+                log::error!("route {} ({label}) raised:\n{}", route.pattern, format_exception(py, &e));
                 res.text(500, "Internal Server Error\n");
             }
             return;
@@ -118,17 +109,8 @@ fn http_error_parts(py: Python<'_>, e: &PyErr) -> Option<(u16, String)> {
     if !v.is_instance(b.http_error.bind(py)).ok()? {
         return None;
     }
-    let status = v
-        .getattr("status")
-        .ok()?
-        .extract::<u16>()
-        .ok()
-        .filter(|s| (200..=599).contains(s))?;
-    let message = v
-        .getattr("message")
-        .ok()
-        .and_then(|m| m.str().ok())
-        .map(|m| m.to_string_lossy().into_owned());
+    let status = v.getattr("status").ok()?.extract::<u16>().ok().filter(|s| (200..=599).contains(s))?;
+    let message = v.getattr("message").ok().and_then(|m| m.str().ok()).map(|m| m.to_string_lossy().into_owned());
     let mut body = message.unwrap_or_else(|| crate::http::encode::reason(status).to_string());
     body.push('\n');
     Some((status, body))
@@ -144,10 +126,12 @@ fn encode_value(
         let (body, status, headers) = match t.len() {
             2 => (t.get_item(0)?, t.get_item(1)?, None),
             3 => (t.get_item(0)?, t.get_item(1)?, Some(t.get_item(2)?)),
-            n => return Err(PyTypeError::new_err(format!(
-                "a returned tuple must be (body, status) or (body, status, headers), got {n} items"
-            ))
-            .into()),
+            n => {
+                return Err(PyTypeError::new_err(format!(
+                    "a returned tuple must be (body, status) or (body, status, headers), got {n} items"
+                ))
+                .into())
+            }
         };
         let status = status_of(&status)?;
         if body.is_none() {
@@ -158,11 +142,9 @@ fn encode_value(
     if let Ok(r) = value.cast::<PyResponse>() {
         let r = r.borrow();
         if !(100..=599).contains(&r.status) || r.status < 200 {
-            return Err(PyValueError::new_err(format!(
-                "status {} is not a final HTTP status (200-599)",
-                r.status
-            ))
-            .into());
+            return Err(
+                PyValueError::new_err(format!("status {} is not a final HTTP status (200-599)", r.status)).into()
+            );
         }
         let headers = r.headers.as_ref().map(|h| h.bind(py).clone());
         let body = r.body.bind(py);
@@ -188,10 +170,7 @@ fn encode_value(
 fn status_of(status: &Bound<'_, PyAny>) -> PyResult<u16> {
     match status.extract::<u16>() {
         Ok(s) if (200..=599).contains(&s) => Ok(s),
-        _ => Err(PyValueError::new_err(format!(
-            "status {} is not a final HTTP status (200-599)",
-            status.repr()?
-        ))),
+        _ => Err(PyValueError::new_err(format!("status {} is not a final HTTP status (200-599)", status.repr()?))),
     }
 }
 
@@ -206,35 +185,14 @@ fn encode_body(
 ) -> Result<(), Unsendable> {
     let ct = content_type.map(str::as_bytes);
     if let Ok(s) = body.cast::<PyString>() {
-        return send(
-            res,
-            status,
-            headers,
-            ct,
-            b"text/plain; charset=utf-8",
-            s.to_str()?.as_bytes(),
-        );
+        return send(res, status, headers, ct, b"text/plain; charset=utf-8", s.to_str()?.as_bytes());
     }
     if let Ok(b) = body.cast::<PyBytes>() {
-        return send(
-            res,
-            status,
-            headers,
-            ct,
-            b"application/octet-stream",
-            b.as_bytes(),
-        );
+        return send(res, status, headers, ct, b"application/octet-stream", b.as_bytes());
     }
     if let Ok(b) = body.cast::<PyByteArray>() {
         let bytes = b.to_vec();
-        return send(
-            res,
-            status,
-            headers,
-            ct,
-            b"application/octet-stream",
-            &bytes,
-        );
+        return send(res, status, headers, ct, b"application/octet-stream", &bytes);
     }
     if body.cast::<PyDict>().is_ok() || body.cast::<PyList>().is_ok() {
         scratch.clear();
@@ -242,8 +200,7 @@ fn encode_body(
         match &b.orjson_dumps {
             Some(dumps) => {
                 let encoded = dumps.bind(py).call1((body,))?;
-                scratch
-                    .extend_from_slice(encoded.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes());
+                scratch.extend_from_slice(encoded.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes());
             }
             None => super::json::encode(body, scratch)?,
         }
@@ -254,23 +211,14 @@ fn encode_body(
         return result;
     }
     if body.get_type().name()?.to_str()? == "memoryview" {
-        let bytes: Vec<u8> = body
-            .call_method0("tobytes")?
-            .cast::<PyBytes>()
-            .map_err(PyErr::from)?
-            .as_bytes()
-            .to_vec();
-        return send(
-            res,
-            status,
-            headers,
-            ct,
-            b"application/octet-stream",
-            &bytes,
-        );
+        let bytes: Vec<u8> = body.call_method0("tobytes")?.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes().to_vec();
+        return send(res, status, headers, ct, b"application/octet-stream", &bytes);
     }
     let ty = body.get_type().name()?;
-    Err(PyTypeError::new_err(format!("unsupported return type {ty} (return str, bytes, dict, list, None, a tuple or pyrs.Response)")).into())
+    Err(PyTypeError::new_err(format!(
+        "unsupported return type {ty} (return str, bytes, dict, list, None, a tuple or pyrs.Response)"
+    ))
+    .into())
 }
 
 fn send(
@@ -299,33 +247,19 @@ fn send(
 }
 
 /// Headers as a dict or a list of (name, value) pairs; names and values str (or int values).
-fn write_headers(
-    w: &mut crate::http::encode::ResponseWriter<'_>,
-    h: &Bound<'_, PyAny>,
-) -> Result<(), Unsendable> {
+fn write_headers(w: &mut crate::http::encode::ResponseWriter<'_>, h: &Bound<'_, PyAny>) -> Result<(), Unsendable> {
     if h.is_none() {
         return Ok(());
     }
     let mut one = |name: Bound<'_, PyAny>, value: Bound<'_, PyAny>| -> Result<(), Unsendable> {
-        let name = name
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("header names must be str"))?
-            .to_str()?
-            .to_owned();
+        let name =
+            name.cast::<PyString>().map_err(|_| PyTypeError::new_err("header names must be str"))?.to_str()?.to_owned();
         let value = match value.cast::<PyString>() {
             Ok(s) => s.to_str()?.to_owned(),
-            Err(_) if value.cast::<pyo3::types::PyInt>().is_ok() => {
-                value.str()?.to_str()?.to_owned()
-            }
-            Err(_) => {
-                return Err(PyTypeError::new_err(format!(
-                    "header {name:?}: values must be str or int"
-                ))
-                .into())
-            }
+            Err(_) if value.cast::<pyo3::types::PyInt>().is_ok() => value.str()?.to_str()?.to_owned(),
+            Err(_) => return Err(PyTypeError::new_err(format!("header {name:?}: values must be str or int")).into()),
         };
-        w.header(name.as_bytes(), value.as_bytes())
-            .map_err(Unsendable::Header)
+        w.header(name.as_bytes(), value.as_bytes()).map_err(Unsendable::Header)
     };
     if let Ok(d) = h.cast::<PyDict>() {
         for (k, v) in d.iter() {
@@ -333,13 +267,13 @@ fn write_headers(
         }
         return Ok(());
     }
-    for item in h.try_iter().map_err(|_| {
-        PyTypeError::new_err("headers must be a dict or a list of (name, value) pairs")
-    })? {
+    for item in
+        h.try_iter().map_err(|_| PyTypeError::new_err("headers must be a dict or a list of (name, value) pairs"))?
+    {
         let item = item?;
-        let pair = item.cast::<PyTuple>().map_err(|_| {
-            PyTypeError::new_err("headers must be a dict or a list of (name, value) pairs")
-        })?;
+        let pair = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err("headers must be a dict or a list of (name, value) pairs"))?;
         if pair.len() != 2 {
             return Err(PyTypeError::new_err("each header must be a (name, value) pair").into());
         }

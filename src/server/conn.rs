@@ -24,11 +24,7 @@ pub enum JobKind<'r, T> {
     /// Call the application.
     Call { route: &'r Route<T>, req: Request },
     /// Answer with a short text response from the core itself.
-    Reply {
-        status: u16,
-        body: &'static str,
-        allow: Option<String>,
-    },
+    Reply { status: u16, body: &'static str, allow: Option<String> },
     /// A protocol error: answer and close, reading nothing more.
     Fail(HttpError),
     /// Send `100 Continue`.
@@ -281,25 +277,13 @@ impl<'r, T> Conn<'r, T> {
         jobs: &mut Vec<Job<'r, T>>,
     ) {
         let (route, reply) = if head.target() == "*" {
-            (
-                None,
-                Some((200, "", Some(crate::config::KNOWN_METHODS.join(", ")))),
-            )
+            (None, Some((200, "", Some(crate::config::KNOWN_METHODS.join(", ")))))
         } else {
             match router.route(head.method(), head.path()) {
-                RouteMatch::Found { target, params } => (
-                    Some((
-                        target,
-                        params
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v))
-                            .collect(),
-                    )),
-                    None,
-                ),
-                RouteMatch::MethodNotAllowed { allow } => {
-                    (None, Some((405, "Method Not Allowed\n", Some(allow))))
+                RouteMatch::Found { target, params } => {
+                    (Some((target, params.into_iter().map(|(k, v)| (k.to_string(), v)).collect())), None)
                 }
+                RouteMatch::MethodNotAllowed { allow } => (None, Some((405, "Method Not Allowed\n", Some(allow)))),
                 RouteMatch::NotFound => (None, Some((404, "Not Found\n", None))),
             }
         };
@@ -309,74 +293,30 @@ impl<'r, T> Conn<'r, T> {
                 self.push_job(token, &head, head.keep_alive, JobKind::Continue, jobs);
             } else if let Some((status, body, allow)) = reply {
                 // The body will not be read: answer now and close.
-                self.push_job(
-                    token,
-                    &head,
-                    false,
-                    JobKind::Reply {
-                        status,
-                        body,
-                        allow,
-                    },
-                    jobs,
-                );
+                self.push_job(token, &head, false, JobKind::Reply { status, body, allow }, jobs);
                 self.state = ReadState::Done;
                 return;
             }
         }
-        self.state = ReadState::Body {
-            head,
-            decoder,
-            body: Vec::new(),
-            route,
-            reply,
-        };
+        self.state = ReadState::Body { head, decoder, body: Vec::new(), route, reply };
     }
 
     fn finish_request(&mut self, token: usize, jobs: &mut Vec<Job<'r, T>>) {
         let state = std::mem::replace(&mut self.state, ReadState::Head);
-        let ReadState::Body {
-            head,
-            body,
-            route,
-            reply,
-            ..
-        } = state
-        else {
+        let ReadState::Body { head, body, route, reply, .. } = state else {
             return;
         };
         let keep_alive = head.keep_alive;
         let (head_only, version) = (head.is_head(), head.version);
         let kind = match (route, reply) {
-            (Some((route, params)), _) => JobKind::Call {
-                route,
-                req: Request {
-                    head,
-                    body,
-                    remote_addr: self.addr,
-                    params,
-                },
-            },
-            (None, Some((status, body, allow))) => JobKind::Reply {
-                status,
-                body,
-                allow,
-            },
-            (None, None) => JobKind::Reply {
-                status: 500,
-                body: "Internal Server Error\n",
-                allow: None,
-            },
+            (Some((route, params)), _) => {
+                JobKind::Call { route, req: Request { head, body, remote_addr: self.addr, params } }
+            }
+            (None, Some((status, body, allow))) => JobKind::Reply { status, body, allow },
+            (None, None) => JobKind::Reply { status: 500, body: "Internal Server Error\n", allow: None },
         };
         self.in_flight += 1;
-        jobs.push(Job {
-            token,
-            serial: self.serial,
-            keep_alive,
-            head_only,
-            version,
-            kind,
-        });
+        jobs.push(Job { token, serial: self.serial, keep_alive, head_only, version, kind });
         if !keep_alive {
             self.state = ReadState::Done;
         }

@@ -94,11 +94,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         loop {
             self.flush_dirty();
             if !self.jobs.is_empty() {
-                if self
-                    .jobs
-                    .iter()
-                    .any(|j| matches!(j.kind, JobKind::Call { .. }))
-                {
+                if self.jobs.iter().any(|j| matches!(j.kind, JobKind::Call { .. })) {
                     return Phase::Jobs;
                 }
                 // Only core-generated answers: no need to lock the application.
@@ -111,10 +107,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 }
             }
             let timeout = self.next_tick.saturating_duration_since(Instant::now());
-            let mut events = self
-                .events
-                .take()
-                .unwrap_or_else(|| Events::with_capacity(1024));
+            let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 self.events = Some(events);
                 if e.kind() != std::io::ErrorKind::Interrupted {
@@ -160,11 +153,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             self.conns.push(None);
             self.conns.len() - 1
         });
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE) {
             log::warn!("cannot register connection from {addr}: {e}");
             self.free.push(i);
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
@@ -326,13 +315,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 // An earlier response on this connection said Connection: close.
                 continue;
             }
-            let keep_alive =
-                job.keep_alive && self.draining.is_none() && !matches!(job.kind, JobKind::Fail(_));
-            let ctx = ResponseContext {
-                keep_alive,
-                head_only: job.head_only,
-                version: job.version,
-            };
+            let keep_alive = job.keep_alive && self.draining.is_none() && !matches!(job.kind, JobKind::Fail(_));
+            let ctx = ResponseContext { keep_alive, head_only: job.head_only, version: job.version };
             let was_empty = !conn.has_pending_output();
             let interim = matches!(job.kind, JobKind::Continue);
             match job.kind {
@@ -340,58 +324,26 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     encode::continue_response(&mut conn.out);
                 }
                 JobKind::Call { route, req } => {
-                    let res = Responder {
-                        out: &mut conn.out,
-                        date: self.date.value(),
-                        ctx,
-                    };
+                    let res = Responder { out: &mut conn.out, date: self.date.value(), ctx };
                     match worker.as_deref_mut() {
                         Some(w) => w.handle(route, req, res),
-                        None => encode::text_response(
-                            res.out,
-                            500,
-                            &[],
-                            "Internal Server Error\n",
-                            res.date,
-                            ctx,
-                        ),
+                        None => encode::text_response(res.out, 500, &[], "Internal Server Error\n", res.date, ctx),
                     }
                     conn.served_any = true;
                 }
-                JobKind::Reply {
-                    status,
-                    body,
-                    allow,
-                } => {
+                JobKind::Reply { status, body, allow } => {
                     let extra: &[(&[u8], &[u8])] = match &allow {
                         Some(a) => &[(b"Allow", a.as_bytes())],
                         None => &[],
                     };
-                    encode::text_response(
-                        &mut conn.out,
-                        status,
-                        extra,
-                        body,
-                        self.date.value(),
-                        ctx,
-                    );
+                    encode::text_response(&mut conn.out, status, extra, body, self.date.value(), ctx);
                     conn.served_any = true;
                 }
                 JobKind::Fail(e) => {
                     log::debug!("{}: {e}", conn.addr);
-                    let ctx = ResponseContext {
-                        keep_alive: false,
-                        ..ctx
-                    };
+                    let ctx = ResponseContext { keep_alive: false, ..ctx };
                     let body = format!("{}\n", e.detail());
-                    encode::text_response(
-                        &mut conn.out,
-                        e.status(),
-                        &[],
-                        &body,
-                        self.date.value(),
-                        ctx,
-                    );
+                    encode::text_response(&mut conn.out, e.status(), &[], &body, self.date.value(), ctx);
                 }
             }
             if !keep_alive && !interim {
@@ -419,13 +371,7 @@ impl<T> Worker for NoApp<T> {
 }
 
 /// Runs one pool thread of `app`.
-pub fn run_thread<A: App>(
-    app: &A,
-    index: usize,
-    poll: Poll,
-    limits: Limits,
-    shared: &ThreadShared,
-) {
+pub fn run_thread<A: App>(app: &A, index: usize, poll: Poll, limits: Limits, shared: &ThreadShared) {
     let mut poll = Some(poll);
     app.run_worker(index, &mut |worker| {
         let Some(poll) = poll.take() else { return };

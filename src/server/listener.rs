@@ -14,16 +14,13 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<std::net::TcpListener, Str
         };
         format!("cannot listen on {addr}: {e}{hint}")
     };
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     socket.set_reuse_address(true).map_err(fail)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(fail)?;
     }
     socket.bind(&addr.into()).map_err(fail)?;
-    socket
-        .listen(backlog.min(i32::MAX as u32) as i32)
-        .map_err(fail)?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32).map_err(fail)?;
     socket.set_nonblocking(true).map_err(fail)?;
     Ok(socket.into())
 }

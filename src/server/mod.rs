@@ -59,11 +59,9 @@ pub fn serve<A: App>(
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
     let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut signals = signals;
-    poll.registry()
-        .register(signals.receiver(), SIGNALS, Interest::READABLE)?;
+    poll.registry().register(signals.receiver(), SIGNALS, Interest::READABLE)?;
 
     let mut shared = Vec::with_capacity(cfg.thread_count);
     let mut handles = Vec::with_capacity(cfg.thread_count);
@@ -99,9 +97,7 @@ pub fn serve<A: App>(
     let mut events = Events::with_capacity(256);
     let mut stopping: Option<Instant> = None;
     loop {
-        let mut timeout = acceptor
-            .paused_until
-            .map(|t| t.saturating_duration_since(Instant::now()));
+        let mut timeout = acceptor.paused_until.map(|t| t.saturating_duration_since(Instant::now()));
         if stopping.is_some() {
             timeout = Some(Duration::from_millis(20));
         }
@@ -120,7 +116,10 @@ pub fn serve<A: App>(
                             log::warn!("second signal ({signal}): exiting now");
                             std::process::exit(1);
                         }
-                        log::info!("{signal} received: stopping (finishing in-flight requests, up to {:?})", cfg.shutdown_timeout);
+                        log::info!(
+                            "{signal} received: stopping (finishing in-flight requests, up to {:?})",
+                            cfg.shutdown_timeout
+                        );
                         stopping = Some(Instant::now());
                         let _ = poll.registry().deregister(&mut listener);
                         for s in &shared {
@@ -158,10 +157,7 @@ pub fn serve<A: App>(
         })
         .collect();
     if !unfinished.is_empty() {
-        log::warn!(
-            "{} thread(s) still busy after shutdown_timeout; exiting without them",
-            unfinished.len()
-        );
+        log::warn!("{} thread(s) still busy after shutdown_timeout; exiting without them", unfinished.len());
     }
     Ok(())
 }
@@ -184,18 +180,13 @@ impl Acceptor<'_> {
             match listener.accept() {
                 Ok((stream, addr)) => self.dispatch(stream, addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if e.kind() == io::ErrorKind::Interrupted
-                        || e.kind() == io::ErrorKind::ConnectionAborted =>
-                {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {
                     continue
                 }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection stays
                     // queued; pause instead of spinning on it.
-                    self.warn(&format!(
-                        "accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}"
-                    ));
+                    self.warn(&format!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}"));
                     self.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     return;
                 }
@@ -205,21 +196,14 @@ impl Acceptor<'_> {
 
     fn warn(&mut self, msg: &str) {
         let now = Instant::now();
-        if self
-            .last_warning
-            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1))
-        {
+        if self.last_warning.is_none_or(|t| now.duration_since(t) > Duration::from_secs(1)) {
             log::warn!("{msg}");
             self.last_warning = Some(now);
         }
     }
 
     fn dispatch(&mut self, mut stream: TcpStream, addr: SocketAddr) {
-        let total: usize = self
-            .shared
-            .iter()
-            .map(|s| s.connections.load(Ordering::Acquire))
-            .sum();
+        let total: usize = self.shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum();
         if total >= self.max_connections {
             self.warn(&format!(
                 "max_connections ({}) reached: refusing new connections with 503",

@@ -25,10 +25,7 @@ impl SignalPipe {
             signal_hook::flag::register_usize(sig, last.clone(), sig as usize)?;
             signal_hook::low_level::pipe::register(sig, write.try_clone()?)?;
         }
-        Ok(SignalPipe {
-            receiver: UnixStream::from_std(read),
-            last,
-        })
+        Ok(SignalPipe { receiver: UnixStream::from_std(read), last })
     }
 
     pub fn receiver(&mut self) -> &mut UnixStream {
