@@ -1,0 +1,303 @@
+//! Test harness: real project directories, the real `pyrs` binary on an
+//! ephemeral 127.0.0.1 port, and a raw HTTP/1.1 client over TCP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pyrs");
+
+/// A project directory with handler files and a project.pyrs.
+pub struct Project {
+    pub dir: PathBuf,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Project {
+    /// `files`: (relative path, contents); one of them should be `project.pyrs`.
+    pub fn new(files: &[(&str, &str)]) -> Project {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("proj-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (path, text) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        Project { dir }
+    }
+
+    /// A project whose `main.py` is `source` and whose routes are
+    /// (path, handler) pairs on class `Api`; `extra` is inserted as more keys.
+    pub fn simple(source: &str, routes: &[(&str, &str)], extra: &str) -> Project {
+        let routes: Vec<String> = routes
+            .iter()
+            .map(|(p, h)| format!(r#"{{"path": "{p}", "module": "main", "class": "Api", "handler": "{h}"}}"#))
+            .collect();
+        let pyrs = format!("{{\n{extra}\n\"modules\": [{}]\n}}\n", routes.join(",\n"));
+        Project::new(&[("main.py", source), ("project.pyrs", &pyrs)])
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.join("project.pyrs")
+    }
+}
+
+/// A running `pyrs`; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stdout: Arc<Mutex<String>>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+fn collect(stream: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stream);
+        let mut line = String::new();
+        while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+}
+
+impl Server {
+    /// Starts `pyrs PROJECT --bind 127.0.0.1:0 ARGS` and waits for "Listening on".
+    pub fn start(project: &Project, args: &[&str]) -> Server {
+        Self::start_with(project, args, &[])
+    }
+
+    pub fn start_with(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(project.file()).args(["--bind", "127.0.0.1:0"]).args(args);
+        cmd.env_remove("VIRTUAL_ENV");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pyrs");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().unwrap(), stdout.clone());
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = stdout.lock().unwrap().clone();
+            if let Some(rest) = out.split("Listening on http://").nth(1) {
+                let addr = rest.lines().next().unwrap().trim().parse().unwrap();
+                return Server { child, addr, stdout, stderr };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "pyrs exited with {status} before listening\nstdout:\n{out}\nstderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("pyrs did not start listening in 30 s\nstdout:\n{out}\nstderr:\n{}", stderr.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// One request on a new connection; returns the response.
+    pub fn request(&self, raw: &str) -> Response {
+        let mut c = self.connect();
+        c.send(raw.as_bytes());
+        c.read_response()
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"))
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Response {
+        let mut c = self.connect();
+        c.send(format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+        c.send(body);
+        c.read_response()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `needle` (panics after `secs`).
+    pub fn wait_stderr(&self, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.stderr().contains(needle) {
+            assert!(Instant::now() < deadline, "stderr never contained {needle:?}:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok =
+            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for exit (panics after `secs`).
+    pub fn wait_exit(&mut self, secs: u64) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return s;
+            }
+            assert!(Instant::now() < deadline, "pyrs did not exit within {secs} s; stderr:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `pyrs ARGS` to completion: (exit code, stdout, stderr).
+pub fn run_pyrs(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("VIRTUAL_ENV");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run pyrs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("body is not UTF-8")
+    }
+}
+
+/// A raw HTTP/1.1 client: write any bytes, read responses framed by Content-Length.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    /// Responses to HEAD requests have no body; set before reading one.
+    pub head_request: bool,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: Vec::new(), head_request: false }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("read failed: {e} (have {:?})", String::from_utf8_lossy(&self.buf)),
+        }
+    }
+
+    /// Reads one response (panics on timeout or a malformed response).
+    pub fn read_response(&mut self) -> Response {
+        self.try_read_response().unwrap_or_else(|| {
+            panic!("connection closed before a response; got {:?}", String::from_utf8_lossy(&self.buf))
+        })
+    }
+
+    /// Reads one response, or None if the server closed first.
+    pub fn try_read_response(&mut self) -> Option<Response> {
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        };
+        let head = String::from_utf8(self.buf[..head_end].to_vec()).expect("response head is not UTF-8");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let mut parts = status_line.splitn(3, ' ');
+        assert_eq!(parts.next(), Some("HTTP/1.1"), "status line {status_line:?}");
+        let status: u16 = parts.next().unwrap().parse().unwrap();
+        let reason = parts.next().unwrap_or("").to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap_or_else(|| panic!("bad header line {l:?}"));
+                (n.to_string(), v.to_string())
+            })
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or(0);
+        let len = if self.head_request || status < 200 || status == 204 || status == 304 { 0 } else { len };
+        while self.buf.len() < head_end + len {
+            if self.fill() == 0 {
+                panic!("connection closed mid-body");
+            }
+        }
+        let body = self.buf[head_end..head_end + len].to_vec();
+        self.buf.drain(..head_end + len);
+        Some(Response { status, reason, headers, body })
+    }
+
+    /// True when the server closes the connection (EOF) within 5 s without sending more.
+    pub fn is_closed(&mut self) -> bool {
+        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let closed = self.buf.is_empty() && self.fill() == 0;
+        self.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        closed
+    }
+
+    /// Everything until the server closes.
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        while self.fill() > 0 {}
+        std::mem::take(&mut self.buf)
+    }
+}
