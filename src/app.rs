@@ -7,6 +7,7 @@
 use crate::http::encode::{ResponseContext, ResponseWriter};
 use crate::http::Request;
 use crate::router::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A route target together with the pattern that selected it (for logs).
 pub struct Route<T> {
@@ -50,16 +51,26 @@ pub struct Responder<'a> {
     pub out: &'a mut Vec<u8>,
     pub date: &'a [u8],
     pub ctx: ResponseContext,
+    /// Set when the server began shutting down, possibly while the handler
+    /// ran: the response then says `Connection: close`.
+    pub stopping: &'a AtomicBool,
 }
 
 impl<'a> Responder<'a> {
+    fn context(&self) -> ResponseContext {
+        let keep_alive = self.ctx.keep_alive && !self.stopping.load(Ordering::Relaxed);
+        ResponseContext { keep_alive, ..self.ctx }
+    }
+
     /// Starts a response with `status` (100..=599).
     pub fn start(&mut self, status: u16) -> ResponseWriter<'_> {
-        ResponseWriter::begin(self.out, status, self.date, self.ctx)
+        let ctx = self.context();
+        ResponseWriter::begin(self.out, status, self.date, ctx)
     }
 
     /// A complete `text/plain` response.
     pub fn text(&mut self, status: u16, body: &str) {
-        crate::http::encode::text_response(self.out, status, &[], body, self.date, self.ctx);
+        let ctx = self.context();
+        crate::http::encode::text_response(self.out, status, &[], body, self.date, ctx);
     }
 }

@@ -295,7 +295,10 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
     }
 
     fn run_jobs<W: Worker<Target = T>>(&mut self, worker: &mut W) {
+        // While busy in handlers this thread cannot take new connections promptly.
+        self.shared.busy.store(true, Ordering::Release);
         self.run_jobs_with(Some(worker));
+        self.shared.busy.store(false, Ordering::Release);
     }
 
     /// Answers the queued jobs in order. `worker` is None only when no job
@@ -324,7 +327,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     encode::continue_response(&mut conn.out);
                 }
                 JobKind::Call { route, req } => {
-                    let res = Responder { out: &mut conn.out, date: self.date.value(), ctx };
+                    let stopping = &self.shared.shutdown;
+                    let res = Responder { out: &mut conn.out, date: self.date.value(), ctx, stopping };
                     match worker.as_deref_mut() {
                         Some(w) => w.handle(route, req, res),
                         None => encode::text_response(res.out, 500, &[], "Internal Server Error\n", res.date, ctx),
@@ -346,7 +350,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     encode::text_response(&mut conn.out, e.status(), &[], &body, self.date.value(), ctx);
                 }
             }
-            if !keep_alive && !interim {
+            // Shutdown may have begun while the handler ran; its response said close.
+            if (!keep_alive || self.shared.shutdown.load(Ordering::Acquire)) && !interim {
                 conn.close_after = true;
             }
             if was_empty {

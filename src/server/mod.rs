@@ -45,6 +45,8 @@ pub struct ThreadShared {
     waker: Waker,
     /// Open connections owned by this thread.
     pub connections: AtomicUsize,
+    /// The thread is running handlers (not waiting for I/O).
+    pub busy: AtomicBool,
     pub shutdown: AtomicBool,
     pub shutdown_timeout: Duration,
 }
@@ -74,6 +76,7 @@ pub fn serve<A: App>(
             incoming_tx,
             waker,
             connections: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             shutdown_timeout: cfg.shutdown_timeout,
         });
@@ -216,14 +219,18 @@ impl Acceptor<'_> {
         if self.tcp_nodelay {
             let _ = stream.set_nodelay(true);
         }
-        // Least-loaded thread; ties go round-robin.
+        // A thread not busy in a handler, with the fewest connections; ties
+        // go round-robin. (A thread blocked in a slow handler holds up only
+        // the connections it already owns.)
         let n = self.shared.len();
+        let load = |i: usize| {
+            let s = &self.shared[i];
+            (s.busy.load(Ordering::Acquire), s.connections.load(Ordering::Acquire))
+        };
         let mut best = self.next % n;
         for k in 0..n {
             let i = (self.next + k) % n;
-            if self.shared[i].connections.load(Ordering::Acquire)
-                < self.shared[best].connections.load(Ordering::Acquire)
-            {
+            if load(i) < load(best) {
                 best = i;
             }
         }

@@ -1,0 +1,135 @@
+//! Threads and shutdown: slow handlers do not stall the server; SIGTERM and
+//! SIGINT drain in-flight requests, call close() and atexit hooks, exit 0.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const API: &str = r#"
+import atexit, sys, time
+
+def _bye():
+    print("atexit hook ran", flush=True)
+
+atexit.register(_bye)
+
+class Api:
+    def sleep(self, request):
+        time.sleep(float(request.query.get("s", "1")))
+        return "slept"
+
+    def fast(self, request):
+        return "fast"
+
+    def close(self):
+        print("close() called", flush=True)
+"#;
+
+fn server(extra: &str, args: &[&str]) -> Server {
+    let p = Project::simple(API, &[("/sleep", "sleep"), ("/fast", "fast")], extra);
+    Server::start(&p, args)
+}
+
+#[test]
+fn sigterm_waits_for_the_in_flight_response_then_exits_0() {
+    let mut s = server("", &[]);
+    let mut idle = s.connect();
+    idle.send(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(idle.read_response().status, 200);
+
+    let mut c = s.connect();
+    c.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal("TERM");
+    let r = c.read_response();
+    assert_eq!((r.status, r.text().as_str()), (200, "slept"));
+    assert_eq!(r.header("Connection"), Some("close"));
+    // The idle keep-alive connection is closed, not left hanging.
+    assert!(idle.is_closed());
+    let status = s.wait_exit(10);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", s.stderr());
+    let out = s.stdout();
+    assert!(out.contains("close() called"), "{out}");
+    assert!(out.contains("atexit hook ran"), "{out}");
+    let err = s.stderr();
+    assert!(!err.contains("KeyboardInterrupt") && !err.contains("Traceback"), "{err}");
+}
+
+#[test]
+fn sigint_is_not_a_keyboard_interrupt() {
+    let mut s = server("", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /sleep?s=0.5 HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal("INT");
+    assert_eq!(c.read_response().text(), "slept");
+    assert_eq!(s.wait_exit(10).code(), Some(0));
+    let err = s.stderr();
+    assert!(err.contains("SIGINT received"), "{err}");
+    assert!(!err.contains("KeyboardInterrupt"), "{err}");
+}
+
+#[test]
+fn shutdown_timeout_bounds_the_wait_and_a_second_signal_exits_at_once() {
+    let mut s = server("\"shutdown_timeout\": 1,", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /sleep?s=30 HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    s.signal("TERM");
+    let status = s.wait_exit(10);
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert_eq!(status.code(), Some(0));
+
+    let mut s = server("", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /sleep?s=30 HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    s.signal("TERM");
+    s.wait_stderr("SIGTERM received", 5);
+    s.signal("TERM");
+    let status = s.wait_exit(5);
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert_eq!(status.code(), Some(1));
+    assert!(s.stderr().contains("second signal"), "{}", s.stderr());
+}
+
+#[test]
+fn a_sleeping_handler_does_not_stall_other_connections() {
+    let s = server("\"thread_count\": 2,", &[]);
+    let mut slow = s.connect();
+    slow.send(b"GET /sleep?s=2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(s.get("/fast").text(), "fast");
+    }
+    assert!(start.elapsed() < Duration::from_secs(1), "fast requests waited {:?}", start.elapsed());
+    assert_eq!(slow.read_response().text(), "slept");
+}
+
+#[test]
+fn new_connections_are_refused_after_the_signal() {
+    let mut s = server("", &[]);
+    let mut c = s.connect();
+    c.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal("TERM");
+    s.wait_stderr("SIGTERM received", 5);
+    std::thread::sleep(Duration::from_millis(100));
+    // The listener is closed: connecting fails (or is reset without an answer).
+    match std::net::TcpStream::connect(s.addr) {
+        Err(_) => {}
+        Ok(mut stream) => {
+            use std::io::{Read, Write};
+            let _ = stream.write_all(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n");
+            stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = Vec::new();
+            let _ = stream.read_to_end(&mut buf);
+            assert!(buf.is_empty(), "got {:?}", String::from_utf8_lossy(&buf));
+        }
+    }
+    assert_eq!(c.read_response().text(), "slept");
+    assert_eq!(s.wait_exit(10).code(), Some(0));
+}
