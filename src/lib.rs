@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod native;
 pub mod python;
 pub mod router;
 pub mod server;
