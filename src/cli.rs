@@ -22,6 +22,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
+    /// Worker processes under a supervisor (0 = one per CPU); absent: a single process.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub workers: Option<u16>,
+
     /// Validate the project file and import every module, class and handler, then exit.
     #[arg(long)]
     pub check: bool,
@@ -92,6 +96,9 @@ impl Cli {
         }
         if let Some(t) = self.threads {
             cfg.thread_count = t as usize;
+        }
+        if let Some(w) = self.workers {
+            cfg.workers.count = Some(w as usize);
         }
         if let Some(l) = self.log_level {
             cfg.log_level = l;

@@ -79,7 +79,50 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub log_level: log::LevelFilter,
     pub limits: Limits,
+    pub workers: Workers,
     pub modules: Vec<RouteSpec>,
+}
+
+/// Worker processes (`workers` and friends). Absent `workers`: one process,
+/// no supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workers {
+    /// None: single process. Some(n): a supervisor with n workers (0 = one per CPU).
+    pub count: Option<usize>,
+    /// Import and instantiate handlers once, before forking the workers.
+    pub preload: bool,
+    /// Recycle a worker after this many requests (0: never).
+    pub max_requests: u64,
+    /// Add up to this many to max_requests, at random per worker.
+    pub max_requests_jitter: u64,
+    /// Recycle a worker whose resident memory exceeds this (0: never).
+    pub max_rss_mb: u64,
+    /// Kill and replace a worker whose handler runs longer than this.
+    pub timeout: Duration,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers {
+            count: None,
+            preload: true,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_rss_mb: 0,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Workers {
+    /// The number of worker processes to run (resolving 0 to the CPU count).
+    pub fn resolved_count(&self) -> usize {
+        match self.count {
+            Some(0) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            Some(n) => n,
+            None => 1,
+        }
+    }
 }
 
 /// Why a project file was rejected. `Display` gives `FILE:LINE:COL: message`.
@@ -142,6 +185,18 @@ struct RawConfig {
     max_connections: Option<usize>,
     #[serde(default, deserialize_with = "size")]
     max_buffered_output: Option<usize>,
+    #[serde(default, deserialize_with = "workers")]
+    workers: Option<usize>,
+    #[serde(default)]
+    preload: Option<bool>,
+    #[serde(default, deserialize_with = "count")]
+    max_requests: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_requests_jitter: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_rss_mb: Option<u64>,
+    #[serde(default, deserialize_with = "seconds")]
+    timeout: Option<Duration>,
     #[serde(deserialize_with = "routes")]
     modules: Vec<RouteSpec>,
 }
@@ -204,6 +259,14 @@ fn backlog<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     ranged(d, 1, 1 << 40, "a size or count").map(|v| Some(v as usize))
+}
+
+fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    ranged(d, 0, 1024, "workers").map(|v| Some(v as usize))
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    ranged(d, 0, 1 << 53, "this count").map(Some)
 }
 
 fn headers_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
@@ -394,6 +457,14 @@ impl Config {
                 write_timeout: raw.write_timeout.unwrap_or(d.write_timeout),
                 max_connections: raw.max_connections.unwrap_or(d.max_connections),
                 max_buffered_output: raw.max_buffered_output.unwrap_or(d.max_buffered_output),
+            },
+            workers: Workers {
+                count: raw.workers,
+                preload: raw.preload.unwrap_or(true),
+                max_requests: raw.max_requests.unwrap_or(0),
+                max_requests_jitter: raw.max_requests_jitter.unwrap_or(0),
+                max_rss_mb: raw.max_rss_mb.unwrap_or(0),
+                timeout: raw.timeout.unwrap_or(Duration::from_secs(30)),
             },
             modules: raw.modules,
         })
