@@ -65,6 +65,7 @@ fn run(bind: SocketAddr, threads: usize) -> Result<(), String> {
         tcp_nodelay: true,
         shutdown_timeout: std::time::Duration::from_secs(10),
         limits: config,
+        activity: None,
     };
     server::serve(Arc::new(NativeApp::echo_example()), listener, signals, cfg)
         .map_err(|e| format!("server failed: {e}"))

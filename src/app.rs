@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A route target together with the pattern that selected it (for logs).
 pub struct Route<T> {
+    /// Index of the route in the project file (names it in watchdog logs).
+    pub id: usize,
     pub pattern: String,
     pub target: T,
 }

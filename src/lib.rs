@@ -14,3 +14,4 @@ pub mod native;
 pub mod python;
 pub mod router;
 pub mod server;
+pub mod workers;

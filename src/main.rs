@@ -6,6 +6,7 @@ use pyrs::cli::Cli;
 use pyrs::config::Config;
 use pyrs::python::{interpreter, PyApp};
 use pyrs::server::{self, listener, signals::SignalPipe, ServerConfig};
+use pyrs::workers;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,10 +33,17 @@ fn run(cli: Cli) -> Result<(), String> {
     cli.apply(&mut cfg);
     pyrs::logging::init(cfg.log_level);
 
-    // Rust owns SIGINT/SIGTERM; install before Python starts.
-    let signals = SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let venv =
         cli.venv.clone().or_else(|| std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()).map(PathBuf::from));
+    if std::env::var_os(workers::ENV_ROLE).is_some_and(|r| r == "template") {
+        return workers::template::run(&cfg, venv.as_deref());
+    }
+    if cfg.workers.count.is_some() && !cli.check {
+        return workers::master::run(&cfg);
+    }
+
+    // Rust owns SIGINT/SIGTERM; install before Python starts.
+    let signals = SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     interpreter::initialize(venv.as_deref())?;
 
     if cli.check {
@@ -61,6 +69,7 @@ fn run(cli: Cli) -> Result<(), String> {
         tcp_nodelay: cfg.tcp_nodelay,
         shutdown_timeout: cfg.shutdown_timeout,
         limits: cfg.limits.clone(),
+        activity: None,
     };
     let app = Arc::new(app);
     server::serve(app.clone(), listener, signals, server_cfg).map_err(|e| format!("server failed: {e}"))?;

@@ -56,6 +56,7 @@ fn native_app_through_the_core() {
         tcp_nodelay: true,
         shutdown_timeout: Duration::from_secs(5),
         limits: Default::default(),
+        activity: None,
     };
     let server = std::thread::spawn(move || server::serve(Arc::new(app), listener, signals, cfg));
 

@@ -144,7 +144,7 @@ impl PyApp {
             }
 
             let mut router = Router::new();
-            for spec in routes {
+            for (id, spec) in routes.iter().enumerate() {
                 let key = format!("{}.{}", spec.module, spec.class);
                 let instance = instances
                     .iter()
@@ -162,10 +162,24 @@ impl PyApp {
                 announce(format!("Added route {} -> {label} ({methods})", spec.path));
                 let target = PyTarget { method: method.unbind(), label };
                 router
-                    .add(&spec.path, spec.methods.clone(), Route { pattern: spec.path.clone(), target })
+                    .add(&spec.path, spec.methods.clone(), Route { id, pattern: spec.path.clone(), target })
                     .map_err(|e| fail(e, None))?;
             }
             Ok(PyApp { router, instances })
+        })
+    }
+
+    /// Calls `method()` on every handler instance that defines it (`post_fork`
+    /// in each worker process).
+    pub fn call_each(&self, method: &str) -> Result<(), String> {
+        Python::attach(|py| {
+            for (name, instance) in &self.instances {
+                let Ok(hook) = instance.bind(py).getattr(method) else { continue };
+                if hook.is_callable() {
+                    hook.call0().map_err(|e| format!("{name}.{method}() raised:\n{}", format_exception(py, &e)))?;
+                }
+            }
+            Ok(())
         })
     }
 

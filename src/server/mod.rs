@@ -6,6 +6,7 @@
 //! `Waker`). From then on that thread owns the connection: it reads, parses,
 //! calls the application and writes, with no further hand-off.
 
+pub mod activity;
 pub mod conn;
 pub mod event_loop;
 pub mod listener;
@@ -13,6 +14,7 @@ pub mod signals;
 
 use crate::app::App;
 use crate::config::Limits;
+use activity::Activity;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -36,6 +38,9 @@ pub struct ServerConfig {
     pub tcp_nodelay: bool,
     pub shutdown_timeout: Duration,
     pub limits: Limits,
+    /// Where pool threads record which handler runs since when (read by the
+    /// worker watchdog); None when nobody watches.
+    pub activity: Option<Arc<Activity>>,
 }
 
 /// State one pool thread shares with the acceptor.
@@ -49,6 +54,7 @@ pub struct ThreadShared {
     pub busy: AtomicBool,
     pub shutdown: AtomicBool,
     pub shutdown_timeout: Duration,
+    pub activity: Option<Arc<Activity>>,
 }
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then drains.
@@ -79,6 +85,7 @@ pub fn serve<A: App>(
             busy: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             shutdown_timeout: cfg.shutdown_timeout,
+            activity: cfg.activity.clone(),
         });
         shared.push(s.clone());
         let app = app.clone();

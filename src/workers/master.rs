@@ -1,0 +1,485 @@
+//! The supervisor. Pure Rust: it never starts Python, so it stays small and
+//! cannot be wedged by handler code. It owns the port, starts a template per
+//! code generation, keeps one worker per slot alive (with backoff, and a stop
+//! when workers keep failing at start-up), recycles workers on request, and
+//! turns signals into graceful stops, rolling reloads and scaling.
+
+use super::ipc::{self, Message};
+use super::{ENV_BIND, ENV_GENERATION, ENV_MASTER_PID, ENV_ROLE};
+use crate::config::Config;
+use crate::server::listener;
+use crate::server::signals::{Signal, SignalPipe};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SIGNALS: Token = Token(0);
+const STATUS: Token = Token(1);
+/// Consecutive workers of one slot that die before serving, after which the
+/// server stops instead of looping.
+const MAX_START_FAILURES: u32 = 3;
+/// A worker that lived this long resets its slot's failure count.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Starting,
+    Up,
+    Draining,
+}
+
+struct WorkerProc {
+    slot: usize,
+    gen: u64,
+    state: State,
+    born: Instant,
+}
+
+struct Template {
+    pid: i32,
+    gen: u64,
+    /// Write end of its command pipe; closing it tells the template to exit.
+    commands: Option<std::fs::File>,
+    ready: bool,
+}
+
+struct Slot {
+    wanted: bool,
+    failures: u32,
+    respawn_at: Option<Instant>,
+    /// A spawn was asked for and its worker has not reported yet.
+    pending: bool,
+}
+
+struct Master<'a> {
+    cfg: &'a Config,
+    bind: SocketAddr,
+    args: Vec<std::ffi::OsString>,
+    status_read: std::fs::File,
+    status_write: RawFd,
+    templates: Vec<Template>,
+    next_gen: u64,
+    workers: HashMap<i32, WorkerProc>,
+    slots: Vec<Slot>,
+    announced: bool,
+    stopping: Option<Instant>,
+    last_fatal: Option<String>,
+    pending_line: String,
+}
+
+/// Runs the supervisor until the server stops.
+pub fn run(cfg: &Config) -> Result<(), String> {
+    let count = cfg.workers.resolved_count();
+    let mut signals = SignalPipe::install_for(&[
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGCHLD,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Orphaned workers (their template-side parent exits at once) become ours.
+    // SAFETY: prctl with an integer argument.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(format!("cannot become a child subreaper: {}", std::io::Error::last_os_error()));
+    }
+    let addr = SocketAddr::new(cfg.http_listen_address, cfg.http_listen_port);
+    // Holds the port (and resolves port 0) without accepting: workers listen on it with SO_REUSEPORT.
+    let holder = listener::reserve(addr)?;
+    let bind = holder.local_addr().ok().and_then(|a| a.as_socket()).ok_or("cannot read the reserved address")?;
+
+    let (status_r, status_w) = ipc::pipe().map_err(|e| format!("cannot create the status pipe: {e}"))?;
+    set_nonblocking(status_r);
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    poll.registry().register(signals.receiver(), SIGNALS, Interest::READABLE).map_err(|e| e.to_string())?;
+    poll.registry().register(&mut SourceFd(&status_r), STATUS, Interest::READABLE).map_err(|e| e.to_string())?;
+
+    println!(
+        "Starting pyrs {} supervisor (pid {}) with {count} workers",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    let mut m = Master {
+        cfg,
+        bind,
+        args: std::env::args_os().skip(1).collect(),
+        // SAFETY: status_r is a fresh descriptor owned from here on.
+        status_read: unsafe { std::fs::File::from_raw_fd(status_r) },
+        status_write: status_w,
+        templates: Vec::new(),
+        next_gen: 1,
+        workers: HashMap::new(),
+        slots: (0..count).map(|_| Slot { wanted: true, failures: 0, respawn_at: None, pending: false }).collect(),
+        announced: false,
+        stopping: None,
+        last_fatal: None,
+        pending_line: String::new(),
+    };
+    m.spawn_template()?;
+    let mut events = Events::with_capacity(64);
+    loop {
+        let timeout = m.next_timeout();
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(format!("poll failed: {e}"));
+            }
+        }
+        for s in signals.drain() {
+            m.on_signal(s)?;
+        }
+        m.read_status()?;
+        m.reap()?;
+        m.respawn_due();
+        if let Some(since) = m.stopping {
+            let alive = m.workers.len() + m.templates.len();
+            if alive == 0 {
+                drop(holder);
+                log::info!("stopped");
+                return Ok(());
+            }
+            if since.elapsed() > m.cfg.shutdown_timeout + Duration::from_secs(3) {
+                log::warn!("{alive} process(es) still running after shutdown_timeout; killing them");
+                m.kill_all(libc::SIGKILL);
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor this process owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+fn describe(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("was killed by signal {}", Signal(libc::WTERMSIG(status)))
+    } else {
+        format!("ended ({status})")
+    }
+}
+
+impl Master<'_> {
+    fn next_timeout(&self) -> Duration {
+        let mut t = Duration::from_millis(500);
+        if self.stopping.is_some() {
+            t = Duration::from_millis(50);
+        }
+        let now = Instant::now();
+        for s in &self.slots {
+            if let Some(at) = s.respawn_at {
+                t = t.min(at.saturating_duration_since(now));
+            }
+        }
+        t
+    }
+
+    fn spawn_template(&mut self) -> Result<(), String> {
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        let (cmd_r, cmd_w) = ipc::pipe().map_err(|e| format!("cannot create a command pipe: {e}"))?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the pyrs executable: {e}"))?;
+        let status_w = self.status_write;
+        let mut cmd = Command::new(exe);
+        cmd.args(&self.args)
+            .env(ENV_ROLE, "template")
+            .env(ENV_GENERATION, gen.to_string())
+            .env(ENV_BIND, self.bind.to_string())
+            .env(ENV_MASTER_PID, std::process::id().to_string());
+        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Move both ends above the target numbers first, then into place.
+                let s = libc::fcntl(status_w, libc::F_DUPFD, 10);
+                let c = libc::fcntl(cmd_r, libc::F_DUPFD, 10);
+                if s < 0 || c < 0 || libc::dup2(s, ipc::STATUS_FD) < 0 || libc::dup2(c, ipc::COMMAND_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("cannot start a template process: {e}"));
+        ipc::close(cmd_r);
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                ipc::close(cmd_w);
+                return Err(e);
+            }
+        };
+        log::info!("template {} (generation {gen}) starting", child.id());
+        // SAFETY: cmd_w is a fresh descriptor owned from here on.
+        let commands = Some(unsafe { std::fs::File::from_raw_fd(cmd_w) });
+        self.templates.push(Template { pid: child.id() as i32, gen, commands, ready: false });
+        Ok(())
+    }
+
+    /// The newest template that has loaded.
+    fn ready_template(&mut self) -> Option<&mut Template> {
+        self.templates.iter_mut().rev().find(|t| t.ready && t.commands.is_some())
+    }
+
+    fn spawn_worker(&mut self, slot: usize) {
+        if self.stopping.is_some() || !self.slots[slot].wanted {
+            return;
+        }
+        let Some(t) = self.ready_template() else { return };
+        let Some(commands) = t.commands.as_mut() else { return };
+        use std::io::Write;
+        if let Err(e) = commands.write_all(format!("spawn {slot}\n").as_bytes()) {
+            log::error!("cannot ask template {} for a worker: {e}", t.pid);
+            return;
+        }
+        self.slots[slot].pending = true;
+        self.slots[slot].respawn_at = None;
+    }
+
+    fn on_signal(&mut self, s: Signal) -> Result<(), String> {
+        match s.0 {
+            libc::SIGINT | libc::SIGTERM => {
+                if self.stopping.is_some() {
+                    log::warn!("second signal ({s}): killing the workers and exiting now");
+                    self.kill_all(libc::SIGKILL);
+                    std::process::exit(1);
+                }
+                log::info!(
+                    "{s} received: stopping the workers (in-flight requests finish, up to {:?})",
+                    self.cfg.shutdown_timeout
+                );
+                self.stopping = Some(Instant::now());
+                self.kill_all(libc::SIGTERM);
+                for t in &mut self.templates {
+                    t.commands = None;
+                }
+            }
+            libc::SIGHUP if self.stopping.is_none() => {
+                if self.templates.iter().any(|t| !t.ready) {
+                    log::warn!("SIGHUP ignored: a reload is already in progress");
+                } else {
+                    log::info!("SIGHUP received: reloading (new workers with freshly imported code)");
+                    self.spawn_template()?;
+                }
+            }
+            libc::SIGTTIN if self.stopping.is_none() => {
+                self.slots.push(Slot { wanted: true, failures: 0, respawn_at: None, pending: false });
+                log::info!("SIGTTIN: adding a worker ({} wanted)", self.wanted());
+                self.spawn_worker(self.slots.len() - 1);
+            }
+            libc::SIGTTOU if self.stopping.is_none() => {
+                if self.wanted() <= 1 {
+                    log::warn!("SIGTTOU ignored: at least one worker must run");
+                } else if let Some(slot) = self.slots.iter().rposition(|s| s.wanted) {
+                    self.slots[slot].wanted = false;
+                    log::info!("SIGTTOU: removing a worker ({} wanted)", self.wanted());
+                    self.drain_slot(slot, None);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn wanted(&self) -> usize {
+        self.slots.iter().filter(|s| s.wanted).count()
+    }
+
+    /// Sends SIGTERM to the workers of `slot` other than `keep`.
+    fn drain_slot(&mut self, slot: usize, keep: Option<i32>) {
+        for (&pid, w) in self.workers.iter_mut() {
+            if w.slot == slot && Some(pid) != keep && w.state != State::Draining {
+                w.state = State::Draining;
+                // SAFETY: signalling a child process.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+    }
+
+    fn kill_all(&mut self, sig: i32) {
+        for &pid in self.workers.keys().chain(self.templates.iter().map(|t| &t.pid)) {
+            // SAFETY: signalling a child process.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    fn read_status(&mut self) -> Result<(), String> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.status_read.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.pending_line.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        while let Some(i) = self.pending_line.find('\n') {
+            let line: String = self.pending_line.drain(..=i).collect();
+            match Message::parse(&line) {
+                Some(msg) => self.on_message(msg)?,
+                None => log::warn!("unexpected status line {:?}", line.trim_end()),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<(), String> {
+        match msg {
+            Message::Ready { gen, pid } => {
+                let Some(t) = self.templates.iter_mut().find(|t| t.pid == pid) else { return Ok(()) };
+                t.ready = true;
+                log::info!("template {pid} (generation {gen}) loaded");
+                // An older template is no longer needed: new workers come from this one.
+                for old in self.templates.iter_mut().filter(|t| t.gen < gen) {
+                    old.commands = None;
+                }
+                for slot in 0..self.slots.len() {
+                    if self.slots[slot].wanted {
+                        self.spawn_worker(slot);
+                    }
+                }
+            }
+            Message::Born { slot, gen, pid } => {
+                self.workers.insert(pid, WorkerProc { slot, gen, state: State::Starting, born: Instant::now() });
+                if let Some(s) = self.slots.get_mut(slot) {
+                    s.pending = false;
+                }
+            }
+            Message::Up { slot, gen, pid } => {
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.state = State::Up;
+                }
+                log::info!("worker {pid} (slot {slot}, generation {gen}) up");
+                // The new worker listens: older ones in its slot may drain now.
+                self.drain_slot(slot, Some(pid));
+                if !self.slots.get(slot).is_some_and(|s| s.wanted) || self.stopping.is_some() {
+                    self.drain_slot(slot, None);
+                }
+                self.announce_when_all_up();
+            }
+            Message::Fatal { slot, pid, message, .. } => {
+                log::error!("worker {pid} (slot {slot}) failed to start: {message}");
+                self.last_fatal = Some(message);
+            }
+            Message::Recycle { slot, pid, reason, .. } => {
+                let current = self.workers.get(&pid).is_some_and(|w| w.state == State::Up);
+                if current && !self.slots[slot].pending && self.stopping.is_none() {
+                    log::info!("recycling worker {pid} (slot {slot}): {reason}");
+                    self.spawn_worker(slot);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn announce_when_all_up(&mut self) {
+        if self.announced {
+            return;
+        }
+        let up = |slot: usize| self.workers.values().any(|w| w.slot == slot && w.state == State::Up);
+        if (0..self.slots.len()).all(|s| !self.slots[s].wanted || up(s)) {
+            self.announced = true;
+            let mut pids: Vec<i32> =
+                self.workers.iter().filter(|(_, w)| w.state == State::Up).map(|(p, _)| *p).collect();
+            pids.sort_unstable();
+            println!(
+                "Address: {}, port: {}, threads: {}, workers: {} (pids {:?})",
+                self.bind.ip(),
+                self.bind.port(),
+                self.cfg.thread_count,
+                self.wanted(),
+                pids
+            );
+            println!("Listening on http://{}", self.bind);
+        }
+    }
+
+    fn reap(&mut self) -> Result<(), String> {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return Ok(());
+            }
+            self.on_exit(pid, status)?;
+        }
+    }
+
+    fn on_exit(&mut self, pid: i32, status: i32) -> Result<(), String> {
+        if let Some(i) = self.templates.iter().position(|t| t.pid == pid) {
+            let t = self.templates.remove(i);
+            if self.stopping.is_some() || t.commands.is_none() {
+                return Ok(());
+            }
+            if !t.ready {
+                if !self.announced && t.gen == 1 {
+                    return Err("the project could not be loaded (see the error above)".into());
+                }
+                log::error!(
+                    "reload failed: template {pid} (generation {}) {}; the running workers keep serving",
+                    t.gen,
+                    describe(status)
+                );
+            } else {
+                log::error!("template {pid} {}; starting a new one", describe(status));
+                self.spawn_template()?;
+            }
+            return Ok(());
+        }
+        let Some(w) = self.workers.remove(&pid) else { return Ok(()) };
+        let how = describe(status);
+        if self.stopping.is_some() || w.state == State::Draining {
+            log::info!("worker {pid} (slot {}) {how}", w.slot);
+            return Ok(());
+        }
+        let slot = w.slot;
+        log::warn!("worker {pid} (slot {slot}, generation {}) {how}; replacing it", w.gen);
+        let s = &mut self.slots[slot];
+        if w.state == State::Starting {
+            s.failures += 1;
+            if s.failures >= MAX_START_FAILURES {
+                let why = self.last_fatal.clone().unwrap_or(how);
+                self.stopping = Some(Instant::now());
+                self.kill_all(libc::SIGTERM);
+                return Err(format!(
+                    "workers keep failing at start-up ({MAX_START_FAILURES} in a row), stopping: {why}"
+                ));
+            }
+        } else if w.born.elapsed() >= STABLE_AFTER {
+            s.failures = 0;
+        } else {
+            s.failures += 1;
+        }
+        // Exponential backoff: 0, 0.1, 0.2, 0.4 ... 10 s.
+        let delay = if s.failures == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100 << (s.failures - 1).min(7)).min(Duration::from_secs(10))
+        };
+        s.respawn_at = Some(Instant::now() + delay);
+        if !self.slots[slot].wanted {
+            self.slots[slot].respawn_at = None;
+        }
+        Ok(())
+    }
+
+    fn respawn_due(&mut self) {
+        let now = Instant::now();
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].respawn_at.is_some_and(|at| at <= now) {
+                self.spawn_worker(slot);
+            }
+        }
+    }
+}

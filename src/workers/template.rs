@@ -1,0 +1,111 @@
+//! The template process: one per code generation. It starts Python, imports
+//! and instantiates the handlers once (`preload`), freezes the heap
+//! (`gc.collect(); gc.freeze()`) so forked workers keep sharing it, then
+//! forks a worker each time the master asks. It never serves.
+
+use super::ipc::{self, Message, COMMAND_FD, STATUS_FD};
+use super::worker::{self, Identity};
+use super::{ENV_BIND, ENV_GENERATION, ENV_MASTER_PID};
+use crate::config::Config;
+use crate::python::{interpreter, PyApp};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::os::fd::FromRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+fn env<T: std::str::FromStr>(name: &str) -> Result<T, String> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("internal: {name} is missing or invalid"))
+}
+
+/// Runs a template until the master closes its command pipe.
+pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
+    let gen: u64 = env(ENV_GENERATION)?;
+    let bind: SocketAddr = env(ENV_BIND)?;
+    let master_pid: i32 = env(ENV_MASTER_PID)?;
+    // The master acts on terminal and control signals; the template ignores them.
+    // SAFETY: setting dispositions to SIG_IGN.
+    unsafe {
+        for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTTIN, libc::SIGTTOU] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+    interpreter::initialize(venv)?;
+    let announce = |line: String| {
+        if gen == 1 {
+            println!("{line}");
+        } else {
+            log::info!("{line}");
+        }
+    };
+    let app = if cfg.workers.preload {
+        let mut announce = announce;
+        Some(Arc::new(PyApp::load(&cfg.project_dir, &cfg.modules, &mut announce).map_err(|e| e.to_string())?))
+    } else {
+        None
+    };
+    Python::attach(|py| -> Result<(), String> {
+        let gc = py.import("gc").map_err(|e| e.to_string())?;
+        gc.call_method0("collect").and_then(|_| gc.call_method0("freeze")).map_err(|e| e.to_string())?;
+        let threads: usize =
+            py.import("threading").and_then(|t| t.call_method0("active_count")).and_then(|n| n.extract()).unwrap_or(1);
+        if threads > 1 {
+            log::warn!(
+                "handler code started {} Python threads; they do not survive fork into the workers",
+                threads - 1
+            );
+        }
+        Ok(())
+    })?;
+    let pid = std::process::id() as i32;
+    ipc::send(STATUS_FD, &Message::Ready { gen, pid }).map_err(|e| format!("cannot report to the master: {e}"))?;
+
+    // SAFETY: COMMAND_FD was set up by the master for this process and is owned here.
+    let commands = std::io::BufReader::new(unsafe { std::fs::File::from_raw_fd(COMMAND_FD) });
+    for line in commands.lines() {
+        let Ok(line) = line else { break };
+        let Some(slot) = line.strip_prefix("spawn ").and_then(|s| s.trim().parse::<usize>().ok()) else {
+            log::warn!("template {pid}: unknown command {line:?}");
+            continue;
+        };
+        fork_worker(cfg, app.clone(), Identity { slot, gen, master_pid }, bind);
+    }
+    Ok(())
+}
+
+/// Forks twice so the worker is orphaned to the master (a child subreaper),
+/// which then sees its exit. Python's fork protocol is followed around the
+/// first fork; the intermediate process only forks again and exits.
+fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity, bind: SocketAddr) {
+    Python::attach(|py| {
+        // SAFETY: this process has exactly one thread (the template never starts
+        // others; handler threads were warned about), and the fork protocol
+        // PyOS_BeforeFork / AfterFork_{Child,Parent} is followed.
+        unsafe {
+            ffi::PyOS_BeforeFork();
+            let pid = libc::fork();
+            if pid < 0 {
+                ffi::PyOS_AfterFork_Parent();
+                log::error!("fork failed: {}", std::io::Error::last_os_error());
+                return;
+            }
+            if pid == 0 {
+                ffi::PyOS_AfterFork_Child();
+                let grandchild = libc::fork();
+                if grandchild != 0 {
+                    libc::_exit(if grandchild < 0 { 1 } else { 0 });
+                }
+                let code = worker::run(py, cfg, app, id, bind);
+                std::process::exit(code);
+            }
+            ffi::PyOS_AfterFork_Parent();
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+        }
+    });
+}
