@@ -3,21 +3,33 @@
 //! read and discarded, the terminating chunk required). Input may arrive
 //! split at any byte; the decoder keeps its place between calls.
 //!
-//! Chunk framing is strict: every chunk line must end in CRLF. Lenient chunk
-//! parsing is a known source of request smuggling between proxies and servers.
+//! Chunk framing is strict: every chunk-size line, chunk-data end and trailer
+//! line must end in CRLF (a bare LF or bare CR is a 400), the size is hex
+//! digits only, extensions are `;`-introduced, and trailer lines are
+//! `token ":" value`. Lenient chunk parsing is a known source of request
+//! smuggling between proxies and servers.
 
+use super::encode::is_token_byte;
 use super::{Framing, HttpError};
 
-/// Longest chunk-size line (size plus extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4096;
+/// Longest chunk-size line (size plus extensions, without CRLF) accepted.
+pub const MAX_CHUNK_LINE: usize = 4096;
+/// Most bytes of trailer fields accepted after the last chunk (431 beyond).
+pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+const CRLF: HttpError = HttpError::BadRequest("chunk lines must end in CRLF");
+const BAD_TRAILER: HttpError = HttpError::BadRequest("malformed trailer");
+const BAD_EXTENSION: HttpError = HttpError::BadRequest("invalid chunk extension");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading hex digits of the size; `digits` counted so far.
     Size {
         digits: u32,
     },
-    /// After the size: optional whitespace, then extensions, until CR.
+    /// Whitespace after the size, before `;` or CR.
+    SizeWs,
+    /// Inside chunk extensions, until CR.
     Extension,
     /// CR seen at the end of a size line.
     SizeLf,
@@ -28,8 +40,10 @@ enum Chunk {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer field line.
-    TrailerLine,
+    /// Inside a trailer field name.
+    TrailerName,
+    /// Inside a trailer field value.
+    TrailerValue,
     TrailerLf {
         last: bool,
     },
@@ -59,6 +73,12 @@ pub struct Progress {
     pub done: bool,
 }
 
+/// Bytes allowed inside a chunk extension or a trailer value: visible
+/// characters, space, tab and obs-text; no other control characters.
+fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (b >= b' ' && b != 0x7f)
+}
+
 impl BodyDecoder {
     pub fn new(framing: Framing, max_body: usize) -> BodyDecoder {
         let kind = match framing {
@@ -76,7 +96,8 @@ impl BodyDecoder {
         }
     }
 
-    /// Feeds `input`, appending body bytes to `body`.
+    /// Feeds `input`, appending body bytes to `body`. After an error the
+    /// decoder must not be used again.
     pub fn decode(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<Progress, HttpError> {
         match &mut self.kind {
             Kind::Length { remaining } => {
@@ -89,36 +110,50 @@ impl BodyDecoder {
                 let mut i = 0;
                 while i < input.len() {
                     let b = input[i];
-                    match state {
+                    match *state {
                         Chunk::Size { digits } => {
                             if let Some(d) = (b as char).to_digit(16) {
                                 *size = size
                                     .checked_mul(16)
                                     .and_then(|s| s.checked_add(u64::from(d)))
                                     .ok_or(HttpError::BadRequest("chunk size overflows"))?;
-                                *digits += 1;
-                            } else if *digits == 0 {
+                                *state = Chunk::Size { digits: digits + 1 };
+                            } else if digits == 0 {
                                 return Err(HttpError::BadRequest("missing chunk size"));
-                            } else if b == b'\r' {
-                                *state = Chunk::SizeLf;
-                            } else if b == b';' || b == b' ' || b == b'\t' {
-                                *state = Chunk::Extension;
                             } else {
-                                return Err(HttpError::BadRequest("invalid chunk size"));
+                                *state = match b {
+                                    b'\r' => Chunk::SizeLf,
+                                    b';' => Chunk::Extension,
+                                    b' ' | b'\t' => Chunk::SizeWs,
+                                    b'\n' => return Err(CRLF),
+                                    _ => return Err(HttpError::BadRequest("invalid chunk size")),
+                                };
                             }
+                            *line_len += 1;
+                        }
+                        Chunk::SizeWs => {
+                            *state = match b {
+                                b' ' | b'\t' => Chunk::SizeWs,
+                                b';' => Chunk::Extension,
+                                b'\r' => Chunk::SizeLf,
+                                b'\n' => return Err(CRLF),
+                                _ => return Err(BAD_EXTENSION),
+                            };
                             *line_len += 1;
                         }
                         Chunk::Extension => {
                             if b == b'\r' {
                                 *state = Chunk::SizeLf;
-                            } else if b == b'\n' || (b < b' ' && b != b'\t') || b == 0x7f {
-                                return Err(HttpError::BadRequest("invalid chunk extension"));
+                            } else if b == b'\n' {
+                                return Err(CRLF);
+                            } else if !is_field_byte(b) {
+                                return Err(BAD_EXTENSION);
                             }
                             *line_len += 1;
                         }
                         Chunk::SizeLf => {
                             if b != b'\n' {
-                                return Err(HttpError::BadRequest("chunk size line must end in CRLF"));
+                                return Err(CRLF);
                             }
                             *line_len = 0;
                             if *size == 0 {
@@ -132,12 +167,10 @@ impl BodyDecoder {
                             }
                         }
                         Chunk::Data { remaining } => {
-                            let take = (*remaining).min((input.len() - i) as u64) as usize;
+                            let take = remaining.min((input.len() - i) as u64) as usize;
                             body.extend_from_slice(&input[i..i + take]);
-                            *remaining -= take as u64;
-                            if *remaining == 0 {
-                                *state = Chunk::DataCr;
-                            }
+                            let remaining = remaining - take as u64;
+                            *state = if remaining == 0 { Chunk::DataCr } else { Chunk::Data { remaining } };
                             i += take;
                             continue;
                         }
@@ -155,28 +188,37 @@ impl BodyDecoder {
                             *state = Chunk::Size { digits: 0 };
                         }
                         Chunk::TrailerStart => {
-                            *state = if b == b'\r' {
-                                Chunk::TrailerLf { last: true }
-                            } else if b == b'\n' || b == b' ' || b == b'\t' || b == b':' {
-                                return Err(HttpError::BadRequest("malformed trailer"));
-                            } else {
-                                Chunk::TrailerLine
+                            *state = match b {
+                                b'\r' => Chunk::TrailerLf { last: true },
+                                b'\n' => return Err(CRLF),
+                                _ if is_token_byte(b) => Chunk::TrailerName,
+                                _ => return Err(BAD_TRAILER),
                             };
                             *line_len += 1;
                         }
-                        Chunk::TrailerLine => {
+                        Chunk::TrailerName => {
+                            if b == b':' {
+                                *state = Chunk::TrailerValue;
+                            } else if !is_token_byte(b) {
+                                return Err(BAD_TRAILER);
+                            }
+                            *line_len += 1;
+                        }
+                        Chunk::TrailerValue => {
                             if b == b'\r' {
                                 *state = Chunk::TrailerLf { last: false };
-                            } else if b == b'\n' || b == 0 {
-                                return Err(HttpError::BadRequest("malformed trailer"));
+                            } else if b == b'\n' {
+                                return Err(CRLF);
+                            } else if !is_field_byte(b) {
+                                return Err(BAD_TRAILER);
                             }
                             *line_len += 1;
                         }
                         Chunk::TrailerLf { last } => {
                             if b != b'\n' {
-                                return Err(HttpError::BadRequest("trailer line must end in CRLF"));
+                                return Err(CRLF);
                             }
-                            if *last {
+                            if last {
                                 *state = Chunk::Done;
                                 return Ok(Progress { consumed: i + 1, done: true });
                             }
@@ -184,8 +226,16 @@ impl BodyDecoder {
                         }
                         Chunk::Done => return Ok(Progress { consumed: i, done: true }),
                     }
-                    if *line_len > MAX_CHUNK_LINE {
-                        return Err(HttpError::BadRequest("chunk line or trailer too long"));
+                    match *state {
+                        Chunk::Size { .. } | Chunk::SizeWs | Chunk::Extension if *line_len > MAX_CHUNK_LINE => {
+                            return Err(HttpError::BadRequest("chunk size line too long"));
+                        }
+                        Chunk::TrailerStart | Chunk::TrailerName | Chunk::TrailerValue | Chunk::TrailerLf { .. }
+                            if *line_len > MAX_TRAILER_BYTES =>
+                        {
+                            return Err(HttpError::HeadersTooLarge);
+                        }
+                        _ => {}
                     }
                     i += 1;
                 }
@@ -254,7 +304,7 @@ mod tests {
     fn chunked_body_over_limit() {
         let mut d = BodyDecoder::new(Framing::Chunked, 4);
         let mut body = Vec::new();
-        assert_eq!(d.decode(b"3\r\nabc\r\n", &mut body).unwrap().done, false);
+        assert!(!d.decode(b"3\r\nabc\r\n", &mut body).unwrap().done);
         assert_eq!(d.decode(b"3\r\n", &mut body), Err(HttpError::PayloadTooLarge));
     }
 }

@@ -93,7 +93,8 @@ pub struct ResponseWriter<'a> {
     has_content_type: bool,
 }
 
-fn is_token_byte(b: u8) -> bool {
+/// A `tchar` of RFC 9110 (the bytes of a method or a field name).
+pub fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

@@ -116,12 +116,15 @@ impl RequestHead {
 /// the number of bytes the head used, or the error to answer with.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, HttpError> {
     // Empty lines before the request line are ignored (RFC 9112 section 2.2).
-    let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    let skip = blank_prefix(buf);
     let line_end = buf[skip..].iter().position(|&b| b == b'\n');
-    match line_end {
-        None if buf.len() - skip > limits.max_request_line => return Err(HttpError::UriTooLong),
-        Some(n) if n > limits.max_request_line + 1 => return Err(HttpError::UriTooLong),
-        _ => {}
+    // The request line's length without its line ending (so far, if incomplete).
+    let line_len = match line_end {
+        Some(n) => n - usize::from(n > 0 && buf[skip + n - 1] == b'\r'),
+        None => (buf.len() - skip) - usize::from(buf.last() == Some(&b'\r')),
+    };
+    if line_len > limits.max_request_line {
+        return Err(HttpError::UriTooLong);
     }
     let mut scratch = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS_CAP];
     let cap = limits.max_headers.clamp(1, MAX_HEADERS_CAP);
@@ -129,16 +132,19 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     let status = match req.parse_with_uninit_headers(buf, &mut scratch[..cap]) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadersTooLarge),
-        Err(httparse::Error::Version) => return Err(version_error(&buf[skip..])),
         Err(_) => {
-            if let Some(n) = line_end {
-                // The request line parsed fine when the fault lies in a header;
-                // report an unsupported version only for the request line.
-                if let Err(e) = check_request_line(&buf[skip..skip + n]) {
-                    return Err(e);
-                }
-            }
-            return Err(HttpError::BadRequest("malformed request head"));
+            // Say which part is at fault: the request line (505 for another
+            // HTTP version) or, when that line is well formed, a header field.
+            let line = match line_end {
+                Some(n) => &buf[skip..skip + n],
+                None => &buf[skip..],
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            return Err(match request_line_error(line) {
+                Some(e) => e,
+                None if line_end.is_some() => HttpError::BadRequest("malformed header field"),
+                None => HttpError::BadRequest("malformed request line"),
+            });
         }
     };
     let len = match status {
@@ -157,9 +163,6 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
     let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
-    if std::str::from_utf8(target.as_bytes()).is_err() {
-        return Err(HttpError::BadRequest("request target is not valid UTF-8"));
-    }
     let mut head = RequestHead {
         buf: Vec::new(),
         method: Span::of(buf, method.as_bytes()),
@@ -186,6 +189,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !h.value.iter().all(|&b| is_host_byte(b)) {
+                return Err(HttpError::BadRequest("invalid Host header"));
+            }
         } else if name.eq_ignore_ascii_case(b"content-length") {
             for part in h.value.split(|&b| b == b',') {
                 let n = parse_content_length(trim(part))?;
@@ -229,8 +235,11 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     }) {
         head.keep_alive = false;
     }
-    if version == Version::Http11 && hosts != 1 {
-        return Err(HttpError::BadRequest("HTTP/1.1 requires exactly one Host header"));
+    if hosts > 1 {
+        return Err(HttpError::BadRequest("more than one Host header"));
+    }
+    if version == Version::Http11 && hosts == 0 {
+        return Err(HttpError::BadRequest("HTTP/1.1 requires a Host header"));
     }
     if transfer_encoding {
         if version == Version::Http10 {
@@ -301,6 +310,24 @@ fn strip_scheme(target: &str) -> Option<&str> {
     }
 }
 
+/// The number of bytes of empty lines (CRLF or LF) at the start of `buf`.
+/// A CR not followed by LF ends the prefix (the parser then rejects it).
+pub fn blank_prefix(buf: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match buf.get(i..i + 2) {
+            Some(b"\r\n") => i += 2,
+            _ if buf.get(i) == Some(&b'\n') => i += 1,
+            _ => return i,
+        }
+    }
+}
+
+/// Bytes of a Host value: uri-host and port (reg-name, IPv4, IP-literal).
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b)
+}
+
 fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return Err(HttpError::BadRequest("Content-Length must be digits"));
@@ -316,28 +343,33 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-/// `HTTP/x.y` with another version is 505; anything else malformed is 400.
-fn version_error(line_start: &[u8]) -> HttpError {
-    let line = line_start.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    match check_request_line(line) {
-        Err(e) => e,
-        Ok(()) => HttpError::BadRequest("malformed HTTP version"),
+/// What is wrong with a request line (without its line ending), if anything:
+/// `method SP target SP HTTP/1.x`, single spaces. `HTTP/x.y` with another
+/// version is 505; anything else malformed is 400.
+fn request_line_error(line: &[u8]) -> Option<HttpError> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Some(HttpError::BadRequest("malformed request line"));
+    };
+    if method.is_empty() || !method.iter().all(|&b| super::encode::is_token_byte(b)) {
+        return Some(HttpError::BadRequest("malformed request line"));
     }
-}
-
-fn check_request_line(line: &[u8]) -> Result<(), HttpError> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(&[]);
     let well_formed = version.len() == 8
         && version.starts_with(b"HTTP/")
         && version[5].is_ascii_digit()
         && version[6] == b'.'
         && version[7].is_ascii_digit();
-    if well_formed && version != b"HTTP/1.0" && version != b"HTTP/1.1" {
-        return Err(HttpError::VersionNotSupported);
+    if !well_formed {
+        return Some(HttpError::BadRequest("malformed HTTP version"));
     }
-    Ok(())
+    if version != b"HTTP/1.0" && version != b"HTTP/1.1" {
+        return Some(HttpError::VersionNotSupported);
+    }
+    if target.is_empty() || !target.iter().all(|&b| b > b' ' && b != 0x7f) || std::str::from_utf8(target).is_err() {
+        return Some(HttpError::BadRequest("malformed request target"));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -13,11 +13,20 @@ use crate::http::{HttpError, Request, RequestHead};
 use crate::router::{RouteMatch, Router};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
 
 /// Bytes read from the socket per `read` call at most.
 const READ_CHUNK: usize = 16 * 1024;
+/// Most requests queued (parsed, not yet answered) per connection: past it,
+/// parsing and reading pause until the queue is answered.
+pub const MAX_QUEUED: u32 = 64;
+/// How long a closing connection keeps reading (and discarding) input after
+/// its last response, so that unread input does not reset the connection
+/// before the client has that response.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes discarded while lingering.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
 /// What to do, in order, for one connection.
 pub enum JobKind<'r, T> {
@@ -40,14 +49,20 @@ pub struct Job<'r, T> {
     pub kind: JobKind<'r, T>,
 }
 
+/// A matched route and its path parameters.
+type Routed<'r, T> = (&'r Route<T>, Vec<(String, String)>);
+
 /// Where the connection is in reading the current request.
+// Body is large, but lives in place in the connection: boxing it would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum ReadState<'r, T> {
     Head,
     Body {
         head: RequestHead,
         decoder: BodyDecoder,
         body: Vec<u8>,
-        route: Option<(&'r Route<T>, Vec<(String, String)>)>,
+        route: Option<Routed<'r, T>>,
         reply: Option<(u16, &'static str, Option<String>)>,
     },
     /// After a protocol error or `Connection: close`: input is ignored.
@@ -64,6 +79,8 @@ pub enum Deadline {
     Body,
     /// Output is pending; expiry closes.
     Write,
+    /// Lingering after the last response; expiry closes.
+    Linger,
 }
 
 pub struct Conn<'r, T> {
@@ -88,6 +105,17 @@ pub struct Conn<'r, T> {
     pub read_paused: bool,
     pub served_any: bool,
     pub deadline: Option<(Deadline, Instant)>,
+    /// Buffered input waits for the request queue or output to shrink.
+    parse_stalled: bool,
+    /// Bytes of the current (incomplete) head already searched for LF.
+    head_scanned: usize,
+    /// The current head's request line is complete.
+    head_line_done: bool,
+    /// Bytes of empty lines skipped before the current request line.
+    blank_prefix: usize,
+    /// Our side is shut down; input is read and discarded until EOF.
+    pub lingering: bool,
+    discarded: usize,
 }
 
 /// The result of reading from the socket.
@@ -117,6 +145,12 @@ impl<'r, T> Conn<'r, T> {
             read_paused: false,
             served_any: false,
             deadline: None,
+            parse_stalled: false,
+            head_scanned: 0,
+            head_line_done: false,
+            blank_prefix: 0,
+            lingering: false,
+            discarded: 0,
         }
     }
 
@@ -130,6 +164,7 @@ impl<'r, T> Conn<'r, T> {
             && !self.has_pending_output()
             && matches!(self.state, ReadState::Head)
             && self.consumed == self.filled
+            && self.blank_prefix == 0
     }
 
     pub fn receiving_body(&self) -> bool {
@@ -140,7 +175,13 @@ impl<'r, T> Conn<'r, T> {
     pub fn finished(&self) -> bool {
         self.in_flight == 0
             && !self.has_pending_output()
+            && !self.parse_stalled
             && (self.close_after || (self.peer_closed && !self.receiving_body()))
+    }
+
+    /// Too much is queued or unsent to take on more requests now.
+    fn over_bounds(&self, limits: &Limits) -> bool {
+        self.in_flight >= MAX_QUEUED || self.out.len() - self.written > limits.max_buffered_output
     }
 
     /// Reads what the socket has and queues the requests it completes.
@@ -151,15 +192,23 @@ impl<'r, T> Conn<'r, T> {
         limits: &Limits,
         jobs: &mut Vec<Job<'r, T>>,
     ) -> ReadOutcome {
+        if self.lingering {
+            return self.linger_read();
+        }
         loop {
-            if self.close_after || self.peer_closed {
-                return ReadOutcome::Open;
-            }
-            if self.out.len() - self.written > limits.max_buffered_output {
+            if self.over_bounds(limits) {
+                // Resumed (read_one) once the queue is answered and the output sent.
                 self.read_paused = true;
                 return ReadOutcome::Open;
             }
             self.read_paused = false;
+            if self.parse_stalled {
+                self.parse_buffered(token, router, limits, jobs);
+                continue;
+            }
+            if self.close_after || self.peer_closed {
+                return ReadOutcome::Open;
+            }
             if self.consumed == self.filled {
                 self.consumed = 0;
                 self.filled = 0;
@@ -195,7 +244,8 @@ impl<'r, T> Conn<'r, T> {
         }
     }
 
-    /// Parses as many requests as the buffered input holds.
+    /// Parses as many requests as the buffered input holds, up to the
+    /// queue and output bounds (then `parse_stalled` is set).
     pub fn parse_buffered(
         &mut self,
         token: usize,
@@ -203,6 +253,7 @@ impl<'r, T> Conn<'r, T> {
         limits: &Limits,
         jobs: &mut Vec<Job<'r, T>>,
     ) {
+        self.parse_stalled = false;
         loop {
             let input = &self.inbuf[self.consumed..self.filled];
             match &mut self.state {
@@ -214,6 +265,42 @@ impl<'r, T> Conn<'r, T> {
                     if input.is_empty() {
                         return;
                     }
+                    if self.over_bounds(limits) {
+                        self.parse_stalled = true;
+                        return;
+                    }
+                    if self.head_scanned == 0 {
+                        // Empty lines before a request line are skipped (RFC 9112
+                        // section 2.2), up to max_request_line bytes of them.
+                        let blank = head::blank_prefix(input);
+                        if blank > 0 {
+                            self.consumed += blank;
+                            self.blank_prefix += blank;
+                            if self.blank_prefix > limits.max_request_line {
+                                self.fail(
+                                    token,
+                                    HttpError::BadRequest("too many empty lines before the request"),
+                                    jobs,
+                                );
+                                return;
+                            }
+                            continue;
+                        }
+                        if input == b"\r" {
+                            return;
+                        }
+                    }
+                    // Parse again only when a line has ended or a limit is passed:
+                    // a head trickled in byte by byte costs linear time, not quadratic.
+                    let new_line = input[self.head_scanned.min(input.len())..].contains(&b'\n');
+                    self.head_scanned = input.len();
+                    let must_parse = new_line
+                        || input.len() > limits.max_header_bytes
+                        || (!self.head_line_done && input.len() > limits.max_request_line);
+                    self.head_line_done |= new_line;
+                    if !must_parse {
+                        return;
+                    }
                     match head::parse(input, limits) {
                         Ok(None) => return,
                         Err(e) => {
@@ -222,6 +309,9 @@ impl<'r, T> Conn<'r, T> {
                         }
                         Ok(Some((head, len))) => {
                             self.consumed += len;
+                            self.head_scanned = 0;
+                            self.head_line_done = false;
+                            self.blank_prefix = 0;
                             self.start_body(token, head, router, limits, jobs);
                         }
                     }
@@ -324,17 +414,19 @@ impl<'r, T> Conn<'r, T> {
 
     /// Queues an error response and stops reading this connection.
     pub fn fail(&mut self, token: usize, e: HttpError, jobs: &mut Vec<Job<'r, T>>) {
+        let head_only = matches!(&self.state, ReadState::Body { head, .. } if head.is_head());
         self.in_flight += 1;
         jobs.push(Job {
             token,
             serial: self.serial,
             keep_alive: false,
-            head_only: false,
+            head_only,
             version: Version::Http11,
             kind: JobKind::Fail(e),
         });
         self.state = ReadState::Done;
         self.consumed = self.filled;
+        self.parse_stalled = false;
     }
 
     /// Writes pending output. Returns Err when the connection must close.
@@ -364,14 +456,16 @@ impl<'r, T> Conn<'r, T> {
 
     /// Whether a deadline applies now, and which.
     pub fn wanted_deadline(&self) -> Option<Deadline> {
-        if self.has_pending_output() {
+        if self.lingering {
+            Some(Deadline::Linger)
+        } else if self.has_pending_output() {
             Some(Deadline::Write)
         } else if self.in_flight > 0 {
             None
         } else {
             match self.state {
                 ReadState::Body { .. } => Some(Deadline::Body),
-                ReadState::Head if self.consumed < self.filled => Some(Deadline::Header),
+                ReadState::Head if self.consumed < self.filled || self.blank_prefix > 0 => Some(Deadline::Header),
                 ReadState::Head | ReadState::Done => Some(Deadline::Idle),
             }
         }
@@ -379,12 +473,81 @@ impl<'r, T> Conn<'r, T> {
 
     /// Whether bytes of a request head have been received but not completed.
     pub fn has_partial_head(&self) -> bool {
-        matches!(self.state, ReadState::Head) && self.consumed < self.filled
+        matches!(self.state, ReadState::Head) && (self.consumed < self.filled || self.blank_prefix > 0)
     }
 
     /// Replace the input state after a timeout: nothing more is read.
     pub fn stop_reading(&mut self) {
         self.state = ReadState::Done;
         self.consumed = self.filled;
+        self.parse_stalled = false;
     }
+
+    /// Starts a graceful close after the last response: shuts down our
+    /// sending side (the client sees EOF after the response) and reads and
+    /// discards input until the client closes too, everything sent is
+    /// acknowledged, or [`LINGER`] passes. Closing with unread input at once
+    /// would reset the connection and could destroy the response in flight.
+    /// Returns `Close` when the connection can be closed right away.
+    pub fn start_linger(&mut self) -> ReadOutcome {
+        if self.peer_closed || self.stream.shutdown(Shutdown::Write).is_err() {
+            return ReadOutcome::Close;
+        }
+        self.lingering = true;
+        self.state = ReadState::Done;
+        self.deadline = Some((Deadline::Linger, Instant::now() + LINGER));
+        self.linger_read()
+    }
+
+    /// Discards what the socket has; `Close` when lingering is over.
+    pub fn linger_read(&mut self) -> ReadOutcome {
+        if self.inbuf.len() < READ_CHUNK {
+            self.inbuf.resize(READ_CHUNK, 0);
+        }
+        loop {
+            match self.stream.read(&mut self.inbuf) {
+                Ok(0) => return ReadOutcome::Close,
+                Ok(n) => {
+                    self.discarded += n;
+                    if self.discarded > LINGER_MAX_BYTES {
+                        return ReadOutcome::Close;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Close,
+            }
+        }
+        if self.all_sent_acknowledged() {
+            ReadOutcome::Close
+        } else {
+            ReadOutcome::Open
+        }
+    }
+
+    /// True when the peer has acknowledged every byte we sent (and our FIN):
+    /// a reset can no longer destroy a response. False when unknown.
+    pub fn all_sent_acknowledged(&self) -> bool {
+        unacked_bytes(&self.stream) == Some(0)
+    }
+}
+
+/// Bytes sent on `stream` but not yet acknowledged by the peer (SIOCOUTQ).
+#[cfg(target_os = "linux")]
+fn unacked_bytes(stream: &TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    use std::os::raw::{c_int, c_ulong};
+    extern "C" {
+        fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
+    }
+    const SIOCOUTQ: c_ulong = 0x5411;
+    let mut n: c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid.
+    let rc = unsafe { ioctl(stream.as_raw_fd(), SIOCOUTQ, &mut n as *mut c_int) };
+    (rc == 0 && n >= 0).then_some(n as usize)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unacked_bytes(_stream: &TcpStream) -> Option<usize> {
+    None
 }

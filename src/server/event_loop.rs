@@ -220,7 +220,11 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 }
             }
         }
-        if conn.finished() || (self.draining.is_some() && conn.is_idle()) {
+        if conn.finished() {
+            self.retire(i);
+            return;
+        }
+        if self.draining.is_some() && conn.is_idle() {
             self.close(i);
             return;
         }
@@ -232,6 +236,17 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         self.update_deadline(i);
     }
 
+    /// A connection that has sent its last response: close it, lingering
+    /// first when we are the side that closes (see `Conn::start_linger`).
+    fn retire(&mut self, i: usize) {
+        let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if !conn.close_after || conn.start_linger() == ReadOutcome::Close {
+            self.close(i);
+        }
+    }
+
     fn update_deadline(&mut self, i: usize) {
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
@@ -241,6 +256,14 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         if wanted == current {
             return;
         }
+        // A new connection's first head is due header_timeout after it was
+        // accepted, not after its first byte.
+        if let (Some((Deadline::Idle, at)), Some(Deadline::Header)) = (conn.deadline, wanted) {
+            if !conn.served_any {
+                conn.deadline = Some((Deadline::Header, at));
+                return;
+            }
+        }
         let l = &self.limits;
         conn.deadline = wanted.map(|kind| {
             let after = match kind {
@@ -248,6 +271,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 Deadline::Idle | Deadline::Header => l.header_timeout,
                 Deadline::Body => l.body_timeout,
                 Deadline::Write => l.write_timeout,
+                Deadline::Linger => super::conn::LINGER,
             };
             (kind, Instant::now() + after)
         });
@@ -265,6 +289,10 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             let Some((kind, at)) = conn.deadline else {
                 continue;
             };
+            if kind == Deadline::Linger && conn.all_sent_acknowledged() {
+                self.close(i);
+                continue;
+            }
             if at > now {
                 continue;
             }
@@ -275,7 +303,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     conn.deadline = None;
                     conn.fail(i, crate::http::HttpError::Timeout, &mut self.jobs);
                 }
-                Deadline::Idle | Deadline::Write => self.close(i),
+                Deadline::Idle | Deadline::Write | Deadline::Linger => self.close(i),
             }
         }
     }
@@ -330,7 +358,15 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     let stopping = &self.shared.shutdown;
                     let res = Responder { out: &mut conn.out, date: self.date.value(), ctx, stopping };
                     match worker.as_deref_mut() {
-                        Some(w) => w.handle(route, req, res),
+                        Some(w) => {
+                            if let Some(a) = &self.shared.activity {
+                                a.begin(self.index, route.id);
+                            }
+                            w.handle(route, req, res);
+                            if let Some(a) = &self.shared.activity {
+                                a.end(self.index);
+                            }
+                        }
                         None => encode::text_response(res.out, 500, &[], "Internal Server Error\n", res.date, ctx),
                     }
                     conn.served_any = true;
