@@ -4,8 +4,8 @@ The word table (words.tsv, shipped next to this file) is loaded once, when pyrs
 creates the `Translator` instance at start-up; every request then shares it.
 Translation is word by word with a few multi-word phrases ("thank you",
 "in summer"): punctuation, spacing and numbers are kept as they are, unknown
-words pass through unchanged, capitalisation follows the source (sentence
-starts, ALL CAPS, names), and French elision is applied ("le homme" ->
+words pass through unchanged, capitalisation follows the source (Capitalised,
+ALL CAPS, names; "I" and days only at a sentence start), and French elision is applied ("le homme" ->
 "l'homme").
 
 Routes (see project.pyrs):
@@ -77,17 +77,24 @@ def load_table(path):
 
 
 def match_case(source_words, french, sentence_start):
-    """Gives `french` the capitalisation the English source words suggest."""
+    """Gives `french` the capitalisation of the English source words.
+
+    ALL CAPS stays all caps; a capitalised word gives a capitalised translation,
+    except the words English alone capitalises (I, days, months, languages),
+    which are capitalised only at the start of a sentence; names in the table
+    (Paris) keep their capital.
+    """
     letters = "".join(source_words)
     if len(letters) > 1 and letters.isupper():
         return french.upper()
     if french[:1].isupper():
         return french  # a name: Paris, France, New York
     first = source_words[0]
-    capitalised = first[:1].isupper() and first.lower() not in ENGLISH_ONLY_CAPITALS
-    if sentence_start or capitalised:
-        return french[:1].upper() + french[1:]
-    return french
+    if not first[:1].isupper():
+        return french
+    if first.lower() in ENGLISH_ONLY_CAPITALS and not sentence_start:
+        return french  # "and I" -> "et je", "on Monday" -> "sur lundi"
+    return french[:1].upper() + french[1:]
 
 
 def elide(pieces):
