@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 pub const WAKER: Token = Token(usize::MAX);
 const TICK: Duration = Duration::from_millis(200);
+/// How long an idle connection stays open once shutdown begins.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(1000);
 
 pub struct EventLoop<'r, T> {
     index: usize,
@@ -308,16 +310,19 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         }
     }
 
+    /// Stops taking new requests: each connection is closed after its next
+    /// response (which says `Connection: close`). Idle keep-alive connections
+    /// get a short grace instead of an immediate close, so a request already
+    /// on its way is answered rather than lost (clients under load send their
+    /// next request within milliseconds).
     fn start_draining(&mut self) {
+        let now = Instant::now();
         let timeout = self.shared.shutdown_timeout;
-        self.draining = Some(Instant::now() + timeout);
-        for i in 0..self.conns.len() {
-            let close = match self.conns[i].as_mut() {
-                Some(conn) => conn.is_idle() || conn.has_partial_head(),
-                None => false,
-            };
-            if close {
-                self.close(i);
+        self.draining = Some(now + timeout);
+        let grace = now + DRAIN_IDLE_GRACE.min(timeout);
+        for conn in self.conns.iter_mut().flatten() {
+            if conn.is_idle() {
+                conn.deadline = Some((Deadline::Idle, grace));
             }
         }
     }

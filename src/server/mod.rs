@@ -68,6 +68,9 @@ pub fn serve<A: App>(
     let mut listener = TcpListener::from_std(listener);
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    // None once shutdown begins: closing it promptly matters with SO_REUSEPORT,
+    // where the kernel keeps routing new connections to any open listener.
+    let mut listener = Some(listener);
     let mut signals = signals;
     poll.registry().register(signals.receiver(), SIGNALS, Interest::READABLE)?;
 
@@ -119,7 +122,11 @@ pub fn serve<A: App>(
         }
         for event in events.iter() {
             match event.token() {
-                LISTENER if stopping.is_none() => acceptor.accept_all(&listener),
+                LISTENER => {
+                    if let Some(l) = &listener {
+                        acceptor.accept_all(l);
+                    }
+                }
                 SIGNALS => {
                     for signal in signals.drain() {
                         if stopping.is_some() {
@@ -131,7 +138,12 @@ pub fn serve<A: App>(
                             cfg.shutdown_timeout
                         );
                         stopping = Some(Instant::now());
-                        let _ = poll.registry().deregister(&mut listener);
+                        // Take what is already queued (with SO_REUSEPORT a closed
+                        // listener's queue would be reset), then stop listening.
+                        if let Some(mut l) = listener.take() {
+                            acceptor.accept_all(&l);
+                            let _ = poll.registry().deregister(&mut l);
+                        }
                         for s in &shared {
                             s.shutdown.store(true, Ordering::Release);
                             let _ = s.waker.wake();
@@ -143,7 +155,9 @@ pub fn serve<A: App>(
         }
         if stopping.is_none() && acceptor.paused_until.is_some_and(|t| Instant::now() >= t) {
             acceptor.paused_until = None;
-            acceptor.accept_all(&listener);
+            if let Some(l) = &listener {
+                acceptor.accept_all(l);
+            }
         }
         if let Some(since) = stopping {
             let all_done = handles.iter().all(|h| h.is_finished());
@@ -154,7 +168,6 @@ pub fn serve<A: App>(
             }
         }
     }
-    drop(listener);
     let unfinished: Vec<_> = handles
         .into_iter()
         .filter_map(|h| {

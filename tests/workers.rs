@@ -1,0 +1,265 @@
+//! Worker processes under the supervisor: several pids serve, crashes and
+//! timeouts are replaced, SIGHUP reloads without failed requests, SIGTERM
+//! drains, start-up failures stop the server instead of looping.
+
+mod common;
+use common::*;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const API: &str = r#"
+import os, time
+
+class Api:
+    def __init__(self):
+        self.forked_in = None
+
+    def post_fork(self):
+        self.forked_in = os.getpid()
+
+    def pid(self, request):
+        return f"{os.getpid()} {self.forked_in}"
+
+    def version(self, request):
+        return "v1"
+
+    def spin(self, request):
+        while True:
+            pass
+
+    def sleep(self, request):
+        time.sleep(float(request.query.get("s", "0.5")))
+        return "slept"
+"#;
+
+fn routes() -> Vec<(&'static str, &'static str)> {
+    vec![("/pid", "pid"), ("/version", "version"), ("/spin", "spin"), ("/sleep", "sleep")]
+}
+
+fn pid_of(s: &Server) -> i32 {
+    let text = s.get("/pid").text();
+    let mut parts = text.split(' ');
+    let pid: i32 = parts.next().unwrap().parse().unwrap();
+    assert_eq!(parts.next().unwrap(), pid.to_string(), "post_fork ran in another process: {text}");
+    pid
+}
+
+/// Distinct worker pids seen over `n` fresh connections.
+fn pids(s: &Server, n: usize) -> HashSet<i32> {
+    (0..n).map(|_| pid_of(s)).collect()
+}
+
+fn up_count(s: &Server) -> usize {
+    s.stderr().matches(") up").count()
+}
+
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_workers_both_answer_and_run_post_fork() {
+    let p = Project::simple(API, &routes(), "\"workers\": 2,");
+    let s = Server::start(&p, &[]);
+    assert!(s.stdout().contains("workers: 2"), "{}", s.stdout());
+    let seen = pids(&s, 60);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(!seen.contains(&(s.child.id() as i32)), "the master itself must not serve");
+}
+
+/// Sends requests on fresh connections until `stop`; counts ok and failed.
+fn load(
+    s: &Server,
+    path: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<()>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let (ok2, failed2, addr) = (ok.clone(), failed.clone(), s.addr);
+    let h = std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let result = std::panic::catch_unwind(|| {
+                let mut c = Client::connect(addr);
+                c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+                c.try_read_response().map(|r| r.status)
+            });
+            match result {
+                Ok(Some(200)) => ok2.fetch_add(1, Ordering::Relaxed),
+                _ => failed2.fetch_add(1, Ordering::Relaxed),
+            };
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    (h, ok, failed)
+}
+
+#[test]
+fn a_killed_worker_is_replaced_quickly() {
+    let p = Project::simple(API, &routes(), "\"workers\": 2,");
+    let s = Server::start(&p, &[]);
+    let before = pids(&s, 40);
+    assert_eq!(before.len(), 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h, ok, failed) = load(&s, "/version", stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = *before.iter().next().unwrap();
+    let killed_at = Instant::now();
+    unsafe_kill(victim, "KILL");
+    wait_until(2, "a replacement worker", || up_count(&s) >= 3);
+    assert!(killed_at.elapsed() < Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    let after = pids(&s, 40);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(!after.contains(&victim));
+    // Only what was in flight on the killed worker may fail (no request takes long here).
+    assert!(
+        failed.load(Ordering::Relaxed) <= 2,
+        "failed {} of {}",
+        failed.load(Ordering::Relaxed),
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 50);
+    assert!(s.stderr().contains(&format!("worker {victim} (slot")), "{}", s.stderr());
+}
+
+fn unsafe_kill(pid: i32, sig: &str) {
+    let ok =
+        std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+#[test]
+fn a_handler_past_timeout_gets_its_worker_replaced() {
+    let p = Project::simple(API, &routes(), "\"workers\": 2, \"timeout\": 1,");
+    let s = Server::start(&p, &[]);
+    let mut spinner = s.connect();
+    spinner.send(b"GET /spin HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Other requests keep being answered by the other worker meanwhile.
+    for _ in 0..20 {
+        assert_eq!(s.get("/version").text(), "v1");
+    }
+    s.wait_stderr("handler for route /spin has run for", 5);
+    assert!(spinner.try_read_response().is_none(), "the spinning request cannot be answered");
+    wait_until(5, "a replacement worker", || up_count(&s) >= 3);
+    assert_eq!(pids(&s, 30).len(), 2);
+    assert!(s.stderr().contains("killed by signal"), "{}", s.stderr());
+}
+
+#[test]
+fn sighup_reloads_without_failed_requests() {
+    let p = Project::simple(API, &routes(), "\"workers\": 2,");
+    let s = Server::start(&p, &[]);
+    assert_eq!(s.get("/version").text(), "v1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (h, ok, failed) = load(&s, "/version", stop.clone());
+    let (h2, ok2, failed2) = load(&s, "/pid", stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(p.dir.join("main.py"), API.replace("return \"v1\"", "return \"v2\"")).unwrap();
+    s.signal("HUP");
+    wait_until(10, "the reload", || up_count(&s) >= 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    h2.join().unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed) + failed2.load(Ordering::Relaxed),
+        0,
+        "ok {} + {}",
+        ok.load(Ordering::Relaxed),
+        ok2.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100);
+    for _ in 0..10 {
+        assert_eq!(s.get("/version").text(), "v2");
+    }
+    assert!(s.stderr().contains("template") && s.stderr().contains("generation 2) loaded"), "{}", s.stderr());
+}
+
+#[test]
+fn a_reload_that_fails_to_import_keeps_the_old_workers() {
+    let p = Project::simple(API, &routes(), "\"workers\": 1,");
+    let s = Server::start(&p, &[]);
+    std::fs::write(p.dir.join("main.py"), "raise ImportError('broken deploy')\n").unwrap();
+    s.signal("HUP");
+    s.wait_stderr("reload failed", 10);
+    assert_eq!(s.get("/version").text(), "v1");
+}
+
+#[test]
+fn sigterm_under_load_answers_every_accepted_request_and_exits_0() {
+    let p = Project::simple(API, &routes(), "\"workers\": 2,");
+    let mut s = Server::start(&p, &[]);
+    let mut slow: Vec<Client> = (0..4).map(|_| s.connect()).collect();
+    for c in &mut slow {
+        c.send(b"GET /sleep?s=0.8 HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal("TERM");
+    for c in &mut slow {
+        let r = c.read_response();
+        assert_eq!((r.status, r.text().as_str()), (200, "slept"));
+    }
+    assert_eq!(s.wait_exit(15).code(), Some(0), "{}", s.stderr());
+}
+
+#[test]
+fn workers_that_fail_at_start_up_stop_the_server() {
+    let src = API.replace("self.forked_in = os.getpid()", "raise RuntimeError('no database in this worker')");
+    let p = Project::simple(&src, &routes(), "\"workers\": 2,");
+    let file = p.file();
+    let start = Instant::now();
+    let (code, _, err) = run_pyrs(&[file.to_str().unwrap(), "--bind", "127.0.0.1:0"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert!(err.contains("workers keep failing at start-up"), "{err}");
+    assert!(err.contains("RuntimeError: no database in this worker"), "{err}");
+}
+
+#[test]
+fn import_errors_in_the_template_exit_1() {
+    let p = Project::simple("import nope_not_here\n", &routes(), "\"workers\": 2,");
+    let file = p.file();
+    let (code, _, err) = run_pyrs(&[file.to_str().unwrap(), "--bind", "127.0.0.1:0"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("No module named 'nope_not_here'"), "{err}");
+}
+
+#[test]
+fn sigttin_and_sigttou_scale_workers() {
+    let p = Project::simple(API, &routes(), "\"workers\": 1,");
+    let s = Server::start(&p, &[]);
+    assert_eq!(pids(&s, 10).len(), 1);
+    s.signal("TTIN");
+    wait_until(5, "a second worker", || up_count(&s) >= 2);
+    wait_until(5, "both workers answering", || pids(&s, 30).len() == 2);
+    s.signal("TTOU");
+    s.wait_stderr("SIGTTOU: removing a worker", 5);
+    wait_until(5, "one worker left", || pids(&s, 30).len() == 1);
+}
+
+#[test]
+fn max_requests_recycles_gracefully() {
+    let p = Project::simple(API, &routes(), "\"workers\": 1, \"max_requests\": 20,");
+    let s = Server::start(&p, &[]);
+    let first = pid_of(&s);
+    let mut failures = 0;
+    for _ in 0..200 {
+        let mut c = s.connect();
+        c.send(b"GET /version HTTP/1.1\r\nHost: t\r\n\r\n");
+        if c.try_read_response().map(|r| r.status) != Some(200) {
+            failures += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(failures, 0);
+    assert!(s.stderr().contains("asking to be replaced: served"), "{}", s.stderr());
+    wait_until(5, "a recycled worker", || pid_of(&s) != first);
+}
