@@ -263,3 +263,21 @@ fn max_requests_recycles_gracefully() {
     assert!(s.stderr().contains("asking to be replaced: served"), "{}", s.stderr());
     wait_until(5, "a recycled worker", || pid_of(&s) != first);
 }
+
+#[test]
+fn without_preload_each_worker_imports_the_code() {
+    let src = "import os\nIMPORTED_IN = os.getpid()\nclass Api:\n    def pid(self, r):\n        return f'{os.getpid()} {IMPORTED_IN}'\n";
+    let p = Project::simple(src, &[("/pid", "pid")], "\"workers\": 2, \"preload\": false,");
+    let s = Server::start(&p, &[]);
+    let seen = pids(&s, 40);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn max_rss_mb_recycles_a_worker() {
+    let p = Project::simple(API, &routes(), "\"workers\": 1, \"max_rss_mb\": 1,");
+    let s = Server::start(&p, &[]);
+    let first = pid_of(&s);
+    s.wait_stderr("asking to be replaced: resident memory", 5);
+    wait_until(5, "a recycled worker", || pid_of(&s) != first);
+}
