@@ -305,7 +305,7 @@ fn install_script_accepts_the_build_interpreter() {
 /// arguments, so handlers get `TypeError: function takes exactly 5 arguments
 /// (1 given)` and cannot catch the decode error.
 #[test]
-#[ignore = "server bug: request.text raises TypeError instead of UnicodeDecodeError"]
+
 fn request_text_raises_unicode_decode_error() {
     let project = Project::simple(
         "class Api:\n    def t(self, request):\n        try:\n            return request.text\n        except UnicodeDecodeError:\n            return ('not utf-8', 400)\n",

@@ -104,7 +104,10 @@ impl PyRequest {
     fn text<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
         match std::str::from_utf8(&self.inner.body) {
             Ok(s) => Ok(PyString::new(py, s)),
-            Err(e) => Err(PyUnicodeDecodeError::new_err(format!("request body is not valid UTF-8: {e}"))),
+            Err(e) => Err(match PyUnicodeDecodeError::new_utf8(py, &self.inner.body, e) {
+                Ok(exc) => PyErr::from_value(exc.into_any()),
+                Err(err) => err,
+            }),
         }
     }
 
