@@ -297,15 +297,9 @@ fn install_script_accepts_the_build_interpreter() {
     assert!(out.contains("all prerequisites found"), "{out}");
 }
 
-// ---------------------------------------------------------------- server bugs found here
-
-/// BUG (src/python/request.rs, `text` getter): a body that is not UTF-8 should
-/// raise UnicodeDecodeError, as documented, but `PyUnicodeDecodeError::new_err`
-/// is given one string and UnicodeDecodeError's constructor needs five
-/// arguments, so handlers get `TypeError: function takes exactly 5 arguments
-/// (1 given)` and cannot catch the decode error.
+/// `request.text` on a body that is not UTF-8 raises a UnicodeDecodeError a
+/// handler can catch (it once raised a TypeError instead).
 #[test]
-
 fn request_text_raises_unicode_decode_error() {
     let project = Project::simple(
         "class Api:\n    def t(self, request):\n        try:\n            return request.text\n        except UnicodeDecodeError:\n            return ('not utf-8', 400)\n",
