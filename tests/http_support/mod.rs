@@ -90,11 +90,10 @@ impl Raw {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 
-    /// Reads what arrives within `wait`; returns the number of bytes read.
-    /// Sets `eof` when the server closes.
+    /// Waits up to `wait` for bytes; returns the number read by the first
+    /// read that got any (0 on timeout or EOF). Sets `eof` when the server closes.
     pub fn read_for(&mut self, wait: Duration) -> usize {
         let deadline = Instant::now() + wait;
-        let mut total = 0;
         let mut chunk = [0u8; 65536];
         while !self.eof {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -106,20 +105,28 @@ impl Raw {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
-                    total += n;
+                    return n;
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => self.eof = true,
             }
         }
-        total
+        0
+    }
+
+    /// Reads until the server closes or `wait` passes.
+    pub fn read_until_close(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while !self.eof && Instant::now() < deadline {
+            self.read_for(deadline.saturating_duration_since(Instant::now()));
+        }
     }
 
     /// Reads until the server closes (panics if it does not within `secs`);
     /// returns everything received, with `Date` values blanked.
     pub fn read_to_close(&mut self, secs: f64) -> String {
-        self.read_for(Duration::from_secs_f64(secs));
+        self.read_until_close(Duration::from_secs_f64(secs));
         assert!(self.eof, "server did not close within {secs} s; got {:?}", norm(&self.buf));
         norm(&std::mem::take(&mut self.buf))
     }
@@ -141,13 +148,13 @@ impl Raw {
 
     /// True if the server closes within `secs` without sending anything.
     pub fn closes_silently(&mut self, secs: f64) -> bool {
-        self.read_for(Duration::from_secs_f64(secs));
+        self.read_until_close(Duration::from_secs_f64(secs));
         self.eof && self.buf.is_empty()
     }
 
     /// True if the connection is still open after `secs` with nothing received.
     pub fn stays_open(&mut self, secs: f64) -> bool {
-        self.read_for(Duration::from_secs_f64(secs));
+        self.read_until_close(Duration::from_secs_f64(secs));
         !self.eof && self.buf.is_empty()
     }
 }
