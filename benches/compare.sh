@@ -29,6 +29,7 @@
 # Load goes to 127.0.0.1 only; every server started here is stopped on exit.
 
 set -euo pipefail
+set +m # no job control: a background `setsid` then keeps its pid, which is its process group
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -140,6 +141,16 @@ rss_mb() {
     echo $(((total + 512) / 1024))
 }
 
+# CPU time (user + system, clock ticks) used so far by a server's processes.
+cpu_ticks() {
+    local pid=${PID[$1]:-} total=0 p t
+    for p in $(pgrep -g "$pid"); do
+        t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
 # Answers of one server to the benchmark routes, checked before any load.
 smoke_test() {
     local name=$1 base="http://127.0.0.1:${PORT[$1]}" body got
@@ -175,9 +186,12 @@ run_wrk() {
     d) args=(-s "$WRK_DIR/json.lua" "$base/json") ;;
     esac
     raw=$OUT/wrk-$name-$test-$round.txt
+    local cpu0 cpu1
+    cpu0=$(cpu_ticks "$name")
     taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$duration" --latency "${args[@]}" >"$raw" 2>&1 || true
+    cpu1=$(cpu_ticks "$name")
     [[ $round == warmup ]] && return 0
-    awk -v server="$name" -v test="$test" -v round="$round" '
+    awk -v server="$name" -v test="$test" -v round="$round" -v ticks=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" '
         function ms(v) {
             if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
             if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
@@ -185,12 +199,14 @@ run_wrk() {
             return v + 0
         }
         /^Requests\/sec:/ { rps = $2 }
+        / requests in / { n = $1 }
         /^ +99%/ { p99 = ms($2) }
         /Non-2xx or 3xx responses:/ { why = why "non-2xx=" $NF ";" }
         /Socket errors:/ { sub(/^ *Socket errors: */, ""); gsub(/ /, ""); why = why "socket-errors(" $0 ");" }
         END {
             if (rps == "" || rps + 0 == 0) why = why "no-requests;"
-            printf "%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\n", server, test, round, rps + 0, p99 + 0, why == "" ? "valid" : "INVALID", why
+            us = n > 0 ? ticks * 1e6 / hz / n : 0
+            printf "%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\t%.2f\n", server, test, round, rps + 0, p99 + 0, why == "" ? "valid" : "INVALID", why, us
         }' "$raw" >>"$RESULTS"
     say "  $(tail -n 1 "$RESULTS" | cut -f1-7 | tr '\t' ' ')"
 }
@@ -336,7 +352,7 @@ for line in open(path):
     elif f[0] == "idle_rss":
         idle = int(f[1])
     else:
-        runs[(f[0], f[1])].append((float(f[3]), float(f[4]), f[5] == "valid", f[6] if len(f) > 6 else ""))
+        runs[(f[0], f[1])].append((float(f[3]), float(f[4]), f[5] == "valid", f[6], float(f[7])))
 
 TESTS = [("a", "(a) GET /hello"), ("b", "(b) 16 pipelined GET /hello"), ("c", "(c) POST 1 KiB echo"), ("d", "(d) 10-key dict as JSON")]
 
@@ -383,6 +399,17 @@ for t, label in TESTS:
             row.append("n/a")
     print("| " + " | ".join(row) + " |")
 print("| RSS after the runs | " + " | ".join(f"{rss.get(c, 0)} MB" for c in cols) + " |" + " |" * (len(hdr) - 1 - len(cols)))
+print()
+print("Server CPU time per response (user + system, median over the valid runs; less sensitive to other load on the machine):")
+print()
+print("| test | " + " | ".join(names.get(c, c) for c in cols) + " |")
+print("|" + "---|" * (len(cols) + 1))
+for t, label in TESTS:
+    cells = []
+    for c in cols:
+        rs = [r for r in runs.get((c, t), []) if r[2]]
+        cells.append(f"{statistics.median(r[4] for r in rs):.2f} us" if rs else "n/a")
+    print(f"| {label} | " + " | ".join(cells) + " |")
 print()
 if sleep:
     print(f"Sleeping handler (10 ms, `--threads 8`, -c{conns}): {sleep[0]:.0f} req/s ({sleep[1]}).")
