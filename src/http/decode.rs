@@ -223,6 +223,7 @@ impl BodyDecoder {
                                 return Ok(Progress { consumed: i + 1, done: true });
                             }
                             *state = Chunk::TrailerStart;
+                            *line_len += 1;
                         }
                         Chunk::Done => return Ok(Progress { consumed: i, done: true }),
                     }
@@ -298,6 +299,28 @@ mod tests {
             let mut d = BodyDecoder::new(Framing::Chunked, 1 << 20);
             assert!(d.decode(c, &mut Vec::new()).is_err(), "{:?}", String::from_utf8_lossy(c));
         }
+    }
+
+    #[test]
+    fn chunk_syntax_is_strict() {
+        let err =
+            |input: &[u8]| BodyDecoder::new(Framing::Chunked, 1 << 20).decode(input, &mut Vec::new()).unwrap_err();
+        assert_eq!(err(b"5 x\r\n"), BAD_EXTENSION);
+        assert_eq!(err(b"5;a\x7f\r\n"), BAD_EXTENSION);
+        assert_eq!(err(b"5\n"), CRLF);
+        assert_eq!(err(b"5;x\n"), CRLF);
+        assert_eq!(err(b"5\rx"), CRLF);
+        assert_eq!(err(b"0\r\nX: 1\n"), CRLF);
+        assert_eq!(err(b"0\r\nX 1\r\n"), BAD_TRAILER);
+        assert_eq!(err(b"0\r\nX: \x01\r\n"), BAD_TRAILER);
+        assert_eq!(err(b"0\r\n\tX: 1\r\n"), BAD_TRAILER);
+        let long = [b"1".repeat(1), b";".to_vec(), b"x".repeat(MAX_CHUNK_LINE)].concat();
+        assert_eq!(err(&long), HttpError::BadRequest("chunk size line too long"));
+        let trailers = [b"0\r\n".to_vec(), b"X: y\r\n".repeat(MAX_TRAILER_BYTES / 6 + 1)].concat();
+        assert_eq!(err(&trailers), HttpError::HeadersTooLarge);
+        // Whitespace before the extension, quoted values, obs-text: accepted.
+        let ok = b"2 \t;a=\"x y\";b\xff\r\nhi\r\n0\r\nX: \xe9 \t\r\n\r\n";
+        assert_eq!(decode_all(Framing::Chunked, ok).unwrap(), (b"hi".to_vec(), ok.len()));
     }
 
     #[test]

@@ -481,6 +481,63 @@ mod tests {
     }
 
     #[test]
+    fn request_line_errors_name_the_fault() {
+        let cases = [
+            ("GET / HTTP/1.2", "505"),
+            ("GET / HTTP/0.9", "505"),
+            ("GET / http/1.1", "malformed HTTP version"),
+            ("GET / HTTP/1.10", "malformed HTTP version"),
+            ("GET /", "malformed request line"),
+            ("GET  / HTTP/1.1", "malformed request line"),
+            ("G(T / HTTP/1.1", "malformed request line"),
+            ("GET /\x01 HTTP/1.1", "malformed request target"),
+        ];
+        for (line, want) in cases {
+            let got = match p(&format!("{line}\r\nHost: h\r\n\r\n")) {
+                Err(HttpError::VersionNotSupported) => "505".to_string(),
+                Err(e) => e.detail().to_string(),
+                Ok(r) => format!("{r:?}"),
+            };
+            assert_eq!(got, want, "{line:?}");
+        }
+        let r = p("GET / HTTP/1.1\r\nHost: h\r\nX : 1\r\n\r\n");
+        assert_eq!(r.unwrap_err(), HttpError::BadRequest("malformed header field"));
+    }
+
+    #[test]
+    fn host_values() {
+        for ok_host in ["a.example", "a:80", "[::1]:8080", "10.0.0.1", "", "xn--d1a.example"] {
+            assert!(p(&format!("GET / HTTP/1.1\r\nHost: {ok_host}\r\n\r\n")).is_ok(), "{ok_host}");
+        }
+        for bad in ["a b", "a/b", "u@a", "a?b", "a#b", "caf\u{e9}"] {
+            let r = p(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n"));
+            assert_eq!(r.unwrap_err(), HttpError::BadRequest("invalid Host header"), "{bad}");
+        }
+        let two = p("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n");
+        assert_eq!(two.unwrap_err(), HttpError::BadRequest("more than one Host header"));
+    }
+
+    #[test]
+    fn request_line_limit_is_exact() {
+        let l = Limits { max_request_line: 16, ..Limits::default() };
+        // "GET /abc HTTP/1.1" is 17 bytes; "GET /ab HTTP/1.1" is 16.
+        assert!(parse(b"GET /ab HTTP/1.1\r\nHost: h\r\n\r\n", &l).unwrap().is_some());
+        assert!(parse(b"GET /ab HTTP/1.1\nHost: h\n\n", &l).unwrap().is_some());
+        assert!(parse(b"GET /ab HTTP/1.1\r", &l).unwrap().is_none());
+        assert_eq!(parse(b"GET /abc HTTP/1.1\r\n", &l).unwrap_err(), HttpError::UriTooLong);
+        assert_eq!(parse(b"GET /abc HTTP/1.1", &l).unwrap_err(), HttpError::UriTooLong);
+    }
+
+    #[test]
+    fn blank_prefix_counts_whole_empty_lines() {
+        assert_eq!(blank_prefix(b"\r\n\nGET"), 3);
+        assert_eq!(blank_prefix(b"\r\n\r"), 2);
+        assert_eq!(blank_prefix(b"\rGET"), 0);
+        assert_eq!(ok("\r\n\nGET / HTTP/1.1\r\nHost: h\r\n\r\n").path(), "/");
+        assert!(p("\rGET / HTTP/1.1\r\nHost: h\r\n\r\n").is_err());
+    }
+
+    #[test]
     fn expect_continue() {
         assert!(ok("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n").expect_continue);
         assert!(matches!(p("POST / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n"), Err(HttpError::ExpectationFailed)));
