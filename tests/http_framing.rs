@@ -505,3 +505,25 @@ fn every_split_point_of_a_request_pair() {
         assert_eq!(c.read_to_close(5.0), want, "cut at {cut}");
     }
 }
+
+#[test]
+fn responses_queued_before_a_close_survive_unread_input() {
+    // Large pipelined responses, then "Connection: close", then more input
+    // the server will never read, while the client is slow to read. Closing
+    // outright with unread input would reset the connection and drop the
+    // responses still queued in the kernel; pyrs closes gracefully instead.
+    let s = start("", &[]);
+    for _ in 0..3 {
+        let mut c = Raw::connect(s.addr);
+        let mut raw = req("GET", "/big", "", "").repeat(30);
+        raw.push_str(&req("GET", "/hello", "Connection: close\r\n", ""));
+        c.send(raw.as_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        c.send(&vec![b'x'; 64 * 1024]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let got = c.read_to_close(5.0);
+        let big = response(200, &[], "application/octet-stream", &"x".repeat(100_000), None);
+        assert_eq!(got.len(), big.len() * 30 + text_close("world").len(), "responses lost");
+        assert!(got.ends_with(&text_close("world")));
+    }
+}
