@@ -73,6 +73,13 @@ fn body_cut_short_by_eof_is_closed_without_answer() {
     c.send(req("POST", "/echo", "Transfer-Encoding: chunked\r\n", "3\r\nabc\r\n").as_bytes());
     c.shutdown_write();
     assert!(c.closes_silently(5.0), "got {:?}", norm(&c.buf));
+    // Requests completed before it are answered, then the connection closes at once.
+    let mut c = Raw::connect(s.addr);
+    c.send(
+        format!("{}{}", req("GET", "/hello", "", ""), req("POST", "/echo", "Content-Length: 10\r\n", "abc")).as_bytes(),
+    );
+    c.shutdown_write();
+    assert_eq!(c.read_to_close(2.0), text("world"));
     // A complete request followed by EOF is still answered.
     let mut c = Raw::connect(s.addr);
     c.send(req("POST", "/echo", "Content-Length: 3\r\n", "abc").as_bytes());

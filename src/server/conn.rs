@@ -176,7 +176,8 @@ impl<'r, T> Conn<'r, T> {
         self.in_flight == 0
             && !self.has_pending_output()
             && !self.parse_stalled
-            && (self.close_after || (self.peer_closed && !self.receiving_body()))
+            // Once the peer has closed, a request still incomplete never will be.
+            && (self.close_after || self.peer_closed)
     }
 
     /// Too much is queued or unsent to take on more requests now.
