@@ -14,11 +14,14 @@ pub mod signals;
 
 use crate::app::App;
 use crate::config::Limits;
+use crate::http::date::DateCache;
+use crate::http::encode::{self, ResponseContext};
+use crate::http::Version;
 use activity::Activity;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,8 +31,7 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-const BUSY_RESPONSE: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nServer: pyrs\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\nConnection: close\r\n\r\nServer too busy\n";
+const BUSY_BODY: &str = "Server too busy\n";
 
 /// What the server needs beyond the application.
 #[derive(Debug, Clone)]
@@ -106,6 +108,8 @@ pub fn serve<A: App>(
         max_connections: cfg.limits.max_connections,
         paused_until: None,
         last_warning: None,
+        date: DateCache::new(),
+        busy: Vec::new(),
     };
     let mut events = Events::with_capacity(256);
     let mut stopping: Option<Instant> = None;
@@ -192,6 +196,9 @@ struct Acceptor<'a> {
     max_connections: usize,
     paused_until: Option<Instant>,
     last_warning: Option<Instant>,
+    date: DateCache,
+    /// The 503 answer for connections past max_connections.
+    busy: Vec<u8>,
 }
 
 impl Acceptor<'_> {
@@ -232,8 +239,16 @@ impl Acceptor<'_> {
                 "max_connections ({}) reached: refusing new connections with 503",
                 self.max_connections
             ));
-            // Best effort: the socket is new, so its send buffer has room.
-            let _ = stream.write(BUSY_RESPONSE);
+            self.date.refresh();
+            self.busy.clear();
+            let ctx = ResponseContext { keep_alive: false, head_only: false, version: Version::Http11 };
+            encode::text_response(&mut self.busy, 503, &[], BUSY_BODY, self.date.value(), ctx);
+            // Best effort: the socket is new, so its send buffer has room. Reading
+            // what the client already sent lets the close be a FIN, not a reset
+            // that could destroy the 503 on its way.
+            let _ = stream.write(&self.busy);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let _ = stream.read(&mut [0u8; 4096]);
             return;
         }
         if self.tcp_nodelay {
