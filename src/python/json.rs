@@ -47,27 +47,25 @@ fn write_value(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyRes
         }
         out.push(b'}');
     } else if let Ok(l) = obj.cast::<PyList>() {
-        out.push(b'[');
-        for (n, v) in l.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            write_value(&v, out, depth + 1)?;
-        }
-        out.push(b']');
+        write_array(l.iter(), out, depth)?;
     } else if let Ok(t) = obj.cast::<PyTuple>() {
-        out.push(b'[');
-        for (n, v) in t.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            write_value(&v, out, depth + 1)?;
-        }
-        out.push(b']');
+        write_array(t.iter(), out, depth)?;
     } else {
         let ty = obj.get_type().name()?;
         return Err(PyTypeError::new_err(format!("Object of type {ty} is not JSON serializable")));
     }
+    Ok(())
+}
+
+fn write_array<'py>(items: impl Iterator<Item = Bound<'py, PyAny>>, out: &mut Vec<u8>, depth: usize) -> PyResult<()> {
+    out.push(b'[');
+    for (n, v) in items.enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        write_value(&v, out, depth + 1)?;
+    }
+    out.push(b']');
     Ok(())
 }
 
