@@ -189,7 +189,7 @@ impl<T> Router<T> {
                     let mut slot = Slot::new();
                     slot.entries.push(entry);
                     self.prefixes.push((p, slot));
-                    self.prefixes.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()));
+                    self.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
                 }
             },
         }

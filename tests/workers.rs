@@ -38,8 +38,19 @@ fn routes() -> Vec<(&'static str, &'static str)> {
     vec![("/pid", "pid"), ("/version", "version"), ("/spin", "spin"), ("/sleep", "sleep")]
 }
 
+/// GET /pid on a new connection. A connection attempt that races a worker
+/// closing its SO_REUSEPORT listener (scale-down, reload) can be refused;
+/// clients retry those, and so does this.
 fn pid_of(s: &Server) -> i32 {
-    let text = s.get("/pid").text();
+    let mut attempt = 0;
+    let text = loop {
+        attempt += 1;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.get("/pid").text())) {
+            Ok(text) => break text,
+            Err(_) if attempt < 3 => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    };
     let mut parts = text.split(' ');
     let pid: i32 = parts.next().unwrap().parse().unwrap();
     assert_eq!(parts.next().unwrap(), pid.to_string(), "post_fork ran in another process: {text}");
