@@ -8,7 +8,8 @@ const OK_API: &str = "class Api:\n    def hello(self, request):\n        return 
 
 fn run(project: &Project, extra: &[&str]) -> (i32, String, String) {
     let file = project.file();
-    let mut args = vec![file.to_str().unwrap()];
+    // An ephemeral port: tests run in parallel.
+    let mut args = vec![file.to_str().unwrap(), "--bind", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     run_pyrs(&args, &[])
 }
