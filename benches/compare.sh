@@ -217,22 +217,29 @@ run_wrk() {
 
 # ---- build and environment ----------------------------------------------
 
+# The virtualenv is set up while cargo builds.
+setup_venv() {
+    if [[ ! -x $VENV/bin/python ]]; then
+        say "== creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -c 'import socketify, granian' 2>/dev/null || {
+        say "== installing socketify and granian into $VENV"
+        "$VENV/bin/pip" install -q --disable-pip-version-check socketify granian >&2 ||
+            say "warning: pip install failed; missing peers are skipped"
+    }
+}
+setup_venv &
+VENV_JOB=$!
 if [[ ${BENCH_NO_BUILD:-} != 1 ]]; then
     say "== building pyrs and examples/native_hello (release)"
     cargo build --release --bin pyrs --example native_hello >&2
 fi
+wait "$VENV_JOB" || die "cannot create $VENV"
+BUILD_SECONDS=$((SECONDS - START_TIME))
 PYRS=$ROOT/target/release/pyrs
 NATIVE=$ROOT/target/release/examples/native_hello
 [[ -x $PYRS && -x $NATIVE ]] || die "release binaries missing (run without BENCH_NO_BUILD)"
-
-if [[ ! -x $VENV/bin/python ]]; then
-    say "== creating $VENV"
-    "$PYTHON" -m venv "$VENV"
-fi
-"$VENV/bin/python" -c 'import socketify, granian' 2>/dev/null || {
-    say "== installing socketify and granian into $VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check socketify granian >&2 || say "warning: pip install failed; missing peers are skipped"
-}
 
 declare -A PEER_OK=()
 for peer in $PEERS; do
@@ -296,10 +303,8 @@ done
 # ---- the matrix ----------------------------------------------------------
 
 TESTS=(a b c d)
-say "== warm-up (1 s per server and test)"
-for name in "${SERVERS[@]}"; do
-    for test in "${TESTS[@]}"; do run_wrk "$name" "$test" warmup 1s; done
-done
+say "== warm-up (1 s per server)"
+for name in "${SERVERS[@]}"; do run_wrk "$name" a warmup 1s; done
 for round in $(seq "$ROUNDS"); do
     say "== round $round of $ROUNDS (wrk -t1 -c$CONNS -d$DURATION, pinned to CPU $WRK_CPU)"
     for test in "${TESTS[@]}"; do
@@ -340,11 +345,11 @@ STARTED=()
 
 ELAPSED=$((SECONDS - START_TIME))
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-"$PYTHON" - "$RESULTS" "$ELAPSED" "$ncpu" "$cpu_model" "$DURATION" "$ROUNDS" "$CONNS" "${SERVERS[*]}" "$LOAD_BEFORE" "$NICE" >"$OUT/table.md" <<'PY'
+"$PYTHON" - "$RESULTS" "$ELAPSED" "$ncpu" "$cpu_model" "$DURATION" "$ROUNDS" "$CONNS" "${SERVERS[*]}" "$LOAD_BEFORE" "$NICE" "$BUILD_SECONDS" >"$OUT/table.md" <<'PY'
 import statistics, sys
 from collections import defaultdict
 
-path, elapsed, ncpu, cpu, duration, rounds, conns, servers, load, nice = sys.argv[1:]
+path, elapsed, ncpu, cpu, duration, rounds, conns, servers, load, nice, build = sys.argv[1:]
 servers = servers.split()
 runs = defaultdict(list)   # (server, test) -> [(rps, p99, valid, why)]
 rss, sleep, idle = {}, None, None
@@ -445,7 +450,7 @@ target(f"idle RSS of examples/echo <= 20 MB ({idle} MB)", idle <= 20 if idle is 
 target(f"sleeping handler >= 600 req/s ({sleep[0]:.0f})" if sleep else "sleeping handler >= 600 req/s",
        (sleep[0] >= 600 and sleep[1] == "valid") if sleep else None)
 print()
-print(f"compare.sh took {int(elapsed) // 60} min {int(elapsed) % 60} s.")
+print(f"compare.sh took {int(elapsed) // 60} min {int(elapsed) % 60} s ({build} s of it building and setting up the virtualenv).")
 PY
 cat "$OUT/table.md"
 say "(raw wrk output and logs: $OUT)"
