@@ -192,6 +192,7 @@ impl<'r, T> Conn<'r, T> {
         router: &'r Router<Route<T>>,
         limits: &Limits,
         jobs: &mut Vec<Job<'r, T>>,
+        drain: bool,
     ) -> ReadOutcome {
         if self.lingering {
             return self.linger_read();
@@ -223,6 +224,7 @@ impl<'r, T> Conn<'r, T> {
                 // head::parse bounds how far.
                 self.inbuf.resize(self.filled + READ_CHUNK, 0);
             }
+            let offered = self.inbuf.len() - self.filled;
             let n = match self.stream.read(&mut self.inbuf[self.filled..]) {
                 Ok(n) => n,
                 Err(e) => match e.kind() {
@@ -242,6 +244,10 @@ impl<'r, T> Conn<'r, T> {
             }
             self.filled += n;
             self.parse_buffered(token, router, limits, jobs);
+            if !drain && n < offered && !self.parse_stalled {
+                // The kernel had no more: a later arrival raises a new edge.
+                return ReadOutcome::Open;
+            }
         }
     }
 

@@ -121,6 +121,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             for event in events.iter() {
                 let token = event.token();
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                // A FIN or error may have come with the data: read to the end then.
+                let drain = event.is_read_closed() || event.is_error();
                 let writable = event.is_writable();
                 if token == WAKER {
                     self.take_new_connections();
@@ -131,7 +133,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     self.flush_one(i);
                 }
                 if readable {
-                    self.read_one(i);
+                    self.read_until(i, drain);
                 }
             }
             self.events = Some(events);
@@ -180,12 +182,20 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         }
     }
 
+    /// Reads until the socket would block (use when the socket's state is unknown).
     fn read_one(&mut self, i: usize) {
+        self.read_until(i, true);
+    }
+
+    /// Reads and parses; with `drain` false a short read ends it (the socket
+    /// is then empty, and new data raises a new edge), saving a recv(2) that
+    /// would only say EAGAIN.
+    fn read_until(&mut self, i: usize, drain: bool) {
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
         let before = self.jobs.len();
-        let outcome = conn.read_ready(i, self.router, &self.limits, &mut self.jobs);
+        let outcome = conn.read_ready(i, self.router, &self.limits, &mut self.jobs, drain);
         if outcome == ReadOutcome::Close && self.jobs.len() == before {
             self.close(i);
         } else {
