@@ -52,6 +52,7 @@ fn python_call(c: &mut Criterion) {
     let date = *b"Sun, 06 Nov 1994 08:49:37 GMT";
     let ctx = ResponseContext { keep_alive: true, head_only: false, version: Version::Http11 };
     let stopping = AtomicBool::new(false);
+    let closes = std::cell::Cell::new(false);
     let body_1k = vec![b'x'; 1024];
     let cases: Vec<(&str, Request)> = vec![
         ("hello_str", request(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"")),
@@ -71,14 +72,14 @@ fn python_call(c: &mut Criterion) {
             };
             // One call outside the timer: the response must be a success.
             out.clear();
-            worker.handle(route, req.clone(), Responder { out: &mut out, date: &date, ctx, stopping: &stopping });
+            worker.handle(route, req.clone(), Responder::new(&mut out, &date, ctx, &stopping, &closes));
             assert!(out.starts_with(b"HTTP/1.1 2"), "{name}: {}", String::from_utf8_lossy(&out));
             g.bench_function(*name, |b| {
                 b.iter_batched(
                     || req.clone(),
                     |req| {
                         out.clear();
-                        worker.handle(route, req, Responder { out: &mut out, date: &date, ctx, stopping: &stopping });
+                        worker.handle(route, req, Responder::new(&mut out, &date, ctx, &stopping, &closes));
                         out.len()
                     },
                     criterion::BatchSize::SmallInput,

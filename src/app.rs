@@ -7,6 +7,7 @@
 use crate::http::encode::{ResponseContext, ResponseWriter};
 use crate::http::Request;
 use crate::router::Router;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A route target together with the pattern that selected it (for logs).
@@ -56,9 +57,22 @@ pub struct Responder<'a> {
     /// Set when the server began shutting down, possibly while the handler
     /// ran: the response then says `Connection: close`.
     pub stopping: &'a AtomicBool,
+    /// Set when the response said `Connection: close` (the handler asked
+    /// for it): the connection closes once it is sent.
+    pub closes: &'a Cell<bool>,
 }
 
 impl<'a> Responder<'a> {
+    pub fn new(
+        out: &'a mut Vec<u8>,
+        date: &'a [u8],
+        ctx: ResponseContext,
+        stopping: &'a AtomicBool,
+        closes: &'a Cell<bool>,
+    ) -> Self {
+        Responder { out, date, ctx, stopping, closes }
+    }
+
     fn context(&self) -> ResponseContext {
         let keep_alive = self.ctx.keep_alive && !self.stopping.load(Ordering::Relaxed);
         ResponseContext { keep_alive, ..self.ctx }
@@ -67,7 +81,7 @@ impl<'a> Responder<'a> {
     /// Starts a response with `status` (100..=599).
     pub fn start(&mut self, status: u16) -> ResponseWriter<'_> {
         let ctx = self.context();
-        ResponseWriter::begin(self.out, status, self.date, ctx)
+        ResponseWriter::begin(self.out, status, self.date, ctx).track_close(self.closes)
     }
 
     /// A complete `text/plain` response.

@@ -139,7 +139,8 @@ mod tests {
         let mut out = Vec::new();
         let ctx = ResponseContext { keep_alive: true, head_only: false, version: Version::Http11 };
         let stopping = AtomicBool::new(false);
-        let res = Responder { out: &mut out, date: b"Sun, 06 Nov 1994 08:49:37 GMT", ctx, stopping: &stopping };
+        let closes = std::cell::Cell::new(false);
+        let res = Responder::new(&mut out, b"Sun, 06 Nov 1994 08:49:37 GMT", ctx, &stopping, &closes);
         NativeWorker.handle(target, req, res);
         String::from_utf8(out).unwrap()
     }

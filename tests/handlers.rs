@@ -79,6 +79,9 @@ class Api:
     def parsed(self, request):
         return {"got": request.json()}
 
+    def bye(self, request):
+        return ("bye", 200, {"Connection": "close"})
+
     def pid(self, request):
         return str(os.getpid())
 "#;
@@ -104,6 +107,7 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/echo_text", "echo_text"),
         ("/inspect/{id}", "inspect"),
         ("/json", "parsed"),
+        ("/bye", "bye"),
     ]
 }
 
@@ -288,4 +292,16 @@ fn unknown_path_is_404() {
     let s = server();
     let r = s.get("/nope");
     assert_eq!((r.status, r.text().as_str()), (404, "Not Found\n"));
+}
+
+#[test]
+fn a_handler_can_close_the_connection() {
+    let s = server();
+    let mut c = s.connect();
+    c.send(b"GET /bye HTTP/1.1\r\nHost: t\r\n\r\nGET /text HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!((r.status, r.text().as_str()), (200, "bye"));
+    assert_eq!(r.header("Connection"), Some("close"));
+    // The pipelined second request is not answered: the connection closes.
+    assert!(c.is_closed());
 }

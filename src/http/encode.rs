@@ -4,10 +4,13 @@
 //! (except 1xx, 204 and 304, which have no body). Header fields a handler
 //! supplies are validated: a name that is not a token or a value with CR, LF,
 //! NUL or another control character is refused, and the caller answers 500
-//! instead. Framing headers (`Content-Length`, `Transfer-Encoding`,
-//! `Connection`, `Date`) set by a handler are ignored: pyrs owns framing.
+//! instead. Framing headers (`Content-Length`, `Transfer-Encoding`, `Date`)
+//! set by a handler are ignored: pyrs owns framing. A handler's
+//! `Connection: close` is honoured (the connection closes after the response);
+//! other `Connection` values are ignored.
 
 use super::Version;
+use std::cell::Cell;
 
 /// What the encoder needs to know about the request being answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +94,8 @@ pub struct ResponseWriter<'a> {
     status: u16,
     ctx: ResponseContext,
     has_content_type: bool,
+    /// Set when the response goes out with `Connection: close`.
+    closes: Option<&'a Cell<bool>>,
 }
 
 /// A `tchar` of RFC 9110 (the bytes of a method or a field name).
@@ -118,7 +123,13 @@ impl<'a> ResponseWriter<'a> {
         out.extend_from_slice(b"Server: pyrs\r\nDate: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
-        ResponseWriter { out, start, status, ctx, has_content_type: false }
+        ResponseWriter { out, start, status, ctx, has_content_type: false, closes: None }
+    }
+
+    /// Records in `flag` whether this response closes the connection.
+    pub fn track_close(mut self, flag: &'a Cell<bool>) -> Self {
+        self.closes = Some(flag);
+        self
     }
 
     /// Adds a header field, or refuses it (the response is then unusable:
@@ -129,7 +140,14 @@ impl<'a> ResponseWriter<'a> {
         if !valid_name || !valid_value {
             return Err(InvalidHeader { name: String::from_utf8_lossy(name).into_owned() });
         }
-        let ignored: [&[u8]; 4] = [b"content-length", b"transfer-encoding", b"connection", b"date"];
+        if name.eq_ignore_ascii_case(b"connection") {
+            // A handler may ask to close the connection after this response.
+            if value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")) {
+                self.ctx.keep_alive = false;
+            }
+            return Ok(());
+        }
+        let ignored: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"date"];
         if ignored.iter().any(|i| name.eq_ignore_ascii_case(i)) {
             return Ok(());
         }
@@ -175,6 +193,9 @@ impl<'a> ResponseWriter<'a> {
         }
         if !self.ctx.keep_alive {
             self.out.extend_from_slice(b"Connection: close\r\n");
+            if let Some(flag) = self.closes {
+                flag.set(true);
+            }
         } else if self.ctx.version == Version::Http10 {
             self.out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
@@ -257,6 +278,24 @@ mod tests {
             w.abort();
             assert_eq!(out, b"prev");
         }
+    }
+
+    #[test]
+    fn a_handler_connection_close_is_honoured_and_tracked() {
+        let flag = Cell::new(false);
+        let mut out = Vec::new();
+        let mut w = ResponseWriter::begin(&mut out, 200, DATE, KA).track_close(&flag);
+        w.header(b"Connection", b"keep-alive, Close").unwrap();
+        w.finish(b"text/plain", b"x");
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("\r\nConnection: close\r\n") && !s.contains("Close"), "{s}");
+        assert!(flag.get());
+        let mut out = Vec::new();
+        let mut w = ResponseWriter::begin(&mut out, 200, DATE, KA).track_close(&flag);
+        flag.set(false);
+        w.header(b"Connection", b"upgrade").unwrap();
+        w.finish(b"text/plain", b"x");
+        assert!(!String::from_utf8(out).unwrap().contains("Connection") && !flag.get());
     }
 
     #[test]

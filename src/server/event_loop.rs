@@ -16,6 +16,7 @@ use crate::http::encode::{self, ResponseContext};
 use crate::router::Router;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -371,7 +372,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 }
                 JobKind::Call { route, req } => {
                     let stopping = &self.shared.shutdown;
-                    let res = Responder { out: &mut conn.out, date: self.date.value(), ctx, stopping };
+                    let closes = Cell::new(false);
+                    let res = Responder::new(&mut conn.out, self.date.value(), ctx, stopping, &closes);
                     match worker.as_deref_mut() {
                         Some(w) => {
                             if let Some(a) = &self.shared.activity {
@@ -385,6 +387,9 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                         None => encode::text_response(res.out, 500, &[], "Internal Server Error\n", res.date, ctx),
                     }
                     conn.served_any = true;
+                    if closes.get() {
+                        conn.close_after = true;
+                    }
                 }
                 JobKind::Reply { status, body, allow } => {
                     let extra: &[(&[u8], &[u8])] = match &allow {
