@@ -25,7 +25,8 @@ fn write_value(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyRes
         out.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
     } else if let Ok(i) = obj.cast::<PyInt>() {
         match i.extract::<i64>() {
-            Ok(v) => out.extend_from_slice(v.to_string().as_bytes()),
+            // serde_json writes the digits straight into `out` (no String).
+            Ok(v) => serde_json::to_writer(&mut *out, &v).map_err(|e| PyValueError::new_err(e.to_string()))?,
             Err(_) => out.extend_from_slice(i.str()?.to_str()?.as_bytes()),
         }
     } else if let Ok(f) = obj.cast::<PyFloat>() {
@@ -33,8 +34,7 @@ fn write_value(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> PyRes
         if !v.is_finite() {
             return Err(PyValueError::new_err(format!("{v} is not valid JSON")));
         }
-        let n = serde_json::Number::from_f64(v).ok_or_else(|| PyValueError::new_err("float is not valid JSON"))?;
-        out.extend_from_slice(n.to_string().as_bytes());
+        serde_json::to_writer(&mut *out, &v).map_err(|e| PyValueError::new_err(e.to_string()))?;
     } else if let Ok(d) = obj.cast::<PyDict>() {
         out.push(b'{');
         for (n, (k, v)) in d.iter().enumerate() {
