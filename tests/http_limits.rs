@@ -234,45 +234,16 @@ fn max_connections_refuses_quickly() {
 
 /// Starts the test project under `ulimit -n LIMIT` (soft and hard).
 fn start_with_fd_limit(limit: usize) -> Server {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    use std::sync::{Arc, Mutex};
+    use std::process::Command;
     let p = project("");
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
         .arg(common::BIN)
         .arg(p.file())
         .args(["--bind", "127.0.0.1:0", "--keepalive-timeout", "60"])
-        .env_remove("VIRTUAL_ENV")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pyrs");
-    let stdout = Arc::new(Mutex::new(String::new()));
-    let stderr = Arc::new(Mutex::new(String::new()));
-    for (pipe, sink) in [
-        (Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, stdout.clone()),
-        (Box::new(child.stderr.take().unwrap()), stderr.clone()),
-    ] {
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = stdout.lock().unwrap().clone();
-        if let Some(rest) = out.split("Listening on http://").nth(1) {
-            let addr = rest.lines().next().unwrap().trim().parse().unwrap();
-            return Server { child, addr, stdout, stderr };
-        }
-        assert!(Instant::now() < deadline, "pyrs did not start: {out}\n{}", stderr.lock().unwrap());
-        assert!(child.try_wait().unwrap().is_none(), "pyrs exited: {out}\n{}", stderr.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .env_remove("VIRTUAL_ENV");
+    Server::spawn(cmd)
 }
 
 #[test]

@@ -82,6 +82,12 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn(cmd)
+    }
+
+    /// Runs `cmd` (which must end up exec'ing pyrs with `--bind 127.0.0.1:0`)
+    /// and waits for "Listening on".
+    pub fn spawn(mut cmd: Command) -> Server {
         let mut child =
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pyrs");
         let stdout = Arc::new(Mutex::new(String::new()));
