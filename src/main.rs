@@ -42,6 +42,12 @@ fn run(cli: Cli) -> Result<(), String> {
         return workers::master::run(&cfg);
     }
 
+    let w = &cfg.workers;
+    let defaults = pyrs::config::Workers::default();
+    if w.max_requests != 0 || w.max_rss_mb != 0 || w.timeout != defaults.timeout || w.preload != defaults.preload {
+        log::warn!("preload, timeout, max_requests and max_rss_mb apply only with worker processes (set workers)");
+    }
+
     // Rust owns SIGINT/SIGTERM; install before Python starts.
     let signals = SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     interpreter::initialize(venv.as_deref())?;

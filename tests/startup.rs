@@ -213,3 +213,11 @@ fn virtualenv_packages_are_importable() {
     assert_eq!(code, 1);
     assert!(err.contains("is not a virtualenv"), "{err}");
 }
+
+#[test]
+fn worker_settings_without_workers_are_flagged() {
+    let p = Project::simple(OK_API, &[("/hello", "hello")], "\"max_requests\": 10,");
+    let s = Server::start(&p, &[]);
+    assert_eq!(s.get("/hello").text(), "world");
+    assert!(s.stderr().contains("apply only with worker processes"), "{}", s.stderr());
+}
