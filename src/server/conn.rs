@@ -543,14 +543,9 @@ impl<'r, T> Conn<'r, T> {
 #[cfg(target_os = "linux")]
 fn unacked_bytes(stream: &TcpStream) -> Option<usize> {
     use std::os::fd::AsRawFd;
-    use std::os::raw::{c_int, c_ulong};
-    extern "C" {
-        fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
-    }
-    const SIOCOUTQ: c_ulong = 0x5411;
-    let mut n: c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid.
-    let rc = unsafe { ioctl(stream.as_raw_fd(), SIOCOUTQ, &mut n as *mut c_int) };
+    let mut n: libc::c_int = 0;
+    // SIOCOUTQ has TIOCOUTQ's number. SAFETY: it writes one int through the valid pointer.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
     (rc == 0 && n >= 0).then_some(n as usize)
 }
 
