@@ -162,11 +162,10 @@ pub struct PyHeaders {
 }
 
 impl PyHeaders {
-    fn find<'a, 'py>(&'a self, py: Python<'py>, name: &str) -> impl Iterator<Item = &'a Py<PyString>> + use<'a, 'py> {
-        let name = name.to_string();
+    fn find<'a>(&'a self, py: Python<'a>, name: &'a str) -> impl Iterator<Item = &'a Py<PyString>> + 'a {
         self.items
             .iter()
-            .filter(move |(n, _)| n.bind(py).to_str().is_ok_and(|n| n.eq_ignore_ascii_case(&name)))
+            .filter(move |(n, _)| n.bind(py).to_str().is_ok_and(|n| n.eq_ignore_ascii_case(name)))
             .map(|(_, v)| v)
     }
 }

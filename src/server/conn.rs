@@ -214,6 +214,11 @@ impl<'r, T> Conn<'r, T> {
             if self.consumed == self.filled {
                 self.consumed = 0;
                 self.filled = 0;
+                if self.inbuf.len() > 4 * READ_CHUNK {
+                    // A large head or pipelined burst grew it: give the memory back.
+                    self.inbuf.truncate(READ_CHUNK);
+                    self.inbuf.shrink_to_fit();
+                }
             } else if self.consumed > 0 && self.inbuf.len() - self.filled < READ_CHUNK / 2 {
                 self.inbuf.copy_within(self.consumed..self.filled, 0);
                 self.filled -= self.consumed;
