@@ -144,18 +144,23 @@ pub enum RouteMatch<'r, T> {
     NotFound,
 }
 
+/// A parameterised pattern and the targets that share it.
+type ParamRoute<T> = (Vec<Segment>, Slot<T>);
+
 /// A route table, built once at start-up and read by every thread.
 #[derive(Debug)]
 pub struct Router<T> {
     exact: HashMap<String, Slot<T>>,
-    params: Vec<(Vec<Segment>, Slot<T>)>,
+    /// Parameterised patterns by segment count (only those can match a path
+    /// with that many segments); in each, literal segments before parameters.
+    params: HashMap<usize, Vec<ParamRoute<T>>>,
     /// Longest prefix first; the catch-all `/*` (empty prefix) last.
     prefixes: Vec<(String, Slot<T>)>,
 }
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Router { exact: HashMap::new(), params: Vec::new(), prefixes: Vec::new() }
+        Router { exact: HashMap::new(), params: HashMap::new(), prefixes: Vec::new() }
     }
 }
 
@@ -169,29 +174,20 @@ impl<T> Router<T> {
         let entry = Entry { methods, target };
         match Pattern::parse(path)? {
             Pattern::Exact(p) => self.exact.entry(p).or_insert_with(Slot::new).entries.push(entry),
-            Pattern::Params(segs) => match self.params.iter_mut().find(|(s, _)| *s == segs) {
-                Some((_, slot)) => slot.entries.push(entry),
-                None => {
-                    let mut slot = Slot::new();
-                    slot.entries.push(entry);
-                    self.params.push((segs, slot));
+            Pattern::Params(segs) => {
+                let bucket = self.params.entry(segs.len()).or_default();
+                if slot_for(bucket, segs, entry) {
                     // Literal segments before parameters, left to right.
-                    self.params.sort_by(|(a, _), (b, _)| {
-                        let key =
-                            |s: &Vec<Segment>| s.iter().map(|x| matches!(x, Segment::Param(_))).collect::<Vec<_>>();
-                        key(a).cmp(&key(b))
+                    bucket.sort_by_cached_key(|(s, _)| {
+                        s.iter().map(|x| matches!(x, Segment::Param(_))).collect::<Vec<_>>()
                     });
                 }
-            },
-            Pattern::Prefix(p) => match self.prefixes.iter_mut().find(|(s, _)| *s == p) {
-                Some((_, slot)) => slot.entries.push(entry),
-                None => {
-                    let mut slot = Slot::new();
-                    slot.entries.push(entry);
-                    self.prefixes.push((p, slot));
+            }
+            Pattern::Prefix(p) => {
+                if slot_for(&mut self.prefixes, p, entry) {
                     self.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
                 }
-            },
+            }
         }
         Ok(())
     }
@@ -201,10 +197,23 @@ impl<T> Router<T> {
         if let Some(slot) = self.exact.get(path) {
             return Self::pick(slot, method, Vec::new());
         }
-        if !self.params.is_empty() {
-            let rest = path.strip_prefix('/').unwrap_or(path);
-            for (segs, slot) in &self.params {
-                if let Some(params) = match_params(segs, rest) {
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        let segments = rest.bytes().filter(|&b| b == b'/').count() + 1;
+        if let Some(bucket) = self.params.get(&segments) {
+            // Split the path once; patterns then compare segment by index.
+            let mut stack = [""; 16];
+            let heap: Vec<&str>;
+            let parts: &[&str] = if segments <= stack.len() {
+                for (slot, part) in stack.iter_mut().zip(rest.split('/')) {
+                    *slot = part;
+                }
+                &stack[..segments]
+            } else {
+                heap = rest.split('/').collect();
+                &heap
+            };
+            for (segs, slot) in bucket {
+                if let Some(params) = match_params(segs, parts) {
                     return Self::pick(slot, method, params);
                 }
             }
@@ -226,21 +235,37 @@ impl<T> Router<T> {
     }
 }
 
-fn match_params<'r>(segs: &'r [Segment], rest: &str) -> Option<Vec<(&'r str, String)>> {
-    let mut parts = rest.split('/');
-    let mut params = Vec::new();
-    for seg in segs {
-        let part = parts.next()?;
-        match seg {
-            Segment::Literal(l) if l == part => {}
-            Segment::Literal(_) => return None,
-            Segment::Param(_) if part.is_empty() => return None,
-            Segment::Param(name) => params.push((name.as_str(), percent_decode(part))),
-        }
+/// Adds `entry` to the slot keyed `key`, creating the slot if needed;
+/// true when it was created (the list then needs re-sorting).
+fn slot_for<K: PartialEq, T>(list: &mut Vec<(K, Slot<T>)>, key: K, entry: Entry<T>) -> bool {
+    if let Some((_, slot)) = list.iter_mut().find(|(k, _)| *k == key) {
+        slot.entries.push(entry);
+        return false;
     }
-    if parts.next().is_some() {
+    let mut slot = Slot::new();
+    slot.entries.push(entry);
+    list.push((key, slot));
+    true
+}
+
+/// Matches a pattern against a path split into as many segments; parameter
+/// values are decoded only once every literal segment matched.
+fn match_params<'r>(segs: &'r [Segment], parts: &[&str]) -> Option<Vec<(&'r str, String)>> {
+    let literals_match = segs.iter().zip(parts).all(|(seg, part)| match seg {
+        Segment::Literal(l) => l == part,
+        Segment::Param(_) => !part.is_empty(),
+    });
+    if !literals_match || segs.len() != parts.len() {
         return None;
     }
+    let params = segs
+        .iter()
+        .zip(parts)
+        .filter_map(|(seg, part)| match seg {
+            Segment::Param(name) => Some((name.as_str(), percent_decode(part))),
+            Segment::Literal(_) => None,
+        })
+        .collect();
     Some(params)
 }
 
