@@ -11,5 +11,7 @@ fn main() {
     } else {
         println!("cargo:rustc-env=PYRS_BUILD_PYTHON=python3");
     }
+    // A virtualenv of another Python version is refused (its packages would not import).
+    println!("cargo:rustc-env=PYRS_BUILD_PYTHON_VERSION={}.{}", cfg.version().major, cfg.version().minor);
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

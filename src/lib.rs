@@ -14,4 +14,5 @@ pub mod native;
 pub mod python;
 pub mod router;
 pub mod server;
+pub mod stdout;
 pub mod workers;

@@ -7,6 +7,7 @@ use pyrs::config::Config;
 use pyrs::python::{interpreter, PyApp};
 use pyrs::server::{self, listener, signals::SignalPipe, ServerConfig};
 use pyrs::workers;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
             std::process::exit(0);
         }
         Err(msg) => {
-            eprintln!("error: {msg}");
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
             ExitCode::from(1)
         }
     }
@@ -54,9 +55,9 @@ fn run(cli: Cli) -> Result<(), String> {
 
     if cli.check {
         let app =
-            PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| println!("{line}")).map_err(|e| e.to_string())?;
+            PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| pyrs::say!("{line}")).map_err(|e| e.to_string())?;
         drop(app);
-        println!("OK: {} is valid ({} routes)", cfg.file.display(), cfg.modules.len());
+        pyrs::say!("OK: {} is valid ({} routes)", cfg.file.display(), cfg.modules.len());
         return Ok(());
     }
 
@@ -65,10 +66,11 @@ fn run(cli: Cli) -> Result<(), String> {
     let listener = listener::bind(addr, cfg.listen_backlog)?;
     let bound = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
 
-    println!("Starting pyrs {} with {}", env!("CARGO_PKG_VERSION"), PyApp::python_info());
-    let app = PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| println!("{line}")).map_err(|e| e.to_string())?;
-    println!("Address: {}, port: {}, threads: {}", bound.ip(), bound.port(), cfg.thread_count);
-    println!("Listening on http://{bound}");
+    pyrs::say!("Starting pyrs {} with {}", env!("CARGO_PKG_VERSION"), PyApp::python_info());
+    let app =
+        PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| pyrs::say!("{line}")).map_err(|e| e.to_string())?;
+    pyrs::say!("Address: {}, port: {}, threads: {}", bound.ip(), bound.port(), cfg.thread_count);
+    pyrs::say!("Listening on http://{bound}");
 
     let server_cfg = ServerConfig {
         thread_count: cfg.thread_count,

@@ -10,21 +10,50 @@ use std::path::{Path, PathBuf};
 
 /// The interpreter pyrs was built against (set by build.rs).
 pub const BUILD_PYTHON: &str = env!("PYRS_BUILD_PYTHON");
+/// Its `major.minor` version.
+pub const BUILD_PYTHON_VERSION: &str = env!("PYRS_BUILD_PYTHON_VERSION");
 
-/// Checks a virtualenv directory and returns its interpreter path.
+/// Checks a virtualenv directory and returns its interpreter path. A
+/// virtualenv made by another Python version is refused: its compiled
+/// packages and its `lib/pythonX.Y/site-packages` would not be found.
 pub fn venv_python(venv: &Path) -> Result<PathBuf, String> {
     let python = venv.join("bin").join("python");
-    if !venv.join("pyvenv.cfg").is_file() {
+    let cfg = venv.join("pyvenv.cfg");
+    let Ok(text) = std::fs::read_to_string(&cfg) else {
         return Err(format!(
-            "{} is not a virtualenv (no pyvenv.cfg); create one with: python3 -m venv {}",
+            "{} is not a virtualenv (no readable pyvenv.cfg); create one with: python3 -m venv {}",
             venv.display(),
             venv.display()
         ));
+    };
+    if let Some(version) = venv_version(&text) {
+        if version != BUILD_PYTHON_VERSION {
+            return Err(format!(
+                "virtualenv {} was made with Python {version}, but pyrs runs Python {BUILD_PYTHON_VERSION} \
+                 ({BUILD_PYTHON}); recreate it with: {BUILD_PYTHON} -m venv {}",
+                venv.display(),
+                venv.display()
+            ));
+        }
     }
     if !python.exists() {
         return Err(format!("virtualenv {} has no bin/python", venv.display()));
     }
     Ok(python)
+}
+
+/// `major.minor` from pyvenv.cfg's `version = 3.11.7` (venv) or
+/// `version_info = 3.11.7.final.0` (virtualenv).
+fn venv_version(cfg: &str) -> Option<String> {
+    cfg.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        if !matches!(key.trim(), "version" | "version_info") {
+            return None;
+        }
+        let mut parts = value.trim().split('.');
+        let (major, minor) = (parts.next()?, parts.next()?);
+        (major.parse::<u32>().is_ok() && minor.parse::<u32>().is_ok()).then(|| format!("{major}.{minor}"))
+    })
 }
 
 /// Initialises CPython once, then releases the GIL so that any thread can
@@ -92,5 +121,17 @@ pub fn run_atexit(py: Python<'_>) {
     let result = py.import("atexit").and_then(|m| m.call_method0("_run_exitfuncs"));
     if let Err(e) = result {
         log::error!("atexit hooks failed: {}", super::format_exception(py, &e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::venv_version;
+
+    #[test]
+    fn reads_the_version_of_venv_and_virtualenv() {
+        assert_eq!(venv_version("home = /usr/bin\nversion = 3.12.1\n").as_deref(), Some("3.12"));
+        assert_eq!(venv_version("version_info = 3.11.7.final.0\n").as_deref(), Some("3.11"));
+        assert_eq!(venv_version("home = /usr/bin\n"), None);
     }
 }

@@ -101,7 +101,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     poll.registry().register(signals.receiver(), SIGNALS, Interest::READABLE).map_err(|e| e.to_string())?;
     poll.registry().register(&mut SourceFd(&status_r), STATUS, Interest::READABLE).map_err(|e| e.to_string())?;
 
-    println!(
+    crate::say!(
         "Starting pyrs {} supervisor (pid {}) with {count} workers",
         env!("CARGO_PKG_VERSION"),
         std::process::id()
@@ -392,7 +392,7 @@ impl Master<'_> {
             let mut pids: Vec<i32> =
                 self.workers.iter().filter(|(_, w)| w.state == State::Up).map(|(p, _)| *p).collect();
             pids.sort_unstable();
-            println!(
+            crate::say!(
                 "Address: {}, port: {}, threads: {}, workers: {} (pids {:?})",
                 self.bind.ip(),
                 self.bind.port(),
@@ -400,7 +400,7 @@ impl Master<'_> {
                 self.wanted(),
                 pids
             );
-            println!("Listening on http://{}", self.bind);
+            crate::say!("Listening on http://{}", self.bind);
         }
     }
 

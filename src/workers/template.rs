@@ -38,7 +38,7 @@ pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
     interpreter::initialize(venv)?;
     let announce = |line: String| {
         if gen == 1 {
-            println!("{line}");
+            crate::say!("{line}");
         } else {
             log::info!("{line}");
         }

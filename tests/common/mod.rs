@@ -230,6 +230,11 @@ impl Client {
         Client { stream, buf: Vec::new(), head_request: false }
     }
 
+    /// A client over an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client { stream, buf: Vec::new(), head_request: false }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
     }
