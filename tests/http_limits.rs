@@ -96,67 +96,71 @@ fn body_limit_is_413() {
 
 #[test]
 fn header_timeout_answers_408_slow_heads() {
-    let s = start("", &["--header-timeout", "0.5"]);
+    // Timing is checked from below only (a timeout never fires early); how
+    // late it fires depends on the machine's load, so the upper bounds are loose.
+    let s = start("", &["--header-timeout", "1", "--keepalive-timeout", "60"]);
     // A head that has started but not ended.
     let t = Instant::now();
     let mut c = Raw::connect(s.addr);
     c.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n");
     assert_eq!(c.read_to_close(3.0), error(408, "request not received in time"));
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_millis(1300), "{took:?}");
-    // Trickling does not extend it: the head is due header_timeout after connecting.
-    let t = Instant::now();
+    assert!(took >= Duration::from_millis(950) && took < Duration::from_secs(15), "{took:?}");
+    // Trickling does not extend it: the head is due header_timeout after
+    // connecting, so the 408 comes while the client is still trickling (one
+    // byte per 50 ms would take over 10 s).
     let mut c = Raw::connect(s.addr);
-    for b in b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: 0123456789" {
-        if !c.send(std::slice::from_ref(b)) || c.read_for(Duration::from_millis(60)) > 0 || c.eof {
+    let head = format!("GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: {}", "0".repeat(200));
+    let mut sent = 0;
+    for b in head.as_bytes() {
+        if !c.send(std::slice::from_ref(b)) || c.read_for(Duration::from_millis(50)) > 0 || c.eof {
             break;
         }
+        sent += 1;
     }
+    assert!(sent < head.len(), "the whole trickled head was read without a 408");
     assert_eq!(c.read_to_close(3.0), error(408, "request not received in time"));
-    let took = t.elapsed();
-    assert!(took < Duration::from_millis(1300), "{took:?}");
-    // A connection that sends nothing is closed silently.
+    // A connection that sends nothing is closed silently, also not before the timeout.
     let t = Instant::now();
     let mut c = Raw::connect(s.addr);
     assert!(c.closes_silently(3.0), "got {:?}", norm(&c.buf));
-    assert!(t.elapsed() < Duration::from_millis(1300), "{:?}", t.elapsed());
-    // Between pipelined requests the next head's clock starts when its first byte arrives.
+    assert!(t.elapsed() >= Duration::from_millis(950), "{:?}", t.elapsed());
+    // Between requests the next head's clock starts with its first byte: an
+    // idle keep-alive connection outlives header_timeout.
     let mut c = Raw::connect(s.addr);
     c.send(get("/hello", "").as_bytes());
     assert_eq!(c.response(false), text("world"));
-    std::thread::sleep(Duration::from_millis(300));
-    c.send(b"GET /hel");
-    std::thread::sleep(Duration::from_millis(300));
-    c.send(b"lo HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(c.stays_open(1.5), "closed early: {:?}", norm(&c.buf));
+    c.send(get("/hello", "").as_bytes());
     assert_eq!(c.response(false), text("world"));
 }
 
 #[test]
 fn keepalive_timeout_closes_idle_connections() {
-    let s = start("", &["--keepalive-timeout", "0.6"]);
+    let s = start("", &["--keepalive-timeout", "3"]);
     let mut c = Raw::connect(s.addr);
     c.send(get("/hello", "").as_bytes());
     assert_eq!(c.response(false), text("world"));
     let t = Instant::now();
-    assert!(c.stays_open(0.3), "closed early: {:?}", norm(&c.buf));
+    assert!(c.stays_open(1.0), "closed early: {:?}", norm(&c.buf));
     // Still usable, and the idle clock restarts after each response.
     c.send(get("/hello", "").as_bytes());
     assert_eq!(c.response(false), text("world"));
     let t2 = Instant::now();
-    assert!(c.closes_silently(3.0), "got {:?}", norm(&c.buf));
+    assert!(c.closes_silently(10.0), "got {:?}", norm(&c.buf));
     let idle = t2.elapsed();
-    assert!(idle >= Duration::from_millis(550) && idle < Duration::from_millis(1300), "{idle:?}");
-    assert!(t.elapsed() > Duration::from_millis(850));
+    assert!(idle >= Duration::from_millis(2950) && idle < Duration::from_secs(20), "{idle:?}");
+    assert!(t.elapsed() >= Duration::from_millis(3950));
 }
 
 #[test]
 fn body_timeout_answers_408() {
     let s = start("", &["--body-timeout", "0.5"]);
     let mut c = Raw::connect(s.addr);
-    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc");
     let t = Instant::now();
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc");
     assert_eq!(c.read_to_close(3.0), error(408, "request not received in time"));
-    assert!(t.elapsed() < Duration::from_millis(1300), "{:?}", t.elapsed());
+    assert!(t.elapsed() >= Duration::from_millis(450) && t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     // A chunked body whose terminating chunk never comes.
     let mut c = Raw::connect(s.addr);
     c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
@@ -168,6 +172,7 @@ fn a_client_that_never_reads_is_bounded_and_closed() {
     let extra = r#""max_buffered_output": 65536,"#;
     let s = start(extra, &["--write-timeout", "1.5", "--threads", "1"]);
     let before = rss_kib(&s);
+    let fds = open_fds(&s);
     let mut c = Raw::connect(s.addr);
     // Pipeline requests for 100 kB responses and never read. pyrs stops
     // reading when its unsent output passes the bound, so the writes block
@@ -186,9 +191,10 @@ fn a_client_that_never_reads_is_bounded_and_closed() {
     assert!(sent < limit, "pyrs kept reading {sent} bytes of requests from a client that reads nothing");
     let grown = rss_kib(&s).saturating_sub(before);
     assert!(grown < 64 * 1024, "server memory grew by {grown} KiB");
-    // With nothing read for write_timeout, pyrs closes the connection.
-    std::thread::sleep(Duration::from_millis(2000));
-    c.read_until_close(Duration::from_secs(5));
+    // With nothing read for write_timeout, pyrs closes the connection (its
+    // descriptor goes; reading before that would be progress).
+    common::wait_until(30, "the connection to be closed", || open_fds(&s) <= fds);
+    c.read_until_close(Duration::from_secs(30));
     assert!(c.eof, "connection still open after write_timeout");
     let answered = c.buf.len() / 100_000;
     assert!(answered < sent / one.len(), "all {answered} requests answered: the connection was not closed");
@@ -212,23 +218,23 @@ fn max_connections_refuses_quickly() {
         let mut extra = Raw::connect(s.addr);
         extra.send(get("/hello", "").as_bytes());
         let got = extra.read_to_close(2.0);
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // At once: well before header_timeout (10 s) could have closed it.
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         assert_eq!(got, response(503, &[], "text/plain; charset=utf-8", "Server too busy\n", Some("close")));
     }
     // The ones already open still work; once one closes, a new one is served.
     open[0].send(get("/hello", "").as_bytes());
     assert_eq!(open[0].response(false), text("world"));
     drop(open.pop());
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + common::generous(3);
     loop {
         let mut c = Raw::connect(s.addr);
         c.send(get("/hello", "").as_bytes());
-        c.read_for(Duration::from_millis(500));
-        if norm(&c.buf) == text("world") {
+        if c.response_or_close() == text("world") {
             break;
         }
         assert!(Instant::now() < deadline, "no slot freed; last answer {:?}", norm(&c.buf));
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -256,18 +262,26 @@ fn accept_errors_do_not_spin() {
         assert!(served.len() < 64, "never ran out of descriptors");
         let mut c = Raw::connect(s.addr);
         c.send(get("/hello", "").as_bytes());
-        c.read_for(Duration::from_millis(400));
-        if c.buf.is_empty() {
-            waiting.push(c);
-        } else {
-            assert_eq!(c.response(false), text("world"));
-            served.push(c);
+        // Served, or left queued because accept failed (pyrs logs that).
+        let deadline = Instant::now() + common::RESPONSE_WAIT;
+        loop {
+            if response_len(&c.buf, false).is_some() {
+                assert_eq!(c.response(false), text("world"));
+                served.push(c);
+                break;
+            }
+            if s.stderr().contains("accept failed") {
+                waiting.push(c);
+                break;
+            }
+            assert!(Instant::now() < deadline && !c.eof, "neither served nor refused: {:?}", norm(&c.buf));
+            c.read_for(Duration::from_millis(20));
         }
     }
     assert!(served.len() >= 5, "only {} connections before EMFILE", served.len());
     waiting.extend((0..20).map(|_| Raw::connect(s.addr)));
-    // Every accept now fails with EMFILE: pyrs must back off, not spin.
-    std::thread::sleep(Duration::from_millis(200));
+    // Every accept now fails with EMFILE: pyrs must back off, not spin (a
+    // busy loop shows in any second of CPU time, even on a loaded machine).
     let ticks = cpu_ticks(&s);
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(&s) - ticks;
@@ -289,6 +303,9 @@ fn accept_errors_do_not_spin() {
 #[test]
 fn slowloris_500_connections_are_closed_in_time_while_others_are_served() {
     let timeout = Duration::from_secs(1);
+    // How late a timeout may fire on a loaded machine (the loop below also
+    // runs slower there); still far below "never".
+    let slack = Duration::from_secs(5);
     let s = start("", &["--header-timeout", "1"]);
     let baseline = open_fds(&s);
     let addr = s.addr;
@@ -321,7 +338,7 @@ fn slowloris_500_connections_are_closed_in_time_while_others_are_served() {
     }
     let mut slow: Vec<Slow> = (0..500)
         .map(|_| {
-            let mut stream = TcpStream::connect(addr).expect("connect");
+            let mut stream = common::connect(addr).expect("connect");
             let opened = Instant::now();
             stream.write_all(b"GET /hello HTTP/1.1\r\n").unwrap();
             stream.set_nonblocking(true).unwrap();
@@ -331,7 +348,7 @@ fn slowloris_500_connections_are_closed_in_time_while_others_are_served() {
     let start = Instant::now();
     let trickle = b"X-Slow-Header: 0123456789\r\n";
     let mut step = 0;
-    while slow.iter().any(|c| c.closed.is_none()) && start.elapsed() < Duration::from_secs(6) {
+    while slow.iter().any(|c| c.closed.is_none()) && start.elapsed() < Duration::from_secs(30) {
         for c in slow.iter_mut().filter(|c| c.closed.is_none()) {
             let mut buf = [0u8; 1024];
             loop {
@@ -342,6 +359,7 @@ fn slowloris_500_connections_are_closed_in_time_while_others_are_served() {
                     }
                     Ok(n) => c.got.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(_) => {
                         c.closed = Some(Instant::now());
                         break;
@@ -359,18 +377,14 @@ fn slowloris_500_connections_are_closed_in_time_while_others_are_served() {
     let (served, worst) = normal.join().unwrap();
     let want = error(408, "request not received in time");
     for (i, c) in slow.iter().enumerate() {
-        let closed = c.closed.unwrap_or_else(|| panic!("slow connection {i} still open after 6 s"));
+        let closed = c.closed.unwrap_or_else(|| panic!("slow connection {i} still open after 30 s"));
         let lived = closed - c.opened;
-        assert!(lived <= timeout + Duration::from_secs(1), "slow connection {i} lived {lived:?}");
+        assert!(lived <= timeout + slack, "slow connection {i} lived {lived:?}");
         assert_eq!(norm(&c.got), want, "slow connection {i} lived {lived:?}");
     }
-    assert!(served >= 10, "the normal client was served only {served} times");
-    assert!(worst < Duration::from_millis(500), "a normal request took {worst:?}");
+    assert!(served >= 4, "the normal client was served only {served} times");
+    assert!(worst < slack, "a normal request took {worst:?}");
     // The server released the descriptors, too.
     drop(slow);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while open_fds(&s) > baseline + 4 {
-        assert!(Instant::now() < deadline, "server still holds {} fds (baseline {baseline})", open_fds(&s));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until(3, "the server to release the slow connections' descriptors", || open_fds(&s) <= baseline + 4);
 }

@@ -357,7 +357,7 @@ fn random_bytes_to_the_server_end_in_responses_or_a_close() {
             }
             // EOF from the client: pyrs answers what is complete and closes.
             c.shutdown_write();
-            c.read_until_close(Duration::from_secs(4));
+            c.read_until_close(common::generous(4));
             prop_assert!(c.eof, "no close for {:?}; got {:?}", String::from_utf8_lossy(&input), norm(&c.buf));
             // What was sent back is a sequence of complete, well-formed responses.
             let mut rest = &c.buf[..];

@@ -6,7 +6,7 @@ use common::*;
 use std::time::{Duration, Instant};
 
 const API: &str = r#"
-import atexit, sys, time
+import atexit, os, sys, time
 
 def _bye():
     print("atexit hook ran", flush=True)
@@ -15,8 +15,16 @@ atexit.register(_bye)
 
 class Api:
     def sleep(self, request):
+        print("sleeping", flush=True)
         time.sleep(float(request.query.get("s", "1")))
         return "slept"
+
+    def wait(self, request):
+        # Blocks until the test creates the file named by ?f=.
+        print("waiting", flush=True)
+        while not os.path.exists(request.query["f"]):
+            time.sleep(0.01)
+        return "done"
 
     def fast(self, request):
         return "fast"
@@ -26,7 +34,7 @@ class Api:
 "#;
 
 fn server(extra: &str, args: &[&str]) -> Server {
-    let p = Project::simple(API, &[("/sleep", "sleep"), ("/fast", "fast")], extra);
+    let p = Project::simple(API, &[("/sleep", "sleep"), ("/fast", "fast"), ("/wait", "wait")], extra);
     Server::start(&p, args)
 }
 
@@ -39,7 +47,7 @@ fn sigterm_waits_for_the_in_flight_response_then_exits_0() {
 
     let mut c = s.connect();
     c.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: t\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_stdout("sleeping", 1, 10);
     s.signal("TERM");
     let r = c.read_response();
     assert_eq!((r.status, r.text().as_str()), (200, "slept"));
@@ -60,7 +68,7 @@ fn sigint_is_not_a_keyboard_interrupt() {
     let mut s = server("", &[]);
     let mut c = s.connect();
     c.send(b"GET /sleep?s=0.5 HTTP/1.1\r\nHost: t\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(200));
+    s.wait_stdout("sleeping", 1, 10);
     s.signal("INT");
     assert_eq!(c.read_response().text(), "slept");
     assert_eq!(s.wait_exit(10).code(), Some(0));
@@ -73,24 +81,26 @@ fn sigint_is_not_a_keyboard_interrupt() {
 fn shutdown_timeout_bounds_the_wait_and_a_second_signal_exits_at_once() {
     let mut s = server("\"shutdown_timeout\": 1,", &[]);
     let mut c = s.connect();
-    c.send(b"GET /sleep?s=30 HTTP/1.1\r\nHost: t\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(200));
+    c.send(b"GET /sleep?s=60 HTTP/1.1\r\nHost: t\r\n\r\n");
+    s.wait_stdout("sleeping", 1, 10);
     let start = Instant::now();
     s.signal("TERM");
     let status = s.wait_exit(10);
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    // Well before the handler's 60 s.
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
     assert_eq!(status.code(), Some(0));
 
     let mut s = server("", &[]);
     let mut c = s.connect();
-    c.send(b"GET /sleep?s=30 HTTP/1.1\r\nHost: t\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(200));
+    c.send(b"GET /sleep?s=60 HTTP/1.1\r\nHost: t\r\n\r\n");
+    s.wait_stdout("sleeping", 1, 10);
     let start = Instant::now();
     s.signal("TERM");
     s.wait_stderr("SIGTERM received", 5);
     s.signal("TERM");
     let status = s.wait_exit(5);
-    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    // Well before shutdown_timeout (10 s by default).
+    assert!(start.elapsed() < Duration::from_secs(9), "took {:?}", start.elapsed());
     assert_eq!(status.code(), Some(1));
     assert!(s.stderr().contains("second signal"), "{}", s.stderr());
 }
@@ -98,27 +108,30 @@ fn shutdown_timeout_bounds_the_wait_and_a_second_signal_exits_at_once() {
 #[test]
 fn a_sleeping_handler_does_not_stall_other_connections() {
     let s = server("\"thread_count\": 2,", &[]);
+    let flag = flag_path(&s);
     let mut slow = s.connect();
-    slow.send(b"GET /sleep?s=2 HTTP/1.1\r\nHost: t\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(100));
-    let start = Instant::now();
+    slow.send(format!("GET /wait?f={} HTTP/1.1\r\nHost: t\r\n\r\n", flag.display()).as_bytes());
+    s.wait_stdout("waiting", 1, 10);
+    // The blocked handler holds only its own thread: these are all answered
+    // while it still waits.
     for _ in 0..20 {
         assert_eq!(s.get("/fast").text(), "fast");
     }
-    assert!(start.elapsed() < Duration::from_secs(1), "fast requests waited {:?}", start.elapsed());
-    assert_eq!(slow.read_response().text(), "slept");
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(slow.read_response().text(), "done");
 }
 
 #[test]
 fn new_connections_are_refused_after_the_signal() {
     let mut s = server("", &[]);
     let mut c = s.connect();
-    c.send(b"GET /sleep?s=1 HTTP/1.1\r\nHost: t\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(200));
+    let flag = flag_path(&s);
+    c.send(format!("GET /wait?f={} HTTP/1.1\r\nHost: t\r\n\r\n", flag.display()).as_bytes());
+    s.wait_stdout("waiting", 1, 10);
     s.signal("TERM");
     s.wait_stderr("SIGTERM received", 5);
-    std::thread::sleep(Duration::from_millis(100));
-    // The listener is closed: connecting fails (or is reset without an answer).
+    // The listener is closed (before that line is logged): connecting fails
+    // (or is reset without an answer).
     match std::net::TcpStream::connect(s.addr) {
         Err(_) => {}
         Ok(mut stream) => {
@@ -130,6 +143,12 @@ fn new_connections_are_refused_after_the_signal() {
             assert!(buf.is_empty(), "got {:?}", String::from_utf8_lossy(&buf));
         }
     }
-    assert_eq!(c.read_response().text(), "slept");
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(c.read_response().text(), "done");
     assert_eq!(s.wait_exit(10).code(), Some(0));
+}
+
+/// A path for a flag file the `/wait` handler polls for (not created yet).
+fn flag_path(s: &Server) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("flag-{}", s.child.id()))
 }

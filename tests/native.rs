@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Reads one response (Content-Length framed, or bodiless); returns (head, body).
 fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8(pending[..end].to_vec()).unwrap();
@@ -27,15 +27,25 @@ fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Vec<u8>) 
         }
         assert!(Instant::now() < deadline, "no complete response; got {:?}", String::from_utf8_lossy(pending));
         let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).unwrap();
+        let n = read_retry(s, &mut buf);
         assert!(n > 0, "connection closed; got {:?}", String::from_utf8_lossy(pending));
         pending.extend_from_slice(&buf[..n]);
     }
 }
 
+/// One read, retrying EINTR (this process handles SIGTERM below).
+fn read_retry(s: &mut TcpStream, buf: &mut [u8]) -> usize {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.expect("read"),
+        }
+    }
+}
+
 fn exchange(addr: SocketAddr, raw: &[u8]) -> (String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(raw).unwrap();
     read_response(&mut s, &mut Vec::new())
 }
@@ -95,7 +105,7 @@ fn native_app_through_the_core() {
 
     // Pipelined requests in one write are answered in order on one connection.
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(
         b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\none\
           GET /users/7 HTTP/1.1\r\nHost: t\r\n\r\nHEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -111,7 +121,7 @@ fn native_app_through_the_core() {
             break end;
         }
         let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).unwrap();
+        let n = read_retry(&mut s, &mut buf);
         assert!(n > 0);
         pending.extend_from_slice(&buf[..n]);
     };
@@ -120,7 +130,7 @@ fn native_app_through_the_core() {
 
     // SIGTERM (caught by the server's handler, not fatal to this process): serve returns.
     signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !server.is_finished() {
         assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));

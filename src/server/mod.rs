@@ -137,10 +137,6 @@ pub fn serve<A: App>(
                             log::warn!("second signal ({signal}): exiting now");
                             std::process::exit(1);
                         }
-                        log::info!(
-                            "{signal} received: stopping (finishing in-flight requests, up to {:?})",
-                            cfg.shutdown_timeout
-                        );
                         stopping = Some(Instant::now());
                         // Take what is already queued (with SO_REUSEPORT a closed
                         // listener's queue would be reset), then stop listening.
@@ -148,6 +144,11 @@ pub fn serve<A: App>(
                             acceptor.accept_all(&l);
                             let _ = poll.registry().deregister(&mut l);
                         }
+                        // Logged once the listener is closed.
+                        log::info!(
+                            "{signal} received: stopping (finishing in-flight requests, up to {:?})",
+                            cfg.shutdown_timeout
+                        );
                         for s in &shared {
                             s.shutdown.store(true, Ordering::Release);
                             let _ = s.waker.wake();

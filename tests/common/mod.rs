@@ -1,5 +1,11 @@
 //! Test harness: real project directories, the real `pyrs` binary on an
 //! ephemeral 127.0.0.1 port, and a raw HTTP/1.1 client over TCP.
+//!
+//! Made for a loaded machine: every wait polls a condition against a
+//! generous deadline (a deadline only decides when a test gives up, never
+//! what it asserts), and every socket call retries `EINTR` (a blocking call
+//! with a timeout returns it after the process was stopped and continued,
+//! even without signal handlers).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,6 +15,44 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long a client waits for a response before the test fails.
+pub const RESPONSE_WAIT: Duration = Duration::from_secs(30);
+
+/// A wait of `secs` stretched for a loaded machine: conditions are polled, so
+/// a longer deadline costs nothing when all is well.
+pub fn generous(secs: u64) -> Duration {
+    Duration::from_secs(secs.max(30))
+}
+
+/// Polls `f` every 10 ms until it is true; panics with `what` after `secs` (stretched by [`generous`]).
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + generous(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Connects, retrying `EINTR`.
+pub fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    loop {
+        match TcpStream::connect(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// One read, retrying `EINTR`.
+pub fn read_retry(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pyrs");
 
@@ -56,17 +100,20 @@ pub struct Server {
     pub addr: SocketAddr,
     pub stdout: Arc<Mutex<String>>,
     pub stderr: Arc<Mutex<String>>,
+    /// The threads copying stdout and stderr; they end at EOF.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn collect(stream: impl Read + Send + 'static, sink: Arc<Mutex<String>>) {
+fn collect(stream: impl Read + Send + 'static, sink: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = BufReader::new(stream);
-        let mut line = String::new();
-        while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-            sink.lock().unwrap().push_str(&line);
+        let mut line = Vec::new();
+        // read_until retries EINTR; invalid UTF-8 is kept (lossily) rather than ending the copy.
+        while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
             line.clear();
         }
-    });
+    })
 }
 
 impl Server {
@@ -92,14 +139,18 @@ impl Server {
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pyrs");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().unwrap(), stdout.clone());
-        collect(child.stderr.take().unwrap(), stderr.clone());
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let out = stdout.lock().unwrap().clone();
             if let Some(rest) = out.split("Listening on http://").nth(1) {
-                let addr = rest.lines().next().unwrap().trim().parse().unwrap();
-                return Server { child, addr, stdout, stderr };
+                if let Some(line) = rest.split_once('\n').map(|(l, _)| l) {
+                    let addr = line.trim().parse().unwrap();
+                    return Server { child, addr, stdout, stderr, readers };
+                }
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
@@ -109,9 +160,9 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("pyrs did not start listening in 30 s\nstdout:\n{out}\nstderr:\n{}", stderr.lock().unwrap());
+                panic!("pyrs did not start listening in 60 s\nstdout:\n{out}\nstderr:\n{}", stderr.lock().unwrap());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -145,12 +196,27 @@ impl Server {
         self.stdout.lock().unwrap().clone()
     }
 
-    /// Waits until stderr contains `needle` (panics after `secs`).
+    /// Waits until stderr contains `needle` (panics after `secs`, stretched by [`generous`]).
     pub fn wait_stderr(&self, needle: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
+        let deadline = Instant::now() + generous(secs);
         while !self.stderr().contains(needle) {
             assert!(Instant::now() < deadline, "stderr never contained {needle:?}:\n{}", self.stderr());
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until stdout contains `needle` `count` times (handlers print
+    /// markers to say where they are; panics after `secs`, stretched).
+    pub fn wait_stdout(&self, needle: &str, count: usize, secs: u64) {
+        let deadline = Instant::now() + generous(secs);
+        while self.stdout().matches(needle).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "stdout never contained {needle:?} {count} times:\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -160,17 +226,21 @@ impl Server {
         assert!(ok, "kill -{sig} failed");
     }
 
-    /// Waits for exit (panics after `secs`).
+    /// Waits for exit (panics after `secs`, stretched by [`generous`]), then
+    /// for the output copied so far (the pipes' EOF, unless a child process
+    /// that outlived pyrs still holds them).
     pub fn wait_exit(&mut self, secs: u64) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(secs);
+        let deadline = Instant::now() + generous(secs);
         loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(50));
+            if let Some(s) = self.child.try_wait().expect("waitpid") {
+                let drained = Instant::now() + Duration::from_secs(10);
+                while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < drained {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 return s;
             }
             assert!(Instant::now() < deadline, "pyrs did not exit within {secs} s; stderr:\n{}", self.stderr());
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -224,8 +294,8 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let stream = connect(addr).expect("connect");
+        stream.set_read_timeout(Some(RESPONSE_WAIT)).unwrap();
         stream.set_nodelay(true).unwrap();
         Client { stream, buf: Vec::new(), head_request: false }
     }
@@ -241,12 +311,18 @@ impl Client {
 
     fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 65536];
-        match self.stream.read(&mut chunk) {
+        match read_retry(&mut self.stream, &mut chunk) {
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
                 n
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                panic!(
+                    "no data from the server within the read timeout (have {:?})",
+                    String::from_utf8_lossy(&self.buf)
+                )
+            }
             Err(e) => panic!("read failed: {e} (have {:?})", String::from_utf8_lossy(&self.buf)),
         }
     }
@@ -298,12 +374,10 @@ impl Client {
         Some(Response { status, reason, headers, body })
     }
 
-    /// True when the server closes the connection (EOF) within 5 s without sending more.
+    /// True when the server closes the connection (EOF) without sending
+    /// more (panics if it does neither within the response wait).
     pub fn is_closed(&mut self) -> bool {
-        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let closed = self.buf.is_empty() && self.fill() == 0;
-        self.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        closed
+        self.buf.is_empty() && self.fill() == 0
     }
 
     /// Everything until the server closes.
