@@ -33,7 +33,13 @@ fn spec(path: &str, handler: &str) -> RouteSpec {
 
 fn request(raw: &[u8], body: &[u8]) -> Request {
     let (head, _) = head::parse(raw, &Limits::default()).unwrap().unwrap();
-    Request { head, body: body.to_vec(), remote_addr: "127.0.0.1:40000".parse().unwrap(), params: Vec::new() }
+    Request {
+        head,
+        body: body.to_vec(),
+        remote_addr: "127.0.0.1:40000".parse().unwrap(),
+        params: Vec::new(),
+        scheme: pyrs::http::Scheme::Http,
+    }
 }
 
 fn python_call(c: &mut Criterion) {

@@ -132,7 +132,13 @@ mod tests {
     fn call(app: &NativeApp, method: &str, path: &str, body: &[u8]) -> String {
         let raw = format!("{method} {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", body.len());
         let (head, _) = crate::http::head::parse(raw.as_bytes(), &Default::default()).unwrap().unwrap();
-        let req = Request { head, body: body.to_vec(), remote_addr: "127.0.0.1:1".parse().unwrap(), params: vec![] };
+        let req = Request {
+            head,
+            body: body.to_vec(),
+            remote_addr: "127.0.0.1:1".parse().unwrap(),
+            params: vec![],
+            scheme: crate::http::Scheme::Http,
+        };
         let RouteMatch::Found { target, .. } = app.router().route(method, path) else {
             return "no route".into();
         };

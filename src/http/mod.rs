@@ -3,14 +3,16 @@
 //! `Date` header (`date`) and the error statuses the protocol layer answers
 //! with by itself.
 
+pub mod cookie;
 pub mod date;
 pub mod decode;
 pub mod encode;
+pub mod form;
 pub mod head;
 pub mod request;
 
 pub use head::{Framing, RequestHead, Version};
-pub use request::Request;
+pub use request::{Request, Scheme};
 
 /// A request the protocol layer refuses before any handler sees it. Each
 /// becomes a short text response sent with `Connection: close`.

@@ -3,6 +3,23 @@
 use super::RequestHead;
 use std::net::SocketAddr;
 
+/// The scheme the client used to reach pyrs (`request.scheme`, `request.url`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Request {
     pub head: RequestHead,
@@ -11,4 +28,5 @@ pub struct Request {
     pub remote_addr: SocketAddr,
     /// Path parameters of a `/users/{id}` route, percent-decoded.
     pub params: Vec<(String, String)>,
+    pub scheme: Scheme,
 }

@@ -8,6 +8,7 @@ pub mod interpreter;
 pub mod json;
 pub mod request;
 pub mod response;
+pub mod upload;
 
 use crate::app::{App, Responder, Route, Worker};
 use crate::config::{distinct_classes, RouteSpec};
@@ -79,6 +80,7 @@ fn install_module(py: Python<'_>) -> PyResult<()> {
     m.add_class::<request::PyRequest>()?;
     m.add_class::<request::PyHeaders>()?;
     m.add_class::<response::PyResponse>()?;
+    m.add_class::<upload::PyUploadedFile>()?;
     let globals = PyDict::new(py);
     globals.set_item("__name__", "pyrs")?;
     globals.set_item("__builtins__", py.import("builtins")?)?;

@@ -1,31 +1,100 @@
 //! `pyrs.Request` and `pyrs.Headers`: the request as handler code sees it.
 //! Rust-backed; each field becomes a Python object only when first read.
 
+use super::upload::PyUploadedFile;
+use crate::http::form::{self, FormError};
 use crate::http::Request as HttpRequest;
-use crate::router::percent_decode;
-use pyo3::exceptions::{PyKeyError, PyUnicodeDecodeError};
+use bytes::Bytes;
+use pyo3::exceptions::{PyKeyError, PyOSError, PyUnicodeDecodeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::IntoPyObjectExt;
 
 #[pyclass(name = "Request", module = "pyrs", frozen)]
 pub struct PyRequest {
     inner: HttpRequest,
+    /// The body, moved out of `inner` (shared with the form parser, no copy).
+    raw_body: Bytes,
     body: PyOnceLock<Py<PyBytes>>,
     headers: PyOnceLock<Py<PyHeaders>>,
-    query: PyOnceLock<Py<PyDict>>,
+    query: PyOnceLock<Multi>,
     params: PyOnceLock<Py<PyDict>>,
+    form: PyOnceLock<FormDicts>,
+    cookies: PyOnceLock<Py<PyDict>>,
+}
+
+/// A repeated-name mapping as two dicts: the first value of each name, and
+/// the list of every value.
+struct Multi {
+    first: Py<PyDict>,
+    all: Py<PyDict>,
+}
+
+impl Multi {
+    fn build<'py, V: IntoPyObject<'py>>(
+        py: Python<'py>,
+        pairs: impl IntoIterator<Item = (String, V)>,
+    ) -> PyResult<Multi> {
+        let first = PyDict::new(py);
+        let all = PyDict::new(py);
+        for (k, v) in pairs {
+            let v = v.into_bound_py_any(py)?;
+            match all.get_item(&k)? {
+                Some(list) => list.cast::<PyList>()?.append(v)?,
+                None => {
+                    first.set_item(&k, &v)?;
+                    all.set_item(k, PyList::new(py, [v])?)?;
+                }
+            }
+        }
+        Ok(Multi { first: first.unbind(), all: all.unbind() })
+    }
+}
+
+struct FormDicts {
+    fields: Multi,
+    files: Multi,
 }
 
 impl PyRequest {
-    pub fn new(inner: HttpRequest) -> Self {
+    pub fn new(mut inner: HttpRequest) -> Self {
+        let raw_body = Bytes::from(std::mem::take(&mut inner.body));
         PyRequest {
             inner,
+            raw_body,
             body: PyOnceLock::new(),
             headers: PyOnceLock::new(),
             query: PyOnceLock::new(),
             params: PyOnceLock::new(),
+            form: PyOnceLock::new(),
+            cookies: PyOnceLock::new(),
         }
+    }
+
+    fn query_dicts(&self, py: Python<'_>) -> PyResult<&Multi> {
+        self.query.get_or_try_init(py, || Multi::build(py, form::urlencoded_pairs(self.inner.head.query().as_bytes())))
+    }
+
+    /// Parses the body as a form once (with the GIL released: large parts go to disk).
+    fn form_dicts(&self, py: Python<'_>) -> PyResult<&FormDicts> {
+        self.form.get_or_try_init(py, || {
+            let content_type = self.inner.head.header("content-type").and_then(|v| std::str::from_utf8(v).ok());
+            let body = self.raw_body.clone();
+            let parsed = py.detach(|| form::parse(content_type, body)).map_err(|e| match e {
+                FormError::Spool(_) => PyOSError::new_err(e.to_string()),
+                _ => super::http_error(py, e.status(), &e.to_string()),
+            })?;
+            let files =
+                parsed.files.into_iter().map(|u| Ok((u.field.clone(), Bound::new(py, PyUploadedFile::new(u))?)));
+            let files = files.collect::<PyResult<Vec<_>>>()?;
+            Ok(FormDicts { fields: Multi::build(py, parsed.fields)?, files: Multi::build(py, files)? })
+        })
+    }
+
+    /// `Host` as sent (empty when absent, as HTTP/1.0 allows).
+    fn host_str(&self) -> String {
+        self.inner.head.header("host").map(|h| String::from_utf8_lossy(h).into_owned()).unwrap_or_default()
     }
 }
 
@@ -37,15 +106,6 @@ fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
             let s: String = bytes.iter().map(|&b| b as char).collect();
             PyString::new(py, &s)
         }
-    }
-}
-
-/// Decodes one `application/x-www-form-urlencoded` component.
-fn form_decode(s: &str) -> String {
-    if s.contains('+') {
-        percent_decode(&s.replace('+', " "))
-    } else {
-        percent_decode(s)
     }
 }
 
@@ -70,18 +130,78 @@ impl PyRequest {
     /// Query parameters, decoded; for a repeated name, the first value.
     #[getter]
     fn query<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = self.query.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
+        Ok(self.query_dicts(py)?.first.bind(py).clone())
+    }
+
+    /// Query parameters, decoded: every value of each name, as a list.
+    #[getter]
+    fn query_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        Ok(self.query_dicts(py)?.all.bind(py).clone())
+    }
+
+    /// Fields of an urlencoded or multipart form body (first value of each
+    /// name); empty for other content types. A malformed body raises HTTPError(400).
+    #[getter]
+    fn form<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        Ok(self.form_dicts(py)?.fields.first.bind(py).clone())
+    }
+
+    /// Every value of each form field, as a list.
+    #[getter]
+    fn form_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        Ok(self.form_dicts(py)?.fields.all.bind(py).clone())
+    }
+
+    /// Uploaded files of a multipart body: field name -> `pyrs.UploadedFile` (the first).
+    #[getter]
+    fn files<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        Ok(self.form_dicts(py)?.files.first.bind(py).clone())
+    }
+
+    /// Every uploaded file of each field, as a list.
+    #[getter]
+    fn files_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        Ok(self.form_dicts(py)?.files.all.bind(py).clone())
+    }
+
+    /// Cookies of the `Cookie` header: name -> value (the first of a repeated name).
+    #[getter]
+    fn cookies<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = self.cookies.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
             let d = PyDict::new(py);
-            for pair in self.inner.head.query().split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let k = form_decode(k);
+            let values = self.inner.head.headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie")).map(|(_, v)| v);
+            for (k, v) in crate::http::cookie::parse(values) {
                 if !d.contains(&k)? {
-                    d.set_item(k, form_decode(v))?;
+                    d.set_item(k, v)?;
                 }
             }
             Ok(d.unbind())
         })?;
         Ok(d.bind(py).clone())
+    }
+
+    /// `"http"` or `"https"`.
+    #[getter]
+    fn scheme(&self) -> &'static str {
+        self.inner.scheme.as_str()
+    }
+
+    /// The `Host` header as sent (with its port, if any); empty when absent.
+    #[getter]
+    fn host(&self) -> String {
+        self.host_str()
+    }
+
+    /// The full URL: scheme, host, path and query as sent.
+    #[getter]
+    fn url(&self) -> String {
+        let head = &self.inner.head;
+        let mut url = format!("{}://{}{}", self.inner.scheme.as_str(), self.host_str(), head.path());
+        if !head.query().is_empty() {
+            url.push('?');
+            url.push_str(head.query());
+        }
+        url
     }
 
     #[getter]
@@ -96,15 +216,15 @@ impl PyRequest {
 
     #[getter]
     fn body<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        self.body.get_or_init(py, || PyBytes::new(py, &self.inner.body).unbind()).bind(py).clone()
+        self.body.get_or_init(py, || PyBytes::new(py, &self.raw_body).unbind()).bind(py).clone()
     }
 
     /// The body decoded as UTF-8 (UnicodeDecodeError if it is not).
     #[getter]
     fn text<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        match std::str::from_utf8(&self.inner.body) {
+        match std::str::from_utf8(&self.raw_body) {
             Ok(s) => Ok(PyString::new(py, s)),
-            Err(e) => Err(match PyUnicodeDecodeError::new_utf8(py, &self.inner.body, e) {
+            Err(e) => Err(match PyUnicodeDecodeError::new_utf8(py, &self.raw_body, e) {
                 Ok(exc) => PyErr::from_value(exc.into_any()),
                 Err(err) => err,
             }),

@@ -9,7 +9,7 @@ use crate::app::Route;
 use crate::config::Limits;
 use crate::http::decode::BodyDecoder;
 use crate::http::head::{self, Version};
-use crate::http::{HttpError, Request, RequestHead};
+use crate::http::{HttpError, Request, RequestHead, Scheme};
 use crate::router::{RouteMatch, Router};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
@@ -411,9 +411,10 @@ impl<'r, T> Conn<'r, T> {
         let keep_alive = head.keep_alive;
         let (head_only, version) = (head.is_head(), head.version);
         let kind = match (route, reply) {
-            (Some((route, params)), _) => {
-                JobKind::Call { route, req: Request { head, body, remote_addr: self.addr, params } }
-            }
+            (Some((route, params)), _) => JobKind::Call {
+                route,
+                req: Request { head, body, remote_addr: self.addr, params, scheme: Scheme::Http },
+            },
             (None, Some((status, body, allow))) => JobKind::Reply { status, body, allow },
             (None, None) => JobKind::Reply { status: 500, body: "Internal Server Error\n", allow: None },
         };
