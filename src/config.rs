@@ -12,6 +12,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::http::forwarded::TrustedProxies;
+
 /// HTTP methods a route may list in `methods`.
 pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 
@@ -73,6 +75,21 @@ pub struct Config {
     pub project_dir: PathBuf,
     pub http_listen_address: IpAddr,
     pub http_listen_port: u16,
+    /// Where to listen: `bind`, `unix_socket` and `fd` together, else
+    /// `http_listen_address:http_listen_port`. Never empty.
+    pub listeners: Vec<BindSpec>,
+    /// The `bind`, `unix_socket` and `fd` keys as set (listeners come from them).
+    pub bind: Vec<BindSpec>,
+    pub unix_socket: Option<PathBuf>,
+    pub fd: Vec<i32>,
+    /// Permissions of the Unix sockets pyrs creates (None: as the umask leaves them).
+    pub unix_socket_mode: Option<u32>,
+    /// The virtualenv handler code imports from (`venv`, else `$VIRTUAL_ENV`).
+    pub venv: Option<PathBuf>,
+    /// Peers whose Forwarded / X-Forwarded-* headers are believed.
+    pub forwarded_allow_ips: TrustedProxies,
+    /// Where each key's value came from (for `--print-config`).
+    pub sources: Vec<(&'static str, Source)>,
     pub thread_count: usize,
     pub tcp_nodelay: bool,
     pub listen_backlog: u32,
@@ -147,58 +164,68 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The file's shape as serde sees it; every key optional but `modules`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default, deserialize_with = "ip_addr")]
-    http_listen_address: Option<IpAddr>,
-    #[serde(default, deserialize_with = "port")]
-    http_listen_port: Option<u16>,
-    #[serde(default, deserialize_with = "thread_count")]
-    thread_count: Option<usize>,
-    #[serde(default)]
-    tcp_nodelay: Option<bool>,
-    #[serde(default, deserialize_with = "backlog")]
-    listen_backlog: Option<u32>,
-    #[serde(default, deserialize_with = "seconds")]
-    shutdown_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "log_level")]
-    log_level: Option<log::LevelFilter>,
-    #[serde(default, deserialize_with = "size")]
-    max_request_line: Option<usize>,
-    #[serde(default, deserialize_with = "size")]
-    max_header_bytes: Option<usize>,
-    #[serde(default, deserialize_with = "headers_count")]
-    max_headers: Option<usize>,
-    #[serde(default, deserialize_with = "size")]
-    max_body_bytes: Option<usize>,
-    #[serde(default, deserialize_with = "seconds")]
-    header_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "seconds")]
-    keepalive_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "seconds")]
-    body_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "seconds")]
-    write_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "size")]
-    max_connections: Option<usize>,
-    #[serde(default, deserialize_with = "size")]
-    max_buffered_output: Option<usize>,
-    #[serde(default, deserialize_with = "workers")]
-    workers: Option<usize>,
-    #[serde(default)]
-    preload: Option<bool>,
-    #[serde(default, deserialize_with = "count")]
-    max_requests: Option<u64>,
-    #[serde(default, deserialize_with = "count")]
-    max_requests_jitter: Option<u64>,
-    #[serde(default, deserialize_with = "count")]
-    max_rss_mb: Option<u64>,
-    #[serde(default, deserialize_with = "seconds")]
-    timeout: Option<Duration>,
-    #[serde(deserialize_with = "routes")]
-    modules: Vec<RouteSpec>,
+/// Declares the settings: one `Option` field per key in `RawConfig` (what
+/// one layer, file, environment or flags, sets), the list of keys, and the
+/// overlay that gives a higher layer precedence key by key.
+macro_rules! settings {
+    ($( $key:ident : $ty:ty = $de:literal ),* $(,)?) => {
+        /// One layer of settings as serde sees it; every key optional.
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct RawConfig {
+            $( #[serde(default, deserialize_with = $de)] pub(crate) $key: Option<$ty>, )*
+        }
+
+        /// Every project key, in the order `--print-config` lists them.
+        pub const KEYS: &[&str] = &[$(stringify!($key)),*];
+
+        impl RawConfig {
+            /// The keys this layer sets.
+            pub(crate) fn present(&self) -> Vec<&'static str> {
+                let mut keys = Vec::new();
+                $( if self.$key.is_some() { keys.push(stringify!($key)); } )*
+                keys
+            }
+
+            /// Keeps this layer's values where `over` sets none.
+            pub(crate) fn overlay(&mut self, over: RawConfig) {
+                $( if over.$key.is_some() { self.$key = over.$key; } )*
+            }
+        }
+    };
+}
+
+settings! {
+    http_listen_address: IpAddr = "ip_addr",
+    http_listen_port: u16 = "port",
+    bind: Vec<BindSpec> = "binds",
+    unix_socket: PathBuf = "path",
+    unix_socket_mode: u32 = "file_mode",
+    fd: Vec<i32> = "fds",
+    thread_count: usize = "thread_count",
+    tcp_nodelay: bool = "boolean",
+    listen_backlog: u32 = "backlog",
+    shutdown_timeout: Duration = "seconds",
+    log_level: log::LevelFilter = "log_level",
+    venv: PathBuf = "path",
+    max_request_line: usize = "size",
+    max_header_bytes: usize = "size",
+    max_headers: usize = "headers_count",
+    max_body_bytes: usize = "size",
+    header_timeout: Duration = "seconds",
+    keepalive_timeout: Duration = "seconds",
+    body_timeout: Duration = "seconds",
+    write_timeout: Duration = "seconds",
+    max_connections: usize = "size",
+    max_buffered_output: usize = "size",
+    workers: usize = "workers",
+    preload: bool = "boolean",
+    max_requests: u64 = "count",
+    max_requests_jitter: u64 = "count",
+    max_rss_mb: u64 = "count",
+    timeout: Duration = "seconds",
+    forwarded_allow_ips: TrustedProxies = "trusted_proxies",
+    modules: Vec<RouteSpec> = "routes",
 }
 
 /// Errors must be raised inside a visitor: json5 then reports the position
@@ -269,6 +296,100 @@ fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     ranged(d, 0, 1 << 53, "this count").map(Some)
 }
 
+fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(d).map(Some)
+}
+
+fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    string_with(d, |s| if s.is_empty() { Err("a path must not be empty".into()) } else { Ok(PathBuf::from(s)) })
+        .map(Some)
+}
+
+/// A Unix file mode: a string of octal digits (`"660"`, `"0o660"`) or an
+/// integer written with octal digits (`660`).
+fn file_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    d.deserialize_any(Checked {
+        expecting: "a file mode such as \"660\"",
+        check: |n| {
+            let digits = match n {
+                Num::Int(v) => v.to_string(),
+                Num::Str(s) => s.trim_start_matches("0o").to_string(),
+                Num::Float(v) => return Err(format!("unix_socket_mode must be octal digits, got {v}")),
+            };
+            match u32::from_str_radix(&digits, 8) {
+                Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(Some(m)),
+                _ => Err(format!("unix_socket_mode must be octal digits up to 777, got {digits:?}")),
+            }
+        },
+    })
+}
+
+/// One value or a list of them.
+fn one_or_many<'de, D: Deserializer<'de>, T>(d: D, item: fn(Num) -> Result<T, String>) -> Result<Vec<T>, D::Error> {
+    struct Many<T>(fn(Num) -> Result<T, String>);
+    impl<'de, T> Visitor<'de> for Many<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a value or a list of values")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Vec<T>, E> {
+            (self.0)(Num::Int(i128::from(v))).map(|v| vec![v]).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Vec<T>, E> {
+            (self.0)(Num::Int(i128::from(v))).map(|v| vec![v]).map_err(E::custom)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Vec<T>, E> {
+            (self.0)(Num::Float(v)).map(|v| vec![v]).map_err(E::custom)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<T>, E> {
+            let items: Result<Vec<T>, String> =
+                v.split([',', ' ']).filter(|s| !s.is_empty()).map(|s| (self.0)(Num::Str(s.to_string()))).collect();
+            items.map_err(E::custom)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element::<serde_json::Value>()? {
+                let n = match v {
+                    serde_json::Value::String(s) => Num::Str(s),
+                    serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
+                        Num::Int(n.as_i64().map(i128::from).unwrap_or(i128::MAX))
+                    }
+                    serde_json::Value::Number(n) => Num::Float(n.as_f64().unwrap_or(f64::NAN)),
+                    other => return Err(de::Error::custom(format!("unexpected list item {other}"))),
+                };
+                out.push((self.0)(n).map_err(de::Error::custom)?);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Many(item))
+}
+
+fn binds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<BindSpec>>, D::Error> {
+    one_or_many(d, |n| match n {
+        Num::Str(s) => BindSpec::parse(&s),
+        _ => Err("bind takes \"HOST:PORT\", \"unix:PATH\" or \"fd://N\" strings".into()),
+    })
+    .map(Some)
+}
+
+fn fds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<i32>>, D::Error> {
+    one_or_many(d, |n| match n {
+        Num::Int(v) if (0..=65535).contains(&v) => Ok(v as i32),
+        Num::Str(s) if s.parse::<u16>().is_ok() => Ok(i32::from(s.parse::<u16>().unwrap_or(0))),
+        _ => Err("fd takes descriptor numbers".into()),
+    })
+    .map(Some)
+}
+
+fn trusted_proxies<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TrustedProxies>, D::Error> {
+    let items = one_or_many(d, |n| match n {
+        Num::Str(s) => Ok(s),
+        _ => Err("forwarded_allow_ips takes addresses or networks as strings (\"10.0.0.0/8\", \"*\")".into()),
+    })?;
+    TrustedProxies::parse(&items).map(Some).map_err(de::Error::custom)
+}
+
 fn headers_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     ranged(d, 1, crate::http::head::MAX_HEADERS_CAP as u64, "max_headers").map(|v| Some(v as usize))
 }
@@ -322,7 +443,7 @@ pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
 
 /// `modules`: a non-empty list of routes, each checked against those before it
 /// so that a duplicate is reported at its own position.
-fn routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteSpec>, D::Error> {
+fn routes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<RouteSpec>>, D::Error> {
     struct RoutesVisitor;
     impl<'de> Visitor<'de> for RoutesVisitor {
         type Value = Vec<RouteSpec>;
@@ -340,7 +461,7 @@ fn routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteSpec>, D::Error> {
             Ok(out)
         }
     }
-    d.deserialize_seq(RoutesVisitor)
+    d.deserialize_seq(RoutesVisitor).map(Some)
 }
 
 struct RouteSeed<'a> {
@@ -415,32 +536,146 @@ fn methods_overlap(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {
     }
 }
 
+/// Where a setting's value came from. Precedence: flag > environment > file > default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File,
+    /// An environment variable (its name).
+    Env(String),
+    /// A command-line flag (its name).
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File => f.write_str("project file"),
+            Source::Env(name) => write!(f, "environment {name}"),
+            Source::Flag(name) => write!(f, "flag {name}"),
+        }
+    }
+}
+
+/// Settings from the environment or the command line: the values, and the
+/// variable or flag that set each key.
+#[derive(Default)]
+pub struct Layer {
+    pub(crate) raw: RawConfig,
+    pub(crate) names: Vec<(&'static str, Source)>,
+}
+
+/// Keys that together say where to listen: a layer that sets any of them
+/// replaces the lower layers' listeners as a whole.
+const LISTENER_KEYS: &[&str] = &["bind", "unix_socket", "fd"];
+
+impl Layer {
+    /// Parses `text` as the value of `key` and records `source` for it.
+    /// The text is read as a JSON5 value (`4`, `false`, `["a", "b"]`) when
+    /// it is one, else as a string (`debug`, `127.0.0.1:9000`); a
+    /// comma-separated string gives a list for list-valued keys.
+    pub fn set(&mut self, key: &str, text: &str, source: Source) -> Result<(), String> {
+        let Some(&key) = KEYS.iter().find(|k| **k == key) else {
+            return Err(format!("unknown setting {key:?}"));
+        };
+        let doc = |value: &str| format!("{{\"{key}\": {value}}}");
+        let quoted = serde_json::Value::String(text.to_string()).to_string();
+        let is_value = json5::from_str::<serde_json::Value>(text).is_ok();
+        let parsed = json5::from_str::<RawConfig>(&doc(text))
+            .or_else(|raw_err| {
+                json5::from_str::<RawConfig>(&doc(&quoted)).map_err(|e| if is_value { raw_err } else { e })
+            })
+            .map_err(|e| strip_position(&e.to_string()))?;
+        self.raw.overlay(parsed);
+        self.names.retain(|(k, _)| *k != key);
+        self.names.push((key, source));
+        Ok(())
+    }
+
+    /// True when this layer sets `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.names.iter().any(|(k, _)| *k == key)
+    }
+}
+
 impl Config {
-    /// Reads and validates a project file.
+    /// Reads and validates a project file (no environment, no flags).
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        Config::load_layered(file, Layer::default(), Layer::default())
+    }
+
+    /// Reads the project file and puts the environment and flag layers on top.
+    pub fn load_layered(file: &Path, env: Layer, flags: Layer) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(file).map_err(|error| ConfigError::Read { file: file.to_path_buf(), error })?;
-        Config::parse(file, &text)
+        Config::parse_with(file, &text, env, flags)
     }
 
     /// Validates project-file text; `file` names it in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = json5::from_str(text).map_err(|e| {
+        Config::parse_with(file, text, Layer::default(), Layer::default())
+    }
+
+    /// Validates project-file text with the environment and flag layers on top.
+    pub fn parse_with(file: &Path, text: &str, env: Layer, flags: Layer) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { file: file.to_path_buf(), line: 1, column: 1, message };
+        let mut raw: RawConfig = json5::from_str(text).map_err(|e| {
             let (line, column) = e.position().map(|p| (p.line + 1, p.column + 1)).unwrap_or((1, 1));
             let message = strip_position(&e.to_string());
             ConfigError::Invalid { file: file.to_path_buf(), line, column, message }
         })?;
+        let mut sources: Vec<(&'static str, Source)> = raw.present().into_iter().map(|k| (k, Source::File)).collect();
+        for layer in [env, flags] {
+            if LISTENER_KEYS.iter().any(|k| layer.has(k)) {
+                raw.bind = None;
+                raw.unix_socket = None;
+                raw.fd = None;
+                sources.retain(|(k, _)| !LISTENER_KEYS.contains(k));
+            }
+            raw.overlay(layer.raw);
+            for (key, source) in layer.names {
+                sources.retain(|(k, _)| *k != key);
+                sources.push((key, source));
+            }
+        }
+        let mut venv = raw.venv.take();
+        if venv.is_none() {
+            venv = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()).map(PathBuf::from);
+            if venv.is_some() {
+                sources.push(("venv", Source::Env("VIRTUAL_ENV".into())));
+            }
+        }
+        let Some(modules) = raw.modules else {
+            return Err(invalid("missing field `modules` (the list of routes)".into()));
+        };
         let project_dir = file
             .canonicalize()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from("."));
+        let address = raw.http_listen_address.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let port = raw.http_listen_port.unwrap_or(8094);
+        let (bind, unix_socket, fd) = (raw.bind.unwrap_or_default(), raw.unix_socket, raw.fd.unwrap_or_default());
+        let mut listeners = bind.clone();
+        listeners.extend(unix_socket.clone().map(BindSpec::Unix));
+        listeners.extend(fd.iter().copied().map(BindSpec::Fd));
+        if listeners.is_empty() {
+            listeners.push(BindSpec::Tcp(std::net::SocketAddr::new(address, port)));
+        }
         let d = Limits::default();
         Ok(Config {
             file: file.to_path_buf(),
             project_dir,
-            http_listen_address: raw.http_listen_address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            http_listen_port: raw.http_listen_port.unwrap_or(8094),
+            http_listen_address: address,
+            http_listen_port: port,
+            listeners,
+            bind,
+            unix_socket,
+            fd,
+            unix_socket_mode: raw.unix_socket_mode,
+            venv,
+            forwarded_allow_ips: raw.forwarded_allow_ips.unwrap_or_default(),
             thread_count: raw.thread_count.unwrap_or(2),
             tcp_nodelay: raw.tcp_nodelay.unwrap_or(true),
             listen_backlog: raw.listen_backlog.unwrap_or(1024),
@@ -466,8 +701,108 @@ impl Config {
                 max_rss_mb: raw.max_rss_mb.unwrap_or(0),
                 timeout: raw.timeout.unwrap_or(Duration::from_secs(30)),
             },
-            modules: raw.modules,
+            modules,
+            sources,
         })
+    }
+
+    /// Where `key`'s value came from.
+    pub fn source(&self, key: &str) -> Source {
+        self.sources.iter().find(|(k, _)| *k == key).map(|(_, s)| s.clone()).unwrap_or(Source::Default)
+    }
+
+    /// The effective value of every key as JSON text, in `KEYS` order.
+    pub fn effective(&self) -> Vec<(&'static str, String)> {
+        use serde_json::json;
+        let secs = |d: Duration| json!(d.as_secs_f64());
+        let l = &self.limits;
+        let w = &self.workers;
+        KEYS.iter()
+            .map(|&key| {
+                let v = match key {
+                    "http_listen_address" => json!(self.http_listen_address.to_string()),
+                    "http_listen_port" => json!(self.http_listen_port),
+                    "bind" => json!(self.bind.iter().map(BindSpec::to_string).collect::<Vec<_>>()),
+                    "unix_socket" => json!(self.unix_socket.as_ref().map(|p| p.display().to_string())),
+                    "unix_socket_mode" => json!(self.unix_socket_mode.map(|m| format!("{m:o}"))),
+                    "fd" => json!(self.fd),
+                    "thread_count" => json!(self.thread_count),
+                    "tcp_nodelay" => json!(self.tcp_nodelay),
+                    "listen_backlog" => json!(self.listen_backlog),
+                    "shutdown_timeout" => secs(self.shutdown_timeout),
+                    "log_level" => json!(self.log_level.to_string().to_lowercase()),
+                    "venv" => json!(self.venv.as_ref().map(|v| v.display().to_string())),
+                    "max_request_line" => json!(l.max_request_line),
+                    "max_header_bytes" => json!(l.max_header_bytes),
+                    "max_headers" => json!(l.max_headers),
+                    "max_body_bytes" => json!(l.max_body_bytes),
+                    "header_timeout" => secs(l.header_timeout),
+                    "keepalive_timeout" => secs(l.keepalive_timeout),
+                    "body_timeout" => secs(l.body_timeout),
+                    "write_timeout" => secs(l.write_timeout),
+                    "max_connections" => json!(l.max_connections),
+                    "max_buffered_output" => json!(l.max_buffered_output),
+                    "workers" => json!(w.count),
+                    "preload" => json!(w.preload),
+                    "max_requests" => json!(w.max_requests),
+                    "max_requests_jitter" => json!(w.max_requests_jitter),
+                    "max_rss_mb" => json!(w.max_rss_mb),
+                    "timeout" => secs(w.timeout),
+                    "forwarded_allow_ips" => json!(self.forwarded_allow_ips.to_string()),
+                    "modules" => json!(self.modules.iter().map(|r| r.path.clone()).collect::<Vec<_>>()),
+                    _ => json!(null),
+                };
+                (key, v.to_string())
+            })
+            .collect()
+    }
+}
+
+/// Where to listen, as written in `bind`, `unix_socket` or `fd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindSpec {
+    /// An IPv4 or IPv6 address and port.
+    Tcp(std::net::SocketAddr),
+    /// `localhost:PORT`: the IPv4 and (when the host has one) IPv6 loopback.
+    Localhost(u16),
+    /// A Unix stream socket at this path.
+    Unix(PathBuf),
+    /// An already listening socket this process inherited on descriptor N.
+    Fd(i32),
+}
+
+impl BindSpec {
+    /// `HOST:PORT` (IPv4, `[IPv6]`, `localhost`), `unix:PATH` or `fd://N`.
+    pub fn parse(s: &str) -> Result<BindSpec, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path (unix:/run/pyrs.sock)".into());
+            }
+            return Ok(BindSpec::Unix(PathBuf::from(path)));
+        }
+        if let Some(n) = s.strip_prefix("fd://") {
+            return n
+                .parse::<u16>()
+                .map(|n| BindSpec::Fd(i32::from(n)))
+                .map_err(|_| format!("bad descriptor in {s:?}"));
+        }
+        if let Some(port) = s.strip_prefix("localhost:") {
+            return port.parse().map(BindSpec::Localhost).map_err(|_| format!("bad port in {s:?}"));
+        }
+        s.parse().map(BindSpec::Tcp).map_err(|_| {
+            format!("cannot listen on {s:?}: expected IPv4:PORT, [IPv6]:PORT, localhost:PORT, unix:PATH or fd://N")
+        })
+    }
+}
+
+impl fmt::Display for BindSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindSpec::Tcp(a) => write!(f, "{a}"),
+            BindSpec::Localhost(p) => write!(f, "localhost:{p}"),
+            BindSpec::Unix(p) => write!(f, "unix:{}", p.display()),
+            BindSpec::Fd(n) => write!(f, "fd://{n}"),
+        }
     }
 }
 

@@ -1,22 +1,18 @@
 //! The `pyrs` command: read the project, start Python, load the handlers,
 //! listen, serve until SIGINT/SIGTERM, shut down cleanly.
 
-use clap::Parser;
 use pyrs::cli::Cli;
 use pyrs::config::Config;
 use pyrs::python::{interpreter, PyApp};
 use pyrs::server::{self, listener, signals::SignalPipe, ServerConfig};
 use pyrs::workers;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    pyrs::logging::init(cli.log_level.unwrap_or(log::LevelFilter::Info));
-    match run(cli) {
+    pyrs::logging::init(log::LevelFilter::Info);
+    match Cli::parse().and_then(run) {
         Ok(()) => {
             // pyo3 never finalises the interpreter; leave without running
             // destructors that would need it.
@@ -30,12 +26,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let mut cfg = Config::load(&cli.project).map_err(|e| e.to_string())?;
-    cli.apply(&mut cfg);
+    let cfg = Config::load_layered(&cli.project, cli.env, cli.flags).map_err(|e| e.to_string())?;
     pyrs::logging::init(cfg.log_level);
-
-    let venv =
-        cli.venv.clone().or_else(|| std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()).map(PathBuf::from));
+    for name in &cli.unknown_env {
+        log::warn!("environment variable {name} is not a pyrs setting (ignored)");
+    }
+    if cli.print_config {
+        print_config(&cfg);
+        return Ok(());
+    }
+    let venv = cfg.venv.clone();
     if std::env::var_os(workers::ENV_ROLE).is_some_and(|r| r == "template") {
         return workers::template::run(&cfg, venv.as_deref());
     }
@@ -61,7 +61,10 @@ fn run(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
 
-    let addr = SocketAddr::new(cfg.http_listen_address, cfg.http_listen_port);
+    let addr = match cfg.listeners.as_slice() {
+        [pyrs::config::BindSpec::Tcp(addr)] => *addr,
+        _ => return Err("only one TCP listener is supported yet".into()),
+    };
     // Bind before loading: a port in use fails at once, not after a long model load.
     let listener = listener::bind(addr, cfg.listen_backlog)?;
     let bound = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
@@ -84,4 +87,18 @@ fn run(cli: Cli) -> Result<(), String> {
     pyrs::app::App::shutdown(&*app);
     log::info!("stopped");
     Ok(())
+}
+
+/// `--print-config`: every key's effective value and where it came from.
+fn print_config(cfg: &Config) {
+    pyrs::say!("# pyrs {}: effective configuration of {}", env!("CARGO_PKG_VERSION"), cfg.file.display());
+    pyrs::say!("# precedence: flag > environment (PYRS_<KEY>) > project file > default");
+    let rows = cfg.effective();
+    let width = rows.iter().map(|(k, v)| k.len() + v.len() + 3).max().unwrap_or(0);
+    for (key, value) in rows {
+        let line = format!("{key} = {value}");
+        pyrs::say!("{line:<width$}  # {}", cfg.source(key));
+    }
+    let listeners: Vec<String> = cfg.listeners.iter().map(|l| l.to_string()).collect();
+    pyrs::say!("# listening on: {}", listeners.join(", "));
 }

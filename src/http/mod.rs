@@ -8,6 +8,7 @@ pub mod date;
 pub mod decode;
 pub mod encode;
 pub mod form;
+pub mod forwarded;
 pub mod head;
 pub mod request;
 

@@ -90,7 +90,10 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(format!("cannot become a child subreaper: {}", std::io::Error::last_os_error()));
     }
-    let addr = SocketAddr::new(cfg.http_listen_address, cfg.http_listen_port);
+    let addr = match cfg.listeners.as_slice() {
+        [crate::config::BindSpec::Tcp(addr)] => *addr,
+        _ => return Err("only one TCP listener is supported yet".into()),
+    };
     // Holds the port (and resolves port 0) without accepting: workers listen on it with SO_REUSEPORT.
     let holder = listener::reserve(addr)?;
     let bind = holder.local_addr().ok().and_then(|a| a.as_socket()).ok_or("cannot read the reserved address")?;

@@ -21,7 +21,8 @@ pub mod template;
 pub mod worker;
 
 /// Environment variables the master sets for a template process.
-pub const ENV_ROLE: &str = "PYRS_ROLE";
-pub const ENV_GENERATION: &str = "PYRS_GENERATION";
-pub const ENV_BIND: &str = "PYRS_BIND";
-pub const ENV_MASTER_PID: &str = "PYRS_MASTER_PID";
+/// (`PYRS_INTERNAL_*`: never read as settings.)
+pub const ENV_ROLE: &str = "PYRS_INTERNAL_ROLE";
+pub const ENV_GENERATION: &str = "PYRS_INTERNAL_GENERATION";
+pub const ENV_BIND: &str = "PYRS_INTERNAL_BIND";
+pub const ENV_MASTER_PID: &str = "PYRS_INTERNAL_MASTER_PID";
