@@ -300,15 +300,18 @@ fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     bool::deserialize(d).map(Some)
 }
 
+/// A path, or null for none.
 fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    string_with(d, |s| if s.is_empty() { Err("a path must not be empty".into()) } else { Ok(PathBuf::from(s)) })
-        .map(Some)
+    match Option::<String>::deserialize(d)? {
+        Some(s) if s.is_empty() => Err(de::Error::custom("a path must not be empty")),
+        other => Ok(other.map(PathBuf::from)),
+    }
 }
 
 /// A Unix file mode: a string of octal digits (`"660"`, `"0o660"`) or an
 /// integer written with octal digits (`660`).
 fn file_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    d.deserialize_any(Checked {
+    d.deserialize_option(OrNull(Checked {
         expecting: "a file mode such as \"660\"",
         check: |n| {
             let digits = match n {
@@ -321,7 +324,26 @@ fn file_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
                 _ => Err(format!("unix_socket_mode must be octal digits up to 777, got {digits:?}")),
             }
         },
-    })
+    }))
+}
+
+/// A visitor that also takes null (as None).
+struct OrNull<V>(V);
+
+impl<'de, T, V: Visitor<'de, Value = Option<T>>> Visitor<'de> for OrNull<V> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.expecting(f)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_any(self.0)
+    }
 }
 
 /// One value or a list of them.

@@ -174,9 +174,11 @@ fn project_template_serves_its_api() {
     assert_eq!(server.get("/missing").status, 404);
 }
 
-/// Field names of `struct NAME { ... }` in src/config.rs.
+/// Field names of `struct NAME { ... }` in src/config.rs (`RawConfig`: the
+/// keys of the `settings! { key: Type = "deserializer", ... }` table).
 fn struct_fields(source: &str, name: &str) -> Vec<String> {
-    let start = source.find(&format!("struct {name} {{")).unwrap_or_else(|| panic!("no struct {name} in config.rs"));
+    let opening = if name == "RawConfig" { "settings! {".to_string() } else { format!("struct {name} {{") };
+    let start = source.find(&opening).unwrap_or_else(|| panic!("no {opening} in config.rs"));
     let body = &source[start..];
     let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
     body.lines()
