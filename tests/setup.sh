@@ -35,6 +35,8 @@ fi
 venv=target/test-venv
 reqs=$(ls examples/*/requirements.txt tests/requirements.txt 2>/dev/null || true)
 stamp=$venv/.installed
+# A virtualenv copied from another checkout still runs, but its bin/pip would install into the
+# original (its shebang names it), so pip always runs as `$venv/bin/python -m pip`.
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
@@ -45,6 +47,6 @@ if [ "$need" = 1 ] && [ -n "$reqs" ]; then
   echo "tests/setup.sh: installing Python packages into $venv" >&2
   args=()
   for r in $reqs; do args+=(-r "$r"); done
-  "$venv/bin/pip" install -q --disable-pip-version-check "${args[@]}"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}"
 fi
 touch "$stamp"
