@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../common/mod.rs"]
 pub mod common;
-pub use common::{Client, Project, Response, Server};
+pub use common::{Project, Response, Server};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
