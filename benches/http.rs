@@ -4,8 +4,8 @@
 //! `cargo bench --bench http` (add `-- parse` etc. to filter).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pyrs::config::Limits;
 use pyrs::http::encode::{ResponseContext, ResponseWriter};
+use pyrs::http::Limits;
 use pyrs::http::{head, Version};
 use pyrs::router::{RouteMatch, Router};
 use std::hint::black_box;

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 pub use crate::http::forwarded::TrustedProxies;
 
-/// HTTP methods a route may list in `methods`.
-pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+// Limits and the method list belong to the HTTP layer; re-exported here
+// because they are configured in project.pyrs.
+pub use crate::http::limits::{Limits, KNOWN_METHODS};
 
 /// One entry of `modules`: a route served by a method of a Python class.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -32,38 +33,6 @@ pub struct RouteSpec {
     /// Allowed HTTP methods; absent means every method.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
-}
-
-/// Bounds on what one connection may send and how long it may take.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    pub max_request_line: usize,
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub max_body_bytes: usize,
-    pub header_timeout: Duration,
-    pub keepalive_timeout: Duration,
-    pub body_timeout: Duration,
-    pub write_timeout: Duration,
-    pub max_connections: usize,
-    pub max_buffered_output: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_request_line: 8 * 1024,
-            max_header_bytes: 64 * 1024,
-            max_headers: 100,
-            max_body_bytes: 10 * 1024 * 1024,
-            header_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(5),
-            body_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(30),
-            max_connections: 10_000,
-            max_buffered_output: 1024 * 1024,
-        }
-    }
 }
 
 /// The validated project configuration.

@@ -117,14 +117,14 @@ impl<T> Slot<T> {
         let mut all: Vec<&str> = Vec::new();
         for e in &self.entries {
             match &e.methods {
-                None => return crate::config::KNOWN_METHODS.join(", "),
+                None => return crate::http::KNOWN_METHODS.join(", "),
                 Some(ms) => all.extend(ms.iter().map(String::as_str)),
             }
         }
         if all.contains(&"GET") && !all.contains(&"HEAD") {
             all.push("HEAD");
         }
-        let mut ordered: Vec<&str> = crate::config::KNOWN_METHODS.iter().copied().filter(|m| all.contains(m)).collect();
+        let mut ordered: Vec<&str> = crate::http::KNOWN_METHODS.iter().copied().filter(|m| all.contains(m)).collect();
         ordered.dedup();
         ordered.join(", ")
     }

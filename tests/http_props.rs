@@ -8,10 +8,10 @@ use http_support::*;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use pyrs::config::Limits;
 use pyrs::http::decode::BodyDecoder;
 use pyrs::http::head::{self, Framing};
 use pyrs::http::HttpError;
+use pyrs::http::Limits;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]

@@ -234,7 +234,7 @@ fn parse_node(s: &str) -> Hop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Limits;
+    use crate::http::Limits;
 
     fn head(headers: &str) -> RequestHead {
         let raw = format!("GET / HTTP/1.1\r\nHost: t\r\n{headers}\r\n");

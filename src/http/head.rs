@@ -8,7 +8,7 @@
 //! (RFC 9112 section 2.2 allows it); a bare CR anywhere is rejected.
 
 use super::HttpError;
-use crate::config::Limits;
+use super::Limits;
 use std::mem::MaybeUninit;
 
 /// Upper bound for `max_headers`; the parser's scratch array lives on the stack.

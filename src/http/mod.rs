@@ -10,9 +10,11 @@ pub mod encode;
 pub mod form;
 pub mod forwarded;
 pub mod head;
+pub mod limits;
 pub mod request;
 
 pub use head::{Framing, RequestHead, Version};
+pub use limits::{Limits, KNOWN_METHODS};
 pub use request::{Request, Scheme};
 
 /// A request the protocol layer refuses before any handler sees it. Each

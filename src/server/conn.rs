@@ -6,9 +6,9 @@
 //! pipelined requests are answered in the order they arrived.
 
 use crate::app::Route;
-use crate::config::Limits;
 use crate::http::decode::BodyDecoder;
 use crate::http::head::{self, Version};
+use crate::http::Limits;
 use crate::http::{HttpError, Request, RequestHead, Scheme};
 use crate::router::{RouteMatch, Router};
 use mio::net::TcpStream;
@@ -379,7 +379,7 @@ impl<'r, T> Conn<'r, T> {
         jobs: &mut Vec<Job<'r, T>>,
     ) {
         let (route, reply) = if head.target() == "*" {
-            (None, Some((200, "", Some(crate::config::KNOWN_METHODS.join(", ")))))
+            (None, Some((200, "", Some(crate::http::KNOWN_METHODS.join(", ")))))
         } else {
             match router.route(head.method(), head.path()) {
                 RouteMatch::Found { target, params } => {

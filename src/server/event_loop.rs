@@ -10,9 +10,9 @@
 use super::conn::{Conn, Deadline, Job, JobKind, ReadOutcome};
 use super::ThreadShared;
 use crate::app::{App, Responder, Route, Worker};
-use crate::config::Limits;
 use crate::http::date::DateCache;
 use crate::http::encode::{self, ResponseContext};
+use crate::http::Limits;
 use crate::router::Router;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};

@@ -13,9 +13,9 @@ pub mod listener;
 pub mod signals;
 
 use crate::app::App;
-use crate::config::Limits;
 use crate::http::date::DateCache;
 use crate::http::encode::{self, ResponseContext};
+use crate::http::Limits;
 use crate::http::Version;
 use activity::Activity;
 use crossbeam_channel::{Receiver, Sender};
