@@ -4,7 +4,9 @@
 //! implementation serves the tests that need no interpreter and the
 //! benchmarks' no-Python ceiling.
 
-use crate::http::encode::{ResponseContext, ResponseWriter};
+use crate::http::body::Body;
+use crate::http::encode::{ResponseContext, ResponseWriter, SendBody};
+use crate::http::output::Output;
 use crate::http::Request;
 use crate::router::Router;
 use std::cell::Cell;
@@ -44,14 +46,19 @@ pub trait Worker {
     fn unlocked<R: Send, F: FnOnce() -> R + Send>(&mut self, f: F) -> R;
 
     /// Answers one request. Must write exactly one complete response through
-    /// `res`; must not panic on bad input.
+    /// `res` (a head, then its body inline or queued with
+    /// [`Responder::send_body`]); must not panic on bad input.
     fn handle(&mut self, route: &Route<Self::Target>, req: Request, res: Responder<'_>);
 }
 
-/// Where a handler writes its response: the connection's output buffer plus
-/// what the encoder needs to know about the request.
+/// Where a handler writes its response: the connection's output queue plus
+/// what the encoder needs to know about the request. Heads and small bodies
+/// are encoded straight into the queue's byte buffer (no allocation);
+/// larger bodies and streams are queued as segments behind them. A response
+/// produced later fills a slot reserved with [`Output::reserve`], through a
+/// `Responder` over the slot's own `Output` (see [`Output::fill`]).
 pub struct Responder<'a> {
-    pub out: &'a mut Vec<u8>,
+    pub out: &'a mut Output,
     pub date: &'a [u8],
     pub ctx: ResponseContext,
     /// Set when the server began shutting down, possibly while the handler
@@ -64,7 +71,7 @@ pub struct Responder<'a> {
 
 impl<'a> Responder<'a> {
     pub fn new(
-        out: &'a mut Vec<u8>,
+        out: &'a mut Output,
         date: &'a [u8],
         ctx: ResponseContext,
         stopping: &'a AtomicBool,
@@ -81,12 +88,34 @@ impl<'a> Responder<'a> {
     /// Starts a response with `status` (100..=599).
     pub fn start(&mut self, status: u16) -> ResponseWriter<'_> {
         let ctx = self.context();
-        ResponseWriter::begin(self.out, status, self.date, ctx).track_close(self.closes)
+        ResponseWriter::begin(self.out.tail(), status, self.date, ctx).track_close(self.closes)
+    }
+
+    /// Queues the body of a response whose head [`ResponseWriter::finish_head`]
+    /// ended. A stream that will not be sent is closed at once.
+    pub fn send_body(&mut self, how: SendBody, body: Body) {
+        match (how, body) {
+            (SendBody::No, Body::Stream(mut s)) => s.close(),
+            (SendBody::No, Body::Shared(_)) => {}
+            (_, Body::Shared(b)) => self.out.push_shared(b),
+            (how, Body::Stream(s)) => self.out.push_stream(s, how == SendBody::Chunked),
+        }
+    }
+
+    /// A complete response with a body that is not copied (`Body::Shared`,
+    /// `Content-Length` framed) or streamed (`Body::Stream`).
+    pub fn body(&mut self, status: u16, content_type: &[u8], body: Body) {
+        let len = match &body {
+            Body::Shared(b) => Some(b.bytes().len() as u64),
+            Body::Stream(_) => None,
+        };
+        let how = self.start(status).finish_head(content_type, len);
+        self.send_body(how, body);
     }
 
     /// A complete `text/plain` response.
     pub fn text(&mut self, status: u16, body: &str) {
         let ctx = self.context();
-        crate::http::encode::text_response(self.out, status, &[], body, self.date, ctx);
+        crate::http::encode::text_response(self.out.tail(), status, &[], body, self.date, ctx);
     }
 }

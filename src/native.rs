@@ -106,11 +106,11 @@ impl Worker for NativeWorker {
     }
 
     fn handle(&mut self, route: &Route<Box<Handler>>, req: Request, mut res: Responder<'_>) {
-        let start = res.out.len();
+        let start = res.out.mark();
         let called = catch_unwind(AssertUnwindSafe(|| (route.target)(&req, &mut res)));
-        if called.is_err() || res.out.len() == start {
+        if called.is_err() || !res.out.changed_since(start) {
             // A panicking handler, or one that wrote nothing, answers 500.
-            res.out.truncate(start);
+            res.out.rollback(start);
             if called.is_err() {
                 log::error!("route {}: handler panicked", route.pattern);
             } else {
@@ -142,13 +142,13 @@ mod tests {
         let RouteMatch::Found { target, .. } = app.router().route(method, path) else {
             return "no route".into();
         };
-        let mut out = Vec::new();
+        let mut out = crate::http::output::Output::new();
         let ctx = ResponseContext { keep_alive: true, head_only: false, version: Version::Http11 };
         let stopping = AtomicBool::new(false);
         let closes = std::cell::Cell::new(false);
         let res = Responder::new(&mut out, b"Sun, 06 Nov 1994 08:49:37 GMT", ctx, &stopping, &closes);
         NativeWorker.handle(target, req, res);
-        String::from_utf8(out).unwrap()
+        String::from_utf8(out.tail().clone()).unwrap()
     }
 
     #[test]

@@ -169,6 +169,31 @@ impl<'a> ResponseWriter<'a> {
     /// Writes `Content-Type` (unless a header set it), `Content-Length`,
     /// `Connection` when needed, and the body.
     pub fn finish(self, content_type: &[u8], body: &[u8]) {
+        let out = self.finish_framing(content_type, Some(body.len() as u64));
+        if let Some(out) = out {
+            out.extend_from_slice(body);
+        }
+    }
+
+    /// Ends the head of a response whose body is queued separately (see
+    /// `http::output`), of `len` bytes or, with None, of unknown length:
+    /// chunked to HTTP/1.1 clients, delimited by closing the connection to
+    /// HTTP/1.0 ones. Says whether and how the body is to be sent.
+    pub fn finish_head(mut self, content_type: &[u8], len: Option<u64>) -> SendBody {
+        if len.is_none() && self.ctx.version == Version::Http10 {
+            self.ctx.keep_alive = false;
+        }
+        let chunked = len.is_none() && self.ctx.version == Version::Http11;
+        match self.finish_framing(content_type, len) {
+            None => SendBody::No,
+            Some(_) if chunked => SendBody::Chunked,
+            Some(_) => SendBody::Raw,
+        }
+    }
+
+    /// Writes the framing headers and the blank line; returns the buffer
+    /// when a body is to follow.
+    fn finish_framing(self, content_type: &[u8], len: Option<u64>) -> Option<&'a mut Vec<u8>> {
         let no_body = self.status < 200 || self.status == 204 || self.status == 304;
         if !no_body && !self.has_content_type && !content_type.is_empty() {
             self.out.extend_from_slice(b"Content-Type: ");
@@ -176,20 +201,17 @@ impl<'a> ResponseWriter<'a> {
             self.out.extend_from_slice(b"\r\n");
         }
         if !no_body {
-            self.out.extend_from_slice(b"Content-Length: ");
-            let mut digits = [0u8; 20];
-            let mut n = body.len();
-            let mut i = digits.len();
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
+            match len {
+                Some(n) => {
+                    self.out.extend_from_slice(b"Content-Length: ");
+                    push_decimal(self.out, n);
+                    self.out.extend_from_slice(b"\r\n");
                 }
+                None if self.ctx.version == Version::Http11 => {
+                    self.out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                }
+                None => {}
             }
-            self.out.extend_from_slice(&digits[i..]);
-            self.out.extend_from_slice(b"\r\n");
         }
         if !self.ctx.keep_alive {
             self.out.extend_from_slice(b"Connection: close\r\n");
@@ -200,10 +222,33 @@ impl<'a> ResponseWriter<'a> {
             self.out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         self.out.extend_from_slice(b"\r\n");
-        if !no_body && !self.ctx.head_only {
-            self.out.extend_from_slice(body);
+        (!no_body && !self.ctx.head_only).then_some(self.out)
+    }
+}
+
+/// Whether and how a separately queued body follows its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendBody {
+    /// No body: HEAD, or a status without one (1xx, 204, 304).
+    No,
+    /// As it is: `Content-Length` framed, or delimited by closing.
+    Raw,
+    /// As chunks, then the terminating chunk.
+    Chunked,
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// A complete short `text/plain` response (errors, 404, 405 and the like).
@@ -296,6 +341,28 @@ mod tests {
         w.header(b"Connection", b"upgrade").unwrap();
         w.finish(b"text/plain", b"x");
         assert!(!String::from_utf8(out).unwrap().contains("Connection") && !flag.get());
+    }
+
+    #[test]
+    fn unknown_length_is_chunked_to_1_1_and_close_delimited_to_1_0() {
+        let mut out = Vec::new();
+        assert_eq!(ResponseWriter::begin(&mut out, 200, DATE, KA).finish_head(b"text/plain", None), SendBody::Chunked);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.ends_with("Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"), "{s}");
+        let mut out = Vec::new();
+        let flag = Cell::new(false);
+        let ctx = ResponseContext { version: Version::Http10, ..KA };
+        let w = ResponseWriter::begin(&mut out, 200, DATE, ctx).track_close(&flag);
+        assert_eq!(w.finish_head(b"text/plain", None), SendBody::Raw);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.ends_with("text/plain\r\nConnection: close\r\n\r\n") && flag.get(), "{s}");
+        let mut out = Vec::new();
+        let head = ResponseContext { head_only: true, ..KA };
+        assert_eq!(ResponseWriter::begin(&mut out, 200, DATE, head).finish_head(b"a/b", Some(7)), SendBody::No);
+        assert!(String::from_utf8(out).unwrap().ends_with("Content-Length: 7\r\n\r\n"));
+        let mut out = Vec::new();
+        assert_eq!(ResponseWriter::begin(&mut out, 304, DATE, KA).finish_head(b"a/b", None), SendBody::No);
+        assert!(!String::from_utf8(out).unwrap().contains("chunked"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `Date` header (`date`) and the error statuses the protocol layer answers
 //! with by itself.
 
+pub mod body;
 pub mod cookie;
 pub mod date;
 pub mod decode;
@@ -11,6 +12,7 @@ pub mod form;
 pub mod forwarded;
 pub mod head;
 pub mod limits;
+pub mod output;
 pub mod request;
 
 pub use head::{Framing, RequestHead, Version};

@@ -14,6 +14,7 @@
 
 use super::{bridge, format_exception};
 use crate::app::{Responder, Route};
+use crate::http::body::{Body, SharedBytes};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -84,11 +85,11 @@ pub fn write<T>(
             return;
         }
     };
-    let start = res.out.len();
+    let start = res.out.mark();
     match encode_value(py, &value, &mut res, scratch) {
         Ok(()) => {}
         Err(why) => {
-            res.out.truncate(start);
+            res.out.rollback(start);
             match why {
                 Unsendable::Python(e) => log::error!(
                     "route {} ({label}) returned a value pyrs cannot send: {}",
@@ -188,6 +189,10 @@ fn encode_body(
         return send(res, status, headers, ct, b"text/plain; charset=utf-8", s.to_str()?.as_bytes());
     }
     if let Ok(b) = body.cast::<PyBytes>() {
+        if b.as_bytes().len() >= SHARED_MIN {
+            let shared = Body::Shared(Box::new(PyOwnedBytes::new(b)));
+            return send_body(res, status, headers, ct, b"application/octet-stream", shared);
+        }
         return send(res, status, headers, ct, b"application/octet-stream", b.as_bytes());
     }
     if let Ok(b) = body.cast::<PyByteArray>() {
@@ -221,6 +226,43 @@ fn encode_body(
     .into())
 }
 
+/// `bytes` bodies from this size on are written from the Python object
+/// itself instead of being copied into the connection's buffer.
+const SHARED_MIN: usize = 64 * 1024;
+
+/// A Python `bytes` object, kept alive until its bytes are written. `bytes`
+/// are immutable, so the buffer stays valid and unchanged while the
+/// reference is held; it is read without the GIL.
+struct PyOwnedBytes {
+    _owner: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the pointer is into an immutable object that `_owner` keeps alive;
+// dropping a `Py` without the GIL defers the decref to pyo3's pool.
+unsafe impl Send for PyOwnedBytes {}
+
+impl PyOwnedBytes {
+    fn new(b: &Bound<'_, PyBytes>) -> Self {
+        let bytes = b.as_bytes();
+        PyOwnedBytes { _owner: b.clone().unbind(), ptr: bytes.as_ptr(), len: bytes.len() }
+    }
+}
+
+impl SharedBytes for PyOwnedBytes {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: see the Send impl: valid, immutable, alive as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A body to send: copied into the output buffer, or queued after the head.
+enum Payload<'a> {
+    Inline(&'a [u8]),
+    Queued(Body),
+}
+
 fn send(
     res: &mut Responder<'_>,
     status: u16,
@@ -228,6 +270,28 @@ fn send(
     content_type: Option<&[u8]>,
     default_type: &[u8],
     body: &[u8],
+) -> Result<(), Unsendable> {
+    send_payload(res, status, headers, content_type, default_type, Payload::Inline(body))
+}
+
+fn send_body(
+    res: &mut Responder<'_>,
+    status: u16,
+    headers: Option<&Bound<'_, PyAny>>,
+    content_type: Option<&[u8]>,
+    default_type: &[u8],
+    body: Body,
+) -> Result<(), Unsendable> {
+    send_payload(res, status, headers, content_type, default_type, Payload::Queued(body))
+}
+
+fn send_payload(
+    res: &mut Responder<'_>,
+    status: u16,
+    headers: Option<&Bound<'_, PyAny>>,
+    content_type: Option<&[u8]>,
+    default_type: &[u8],
+    body: Payload<'_>,
 ) -> Result<(), Unsendable> {
     let mut w = res.start(status);
     if let Some(h) = headers {
@@ -242,7 +306,17 @@ fn send(
             return Err(Unsendable::Header(e));
         }
     }
-    w.finish(default_type, body);
+    match body {
+        Payload::Inline(bytes) => w.finish(default_type, bytes),
+        Payload::Queued(body) => {
+            let len = match &body {
+                Body::Shared(b) => Some(b.bytes().len() as u64),
+                Body::Stream(_) => None,
+            };
+            let how = w.finish_head(default_type, len);
+            res.send_body(how, body);
+        }
+    }
     Ok(())
 }
 

@@ -2,12 +2,16 @@
 //! in the request/response cycle, and which deadline applies to it.
 //!
 //! Reading turns bytes into [`Job`]s in request order; the event loop runs
-//! the jobs and appends responses to `out`, which is flushed in order, so
-//! pipelined requests are answered in the order they arrived.
+//! the jobs and queues responses in `out` (an [`Output`]), which is written
+//! in order, so pipelined requests are answered in the order they arrived.
+//!
+//! No sockets here: the connection is generic over its [`Transport`] (a
+//! TCP stream in the server, scripted I/O in the unit tests below).
 
 use crate::app::Route;
 use crate::http::decode::BodyDecoder;
 use crate::http::head::{self, Version};
+use crate::http::output::{Output, Stop};
 use crate::http::Limits;
 use crate::http::{HttpError, Request, RequestHead, Scheme};
 use crate::router::{RouteMatch, Router};
@@ -83,16 +87,34 @@ pub enum Deadline {
     Linger,
 }
 
-pub struct Conn<'r, T> {
-    pub stream: TcpStream,
+/// The byte stream under a connection.
+pub trait Transport: Read + Write {
+    /// Shuts down the sending side (the peer sees EOF).
+    fn shutdown_write(&self) -> io::Result<()>;
+    /// Bytes sent but not yet acknowledged by the peer; None when unknown.
+    fn unacked_bytes(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl Transport for TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    fn unacked_bytes(&self) -> Option<usize> {
+        unacked_bytes(self)
+    }
+}
+
+pub struct Conn<'r, T, S = TcpStream> {
+    pub stream: S,
     pub addr: SocketAddr,
     pub serial: u64,
     /// Input buffer; bytes `consumed..filled` are received but not yet parsed.
     inbuf: Vec<u8>,
     filled: usize,
     consumed: usize,
-    pub out: Vec<u8>,
-    written: usize,
+    pub out: Output,
     state: ReadState<'r, T>,
     /// Jobs queued but not yet answered.
     pub in_flight: u32,
@@ -116,6 +138,8 @@ pub struct Conn<'r, T> {
     /// Our side is shut down; input is read and discarded until EOF.
     pub lingering: bool,
     discarded: usize,
+    /// The event loop has queued a pull of this connection's stream.
+    pub pull_queued: bool,
 }
 
 /// The result of reading from the socket.
@@ -127,8 +151,8 @@ pub enum ReadOutcome {
     Close,
 }
 
-impl<'r, T> Conn<'r, T> {
-    pub fn new(stream: TcpStream, addr: SocketAddr, serial: u64) -> Self {
+impl<'r, T, S: Transport> Conn<'r, T, S> {
+    pub fn new(stream: S, addr: SocketAddr, serial: u64) -> Self {
         Conn {
             stream,
             addr,
@@ -136,8 +160,7 @@ impl<'r, T> Conn<'r, T> {
             inbuf: Vec::new(),
             filled: 0,
             consumed: 0,
-            out: Vec::new(),
-            written: 0,
+            out: Output::new(),
             state: ReadState::Head,
             in_flight: 0,
             close_after: false,
@@ -151,11 +174,13 @@ impl<'r, T> Conn<'r, T> {
             blank_prefix: 0,
             lingering: false,
             discarded: 0,
+            pull_queued: false,
         }
     }
 
+    /// Output is queued, or a response body is still being produced.
     pub fn has_pending_output(&self) -> bool {
-        self.written < self.out.len()
+        !self.out.is_empty()
     }
 
     /// No request in progress, nothing queued, nothing to send.
@@ -182,7 +207,7 @@ impl<'r, T> Conn<'r, T> {
 
     /// Too much is queued or unsent to take on more requests now.
     fn over_bounds(&self, limits: &Limits) -> bool {
-        self.in_flight >= MAX_QUEUED || self.out.len() - self.written > limits.max_buffered_output
+        self.in_flight >= MAX_QUEUED || self.out.unsent() > limits.max_buffered_output
     }
 
     /// Reads what the socket has and queues the requests it completes.
@@ -442,29 +467,17 @@ impl<'r, T> Conn<'r, T> {
         self.parse_stalled = false;
     }
 
-    /// Writes pending output. Returns Err when the connection must close.
-    pub fn flush(&mut self) -> io::Result<bool> {
-        let mut progressed = false;
-        while self.written < self.out.len() {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.written += n;
-                    progressed = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if self.written == self.out.len() {
-            self.out.clear();
-            self.written = 0;
-            if self.out.capacity() > 256 * 1024 {
-                self.out.shrink_to(64 * 1024);
-            }
-        }
-        Ok(progressed)
+    /// Writes queued output: why writing stopped, and whether any byte went
+    /// out. Err when the connection must close.
+    pub fn flush(&mut self) -> io::Result<(Stop, bool)> {
+        self.out.write_to(&mut self.stream)
+    }
+
+    /// A response was cut (a stream failed): nothing more is read or
+    /// answered, and the connection closes once what precedes the cut is sent.
+    pub fn cut(&mut self) {
+        self.close_after = true;
+        self.stop_reading();
     }
 
     /// Whether a deadline applies now, and which.
@@ -503,7 +516,7 @@ impl<'r, T> Conn<'r, T> {
     /// would reset the connection and could destroy the response in flight.
     /// Returns `Close` when the connection can be closed right away.
     pub fn start_linger(&mut self) -> ReadOutcome {
-        if self.peer_closed || self.stream.shutdown(Shutdown::Write).is_err() {
+        if self.peer_closed || self.stream.shutdown_write().is_err() {
             return ReadOutcome::Close;
         }
         self.lingering = true;
@@ -541,7 +554,7 @@ impl<'r, T> Conn<'r, T> {
     /// True when the peer has acknowledged every byte we sent (and our FIN):
     /// a reset can no longer destroy a response. False when unknown.
     pub fn all_sent_acknowledged(&self) -> bool {
-        unacked_bytes(&self.stream) == Some(0)
+        self.stream.unacked_bytes() == Some(0)
     }
 }
 
@@ -558,4 +571,264 @@ fn unacked_bytes(stream: &TcpStream) -> Option<usize> {
 #[cfg(not(target_os = "linux"))]
 fn unacked_bytes(_stream: &TcpStream) -> Option<usize> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection state machine driven by scripted I/O: what arrives
+    //! when, how much the peer accepts, and when it closes.
+    use super::*;
+    use std::collections::VecDeque;
+
+    enum Step {
+        Data(Vec<u8>),
+        Block,
+        Eof,
+    }
+
+    /// Reads follow the script (then WouldBlock); writes take up to `room`
+    /// bytes in total (then WouldBlock).
+    struct Scripted {
+        input: VecDeque<Step>,
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl Read for Scripted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.input.pop_front() {
+                None | Some(Step::Block) => Err(io::ErrorKind::WouldBlock.into()),
+                Some(Step::Eof) => {
+                    self.input.push_front(Step::Eof);
+                    Ok(0)
+                }
+                Some(Step::Data(mut d)) => {
+                    let n = d.len().min(buf.len());
+                    buf[..n].copy_from_slice(&d[..n]);
+                    if n < d.len() {
+                        self.input.push_front(Step::Data(d.split_off(n)));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.room -= n;
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Scripted {
+        fn shutdown_write(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn router() -> Router<Route<()>> {
+        let mut r = Router::new();
+        for (id, p) in ["/a", "/b"].iter().enumerate() {
+            r.add(p, Some(vec!["GET".into(), "POST".into()]), Route { id, pattern: p.to_string(), target: () })
+                .unwrap();
+        }
+        r
+    }
+
+    fn conn(steps: Vec<Step>, room: usize) -> Conn<'static, (), Scripted> {
+        let s = Scripted { input: steps.into(), written: Vec::new(), room };
+        Conn::new(s, "127.0.0.1:9".parse().unwrap(), 1)
+    }
+
+    fn data(s: &str) -> Step {
+        Step::Data(s.as_bytes().to_vec())
+    }
+
+    /// What a job would be answered with, in a form tests can compare.
+    fn describe(job: &Job<'_, ()>) -> String {
+        match &job.kind {
+            JobKind::Call { route, req } => {
+                format!("call {} {} body={:?}", route.pattern, req.head.method(), String::from_utf8_lossy(&req.body))
+            }
+            JobKind::Reply { status, .. } => format!("reply {status}"),
+            JobKind::Fail(e) => format!("fail {}", e.status()),
+            JobKind::Continue => "continue".into(),
+        }
+    }
+
+    /// Answers each job the way the event loop does, with its description as the body.
+    fn answer(c: &mut Conn<'static, (), Scripted>, jobs: &mut Vec<Job<'static, ()>>) {
+        for job in jobs.drain(..) {
+            c.in_flight -= 1;
+            let body = describe(&job);
+            c.out.tail().extend_from_slice(format!("[{body}]").as_bytes());
+            if !job.keep_alive {
+                c.close_after = true;
+            }
+        }
+    }
+
+    fn leak_router() -> &'static Router<Route<()>> {
+        Box::leak(Box::new(router()))
+    }
+
+    #[test]
+    fn pipelined_requests_become_jobs_in_order_and_answers_go_out_in_order() {
+        let r = leak_router();
+        let l = Limits::default();
+        let mut c = conn(
+            vec![
+                data("GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nx"),
+                data("yzGET /nope HTTP/1.1\r\nHost: h\r\n\r\nDELETE /a HTTP/1.1\r\nHost: h\r\n\r\n"),
+            ],
+            1 << 20,
+        );
+        let mut jobs = Vec::new();
+        assert_eq!(c.read_ready(0, r, &l, &mut jobs, true), ReadOutcome::Open);
+        let got: Vec<String> = jobs.iter().map(describe).collect();
+        assert_eq!(got, ["call /a GET body=\"\"", "call /b POST body=\"xyz\"", "reply 404", "reply 405"]);
+        assert_eq!(c.in_flight, 4);
+        assert_eq!(c.wanted_deadline(), None, "requests in flight: no deadline");
+        answer(&mut c, &mut jobs);
+        assert_eq!(c.wanted_deadline(), Some(Deadline::Write));
+        assert_eq!(c.flush().unwrap(), (Stop::Empty, true));
+        assert!(String::from_utf8_lossy(&c.stream.written).starts_with("[call /a GET"));
+        assert!(c.is_idle());
+        assert_eq!(c.wanted_deadline(), Some(Deadline::Idle));
+    }
+
+    #[test]
+    fn a_head_and_a_body_in_pieces_move_the_deadline_from_header_to_body() {
+        let r = leak_router();
+        let l = Limits::default();
+        let mut c = conn(vec![data("POST /a HTTP/1.1\r\nHo"), Step::Block], 1 << 20);
+        let mut jobs = Vec::new();
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert!(jobs.is_empty() && c.has_partial_head());
+        assert_eq!(c.wanted_deadline(), Some(Deadline::Header));
+        c.stream.input.extend([data("st: h\r\nContent-Length: 4\r\n\r\nab"), Step::Block]);
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert!(jobs.is_empty() && c.receiving_body());
+        assert_eq!(c.wanted_deadline(), Some(Deadline::Body));
+        c.stream.input.push_back(data("cd"));
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert_eq!(jobs.iter().map(describe).collect::<Vec<_>>(), ["call /a POST body=\"abcd\""]);
+    }
+
+    #[test]
+    fn connection_close_stops_reading_and_the_connection_finishes_once_answered() {
+        let r = leak_router();
+        let l = Limits::default();
+        let mut c = conn(
+            vec![data("GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n")],
+            1 << 20,
+        );
+        let mut jobs = Vec::new();
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert_eq!(jobs.len(), 1, "nothing is parsed after Connection: close");
+        answer(&mut c, &mut jobs);
+        assert!(!c.finished(), "not before the answer is written");
+        c.flush().unwrap();
+        assert!(c.finished());
+        assert_eq!(c.start_linger(), ReadOutcome::Open);
+        assert_eq!(c.wanted_deadline(), Some(Deadline::Linger));
+    }
+
+    #[test]
+    fn a_slow_reader_pauses_parsing_until_its_output_drains() {
+        let r = leak_router();
+        let l = Limits { max_buffered_output: 10, ..Limits::default() };
+        let mut c = conn(vec![data(&"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".repeat(3))], 0);
+        let mut jobs = Vec::new();
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert_eq!(jobs.len(), 3);
+        answer(&mut c, &mut jobs);
+        c.stream.input.push_back(data("GET /b HTTP/1.1\r\nHost: h\r\n\r\n"));
+        assert_eq!(c.flush().unwrap(), (Stop::WouldBlock, false));
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert!(jobs.is_empty() && c.read_paused, "output above the bound: nothing more is read");
+        c.stream.room = usize::MAX;
+        assert_eq!(c.flush().unwrap(), (Stop::Empty, true));
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert_eq!(jobs.iter().map(describe).collect::<Vec<_>>(), ["call /b GET body=\"\""]);
+    }
+
+    #[test]
+    fn eof_closes_an_idle_connection_but_answers_what_is_queued() {
+        let r = leak_router();
+        let l = Limits::default();
+        let mut jobs = Vec::new();
+        let mut idle = conn(vec![Step::Eof], 1 << 20);
+        assert_eq!(idle.read_ready(0, r, &l, &mut jobs, true), ReadOutcome::Close);
+        let mut c = conn(vec![data("GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /a HT"), Step::Eof], 1 << 20);
+        assert_eq!(c.read_ready(0, r, &l, &mut jobs, true), ReadOutcome::Open);
+        assert_eq!(jobs.len(), 1, "the cut-short second request is never answered");
+        answer(&mut c, &mut jobs);
+        c.flush().unwrap();
+        assert!(c.finished() && c.peer_closed);
+    }
+
+    #[test]
+    fn a_protocol_error_answers_and_reads_nothing_more() {
+        let r = leak_router();
+        let l = Limits::default();
+        let mut c =
+            conn(vec![data("GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\nGET /a HTTP/1.1\r\n\r\n")], 1 << 20);
+        let mut jobs = Vec::new();
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert_eq!(jobs.iter().map(describe).collect::<Vec<_>>(), ["fail 400"]);
+        assert!(!jobs[0].keep_alive);
+    }
+
+    #[test]
+    fn expect_continue_is_answered_before_the_body_arrives() {
+        let r = leak_router();
+        let l = Limits::default();
+        let mut c = conn(
+            vec![data("POST /a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"), Step::Block],
+            1 << 20,
+        );
+        let mut jobs = Vec::new();
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert_eq!(jobs.iter().map(describe).collect::<Vec<_>>(), ["continue"]);
+        c.stream.input.push_back(data("hi"));
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert_eq!(jobs.iter().map(describe).collect::<Vec<_>>(), ["continue", "call /a POST body=\"hi\""]);
+    }
+
+    #[test]
+    fn a_cut_stream_stops_reading_and_finishes_the_connection() {
+        let r = leak_router();
+        let l = Limits::default();
+        let mut c = conn(vec![data("GET /a HTTP/1.1\r\nHost: h\r\n\r\n"), Step::Block], 1 << 20);
+        let mut jobs = Vec::new();
+        c.read_ready(0, r, &l, &mut jobs, true);
+        jobs.clear();
+        c.in_flight = 0;
+        c.out.tail().extend_from_slice(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        struct Boom;
+        impl crate::http::body::BodyStream for Boom {
+            fn pull(&mut self, _: &mut Vec<u8>) -> crate::http::body::Pulled {
+                crate::http::body::Pulled::Failed
+            }
+        }
+        c.out.push_stream(Box::new(Boom), true);
+        assert_eq!(c.flush().unwrap(), (Stop::NeedsPull, true));
+        assert!(c.out.wants_pull(l.max_buffered_output));
+        assert_eq!(c.out.pull(), crate::http::output::PullResult::Failed);
+        c.cut();
+        assert_eq!(c.flush().unwrap().0, Stop::Cut);
+        c.stream.input.push_back(data("GET /b HTTP/1.1\r\nHost: h\r\n\r\n"));
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert!(jobs.is_empty() && c.close_after);
+    }
 }

@@ -4,14 +4,22 @@
 //! flushes output, waits for events, reads and parses every ready
 //! connection, and queues the complete requests as jobs. Then it runs the
 //! batch of jobs in order, with the application locked once for the whole
-//! batch, appending responses to the connections' output buffers. Requests
-//! are answered on the thread that parsed them: no hand-off per request.
+//! batch, queueing responses in the connections' outputs. Requests are
+//! answered on the thread that parsed them: no hand-off per request.
+//!
+//! Streamed bodies are pulled in the locked phase too, one item per stream
+//! per turn, and only while the connection's unsent output is below
+//! `max_buffered_output`; between items the loop serves its other
+//! connections. Streams of connections that went away are closed (a
+//! generator's `finally` runs) in the next locked phase.
 
 use super::conn::{Conn, Deadline, Job, JobKind, ReadOutcome};
 use super::ThreadShared;
 use crate::app::{App, Responder, Route, Worker};
+use crate::http::body::BodyStream;
 use crate::http::date::DateCache;
 use crate::http::encode::{self, ResponseContext};
+use crate::http::output::{PullResult, Stop};
 use crate::http::Limits;
 use crate::router::Router;
 use mio::net::TcpStream;
@@ -38,6 +46,10 @@ pub struct EventLoop<'r, T> {
     /// Connections whose output changed since the last flush.
     dirty: Vec<usize>,
     jobs: Vec<Job<'r, T>>,
+    /// Connections whose next stream is to be pulled in the locked phase.
+    pulls: Vec<usize>,
+    /// Streams of closed connections, closed in the locked phase.
+    closing: Vec<Box<dyn BodyStream>>,
     date: DateCache,
     router: &'r Router<Route<T>>,
     limits: Limits,
@@ -72,6 +84,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             next_serial: 0,
             dirty: Vec::new(),
             jobs: Vec::new(),
+            pulls: Vec::new(),
+            closing: Vec::new(),
             date: DateCache::new(),
             router,
             limits,
@@ -89,11 +103,16 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 Phase::Jobs => self.run_jobs(worker),
             }
         }
+        for conn in self.conns.iter_mut().flatten() {
+            conn.out.take_streams(&mut self.closing);
+        }
+        self.close_streams();
         log::debug!("thread {} stopped", self.index);
     }
 
     /// Socket I/O and waiting; returns when jobs need the application.
     fn io_phase(&mut self) -> Phase {
+        let mut polled = false;
         loop {
             self.flush_dirty();
             if !self.jobs.is_empty() {
@@ -104,12 +123,19 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 self.run_jobs_with::<NoApp<T>>(None);
                 continue;
             }
+            // Streams to pull or close need the application, but new events
+            // are taken first so that one busy stream starves no connection.
+            let locked_work = !self.pulls.is_empty() || !self.closing.is_empty();
+            if locked_work && polled {
+                return Phase::Jobs;
+            }
             if let Some(deadline) = self.draining {
                 if self.live == 0 || Instant::now() >= deadline {
                     return Phase::Exit;
                 }
             }
-            let timeout = self.next_tick.saturating_duration_since(Instant::now());
+            let timeout =
+                if locked_work { Duration::ZERO } else { self.next_tick.saturating_duration_since(Instant::now()) };
             let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 self.events = Some(events);
@@ -119,6 +145,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 }
                 continue;
             }
+            polled = true;
             for event in events.iter() {
                 let token = event.token();
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
@@ -177,6 +204,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
     fn close(&mut self, i: usize) {
         if let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            conn.out.take_streams(&mut self.closing);
             self.free.push(i);
             self.live -= 1;
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
@@ -227,9 +255,21 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 self.close(i);
                 return;
             }
-            Ok(progressed) => {
+            Ok((stop, progressed)) => {
                 if progressed {
                     conn.deadline = None;
+                }
+                if stop == Stop::Cut {
+                    // A stream failed: what preceded it is sent; close without
+                    // the rest, so the client sees the response is incomplete.
+                    conn.cut();
+                    conn.out.take_streams(&mut self.closing);
+                    self.retire(i);
+                    return;
+                }
+                if !conn.pull_queued && conn.out.wants_pull(self.limits.max_buffered_output) {
+                    conn.pull_queued = true;
+                    self.pulls.push(i);
                 }
             }
         }
@@ -341,8 +381,44 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
     fn run_jobs<W: Worker<Target = T>>(&mut self, worker: &mut W) {
         // While busy in handlers this thread cannot take new connections promptly.
         self.shared.busy.store(true, Ordering::Release);
+        self.close_streams();
         self.run_jobs_with(Some(worker));
+        self.run_pulls();
         self.shared.busy.store(false, Ordering::Release);
+    }
+
+    /// Closes the streams of connections that went away (application locked).
+    fn close_streams(&mut self) {
+        for mut stream in self.closing.drain(..) {
+            stream.close();
+        }
+    }
+
+    /// Pulls one item from each stream that asked for one (application locked).
+    fn run_pulls(&mut self) {
+        let mut pulls = std::mem::take(&mut self.pulls);
+        for &i in &pulls {
+            let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !conn.pull_queued {
+                continue;
+            }
+            conn.pull_queued = false;
+            if !conn.out.wants_pull(self.limits.max_buffered_output) {
+                continue;
+            }
+            match conn.out.pull() {
+                PullResult::Idle => continue,
+                PullResult::Item | PullResult::Ended => {}
+                PullResult::Failed => conn.cut(),
+            }
+            self.dirty.push(i);
+        }
+        pulls.clear();
+        if self.pulls.is_empty() {
+            self.pulls = pulls;
+        }
     }
 
     /// Answers the queued jobs in order. `worker` is None only when no job
@@ -368,7 +444,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             let interim = matches!(job.kind, JobKind::Continue);
             match job.kind {
                 JobKind::Continue => {
-                    encode::continue_response(&mut conn.out);
+                    encode::continue_response(conn.out.tail());
                 }
                 JobKind::Call { route, req } => {
                     let stopping = &self.shared.shutdown;
@@ -384,7 +460,9 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                                 a.end(self.index);
                             }
                         }
-                        None => encode::text_response(res.out, 500, &[], "Internal Server Error\n", res.date, ctx),
+                        None => {
+                            encode::text_response(res.out.tail(), 500, &[], "Internal Server Error\n", res.date, ctx)
+                        }
                     }
                     conn.served_any = true;
                     if closes.get() {
@@ -396,14 +474,14 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                         Some(a) => &[(b"Allow", a.as_bytes())],
                         None => &[],
                     };
-                    encode::text_response(&mut conn.out, status, extra, body, self.date.value(), ctx);
+                    encode::text_response(conn.out.tail(), status, extra, body, self.date.value(), ctx);
                     conn.served_any = true;
                 }
                 JobKind::Fail(e) => {
                     log::debug!("{}: {e}", conn.addr);
                     let ctx = ResponseContext { keep_alive: false, ..ctx };
                     let body = format!("{}\n", e.detail());
-                    encode::text_response(&mut conn.out, e.status(), &[], &body, self.date.value(), ctx);
+                    encode::text_response(conn.out.tail(), e.status(), &[], &body, self.date.value(), ctx);
                 }
             }
             // Shutdown may have begun while the handler ran; its response said close.

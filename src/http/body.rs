@@ -1,0 +1,68 @@
+//! Response bodies that are not copied into the connection's output buffer:
+//! bytes owned by someone else (a Python `bytes` object kept alive until it
+//! is written) and streams produced item by item (a Python generator). The
+//! application implements these traits; [`super::output::Output`] queues
+//! them in request order and frames them.
+
+/// Bytes that stay valid and unchanged for as long as the value lives.
+pub trait SharedBytes: Send {
+    fn bytes(&self) -> &[u8];
+}
+
+impl SharedBytes for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl SharedBytes for &'static [u8] {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// What one [`BodyStream::pull`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulled {
+    /// An item was appended to the buffer (possibly empty: nothing to send yet).
+    Item,
+    /// The stream is exhausted; nothing was appended.
+    End,
+    /// The stream failed (the implementation has logged why): the response
+    /// must be cut so that the client can tell it is incomplete.
+    Failed,
+}
+
+/// A response body produced piece by piece. The event loop pulls one item at
+/// a time, only while the connection's unsent output is below its bound, and
+/// only while the application is locked (for Python: with the GIL held).
+pub trait BodyStream: Send {
+    /// Appends the next item to `out`.
+    fn pull(&mut self, out: &mut Vec<u8>) -> Pulled;
+
+    /// Called when the stream will not be pulled to its end (the client went
+    /// away, or the response has no body: HEAD, 204, 304). Runs with the
+    /// application locked. A generator's `finally` blocks run here.
+    fn close(&mut self) {}
+}
+
+/// A stream of items known in advance (tests and native handlers).
+pub struct IterStream<I>(pub I);
+
+impl<I: Iterator<Item = Vec<u8>> + Send> BodyStream for IterStream<I> {
+    fn pull(&mut self, out: &mut Vec<u8>) -> Pulled {
+        match self.0.next() {
+            Some(item) => {
+                out.extend_from_slice(&item);
+                Pulled::Item
+            }
+            None => Pulled::End,
+        }
+    }
+}
+
+/// A body queued after its head instead of being copied into the output buffer.
+pub enum Body {
+    Shared(Box<dyn SharedBytes>),
+    Stream(Box<dyn BodyStream>),
+}

@@ -1,0 +1,643 @@
+//! A connection's output: a queue of segments kept in request order, and
+//! how each is written. No sockets: it writes to any `io::Write`.
+//!
+//! The common case is a single byte buffer (`tail`): response heads and
+//! small bodies are encoded straight into it and written with one `write`,
+//! with no allocation per request. Bodies that are not copied (a Python
+//! `bytes` object, a stream) become segments; bytes encoded after them wait
+//! in `tail` until they are written. A [`Seg::Pending`] slot holds the place
+//! of a response that will be produced later (by another thread, or an
+//! awaited coroutine): everything after it waits until [`Output::fill`].
+
+use super::body::{BodyStream, Pulled, SharedBytes};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+/// Above this capacity an emptied `tail` is shrunk back.
+const TAIL_KEEP: usize = 64 * 1024;
+/// Most slices handed to one `writev`.
+const MAX_SLICES: usize = 16;
+
+/// A body stream being sent: framed items wait in `buf`.
+struct StreamSeg {
+    stream: Box<dyn BodyStream>,
+    buf: Vec<u8>,
+    pos: usize,
+    /// `Transfer-Encoding: chunked` (HTTP/1.1); else close-delimited (1.0).
+    chunked: bool,
+    state: StreamState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Open,
+    /// Exhausted; `buf` holds the last bytes (the terminating chunk).
+    Ended,
+    /// Failed: `buf` is sent, then the connection closes.
+    Failed,
+}
+
+enum Seg {
+    Bytes {
+        buf: Vec<u8>,
+        pos: usize,
+    },
+    Shared {
+        data: Box<dyn SharedBytes>,
+        pos: usize,
+    },
+    Stream(StreamSeg),
+    /// A response not produced yet (see [`Output::reserve`]).
+    Pending(u64),
+}
+
+impl Seg {
+    /// The bytes ready to write now, if this segment is plain bytes or a
+    /// stream with buffered items.
+    fn ready(&self) -> &[u8] {
+        match self {
+            Seg::Bytes { buf, pos } => &buf[*pos..],
+            Seg::Shared { data, pos } => &data.bytes()[*pos..],
+            Seg::Stream(s) => &s.buf[s.pos..],
+            Seg::Pending(_) => &[],
+        }
+    }
+
+    /// Marks `n` more bytes written (n <= ready().len()).
+    fn advance(&mut self, n: usize) {
+        match self {
+            Seg::Bytes { pos, .. } | Seg::Shared { pos, .. } => *pos += n,
+            Seg::Stream(s) => s.pos += n,
+            Seg::Pending(_) => debug_assert_eq!(n, 0),
+        }
+    }
+
+    /// Nothing after this segment may be written yet (once its ready bytes are).
+    fn blocks(&self) -> bool {
+        match self {
+            Seg::Bytes { .. } | Seg::Shared { .. } => false,
+            Seg::Stream(s) => s.state != StreamState::Ended,
+            Seg::Pending(_) => true,
+        }
+    }
+
+    /// Fully written and nothing more will come.
+    fn done(&self) -> bool {
+        match self {
+            Seg::Bytes { buf, pos } => *pos == buf.len(),
+            Seg::Shared { data, pos } => *pos == data.bytes().len(),
+            Seg::Stream(s) => s.state == StreamState::Ended && s.pos == s.buf.len(),
+            Seg::Pending(_) => false,
+        }
+    }
+}
+
+/// A position in the queue to roll back to (see [`Output::rollback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    segs: usize,
+    tail: usize,
+}
+
+/// Why [`Output::write_to`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Everything queued is written.
+    Empty,
+    /// The writer would block.
+    WouldBlock,
+    /// A stream must be pulled before more can be written.
+    NeedsPull,
+    /// A response slot has not been filled yet.
+    Pending,
+    /// A stream failed and what preceded it is written: close the connection.
+    Cut,
+}
+
+/// The outcome of [`Output::pull`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullResult {
+    /// Nothing to pull (no open stream is next).
+    Idle,
+    Item,
+    Ended,
+    /// The stream failed: the response is cut and the connection must close
+    /// once the bytes before the failure are written.
+    Failed,
+}
+
+#[derive(Default)]
+pub struct Output {
+    segs: VecDeque<Seg>,
+    /// Bytes after the last segment (the only output while `segs` is empty).
+    tail: Vec<u8>,
+    /// Bytes of `tail` already written (only while `segs` is empty).
+    sent: usize,
+    next_slot: u64,
+    /// Bytes written since the output was created (for access logs).
+    written_total: u64,
+    /// Reused buffer for one pulled item before it is framed.
+    scratch: Vec<u8>,
+}
+
+impl Output {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where response heads and small bodies are encoded (after everything queued).
+    pub fn tail(&mut self) -> &mut Vec<u8> {
+        &mut self.tail
+    }
+
+    /// Nothing left to write or produce.
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty() && self.sent == self.tail.len()
+    }
+
+    /// Bytes queued and not yet written (what back-pressure bounds).
+    pub fn unsent(&self) -> usize {
+        let tail = self.tail.len() - if self.segs.is_empty() { self.sent } else { 0 };
+        self.segs.iter().map(|s| s.ready().len()).sum::<usize>() + tail
+    }
+
+    pub fn written_total(&self) -> u64 {
+        self.written_total
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark { segs: self.segs.len(), tail: self.tail.len() }
+    }
+
+    /// Whether anything was queued since `mark`.
+    pub fn changed_since(&self, mark: Mark) -> bool {
+        self.mark() != mark
+    }
+
+    /// Removes everything queued since `mark` (a response that failed half
+    /// way), closing the streams it queued. Runs with the application locked.
+    pub fn rollback(&mut self, mark: Mark) {
+        if self.segs.len() > mark.segs {
+            let mut extra = self.segs.split_off(mark.segs);
+            // The first new segment starts with the old tail (sealed when a
+            // body segment was queued after it).
+            if let Some(Seg::Bytes { mut buf, pos }) = extra.pop_front() {
+                buf.truncate(mark.tail);
+                self.sent = pos.min(buf.len());
+                self.tail = buf;
+            }
+            for seg in extra {
+                if let Seg::Stream(mut s) = seg {
+                    s.stream.close();
+                }
+            }
+        } else {
+            self.tail.truncate(mark.tail);
+        }
+    }
+
+    /// Moves the bytes of `tail` into a segment so that a new segment can follow them.
+    fn seal_tail(&mut self) {
+        if self.sent < self.tail.len() {
+            let buf = std::mem::take(&mut self.tail);
+            self.segs.push_back(Seg::Bytes { buf, pos: self.sent });
+        } else {
+            self.tail.clear();
+        }
+        self.sent = 0;
+    }
+
+    /// Queues bytes owned elsewhere, written without a copy.
+    pub fn push_shared(&mut self, data: Box<dyn SharedBytes>) {
+        if data.bytes().is_empty() {
+            return;
+        }
+        self.seal_tail();
+        self.segs.push_back(Seg::Shared { data, pos: 0 });
+    }
+
+    /// Queues a body stream; with `chunked` each item is a chunk and the
+    /// end is the terminating chunk, else the items are sent as they are
+    /// (the connection closing ends the body).
+    pub fn push_stream(&mut self, stream: Box<dyn BodyStream>, chunked: bool) {
+        self.seal_tail();
+        self.segs.push_back(Seg::Stream(StreamSeg {
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+            chunked,
+            state: StreamState::Open,
+        }));
+    }
+
+    /// Reserves the place of a response produced later; returns its slot.
+    pub fn reserve(&mut self) -> u64 {
+        self.seal_tail();
+        self.next_slot += 1;
+        self.segs.push_back(Seg::Pending(self.next_slot));
+        self.next_slot
+    }
+
+    /// Fills a reserved slot with what `encode` writes into an output of its
+    /// own (the same calls that answer a request at once). False when the
+    /// slot is unknown (already filled).
+    pub fn fill(&mut self, slot: u64, encode: impl FnOnce(&mut Output)) -> bool {
+        let Some(at) = self.segs.iter().position(|s| matches!(s, Seg::Pending(n) if *n == slot)) else {
+            return false;
+        };
+        let mut part = Output::new();
+        encode(&mut part);
+        part.seal_tail();
+        self.segs.remove(at);
+        for (k, seg) in part.segs.drain(..).enumerate() {
+            self.segs.insert(at + k, seg);
+        }
+        true
+    }
+
+    /// The stream that is next to produce output: the first segment that is
+    /// not plain bytes, when it is an open stream.
+    fn next_stream(&mut self) -> Option<&mut StreamSeg> {
+        for seg in self.segs.iter_mut() {
+            match seg {
+                Seg::Bytes { .. } | Seg::Shared { .. } => continue,
+                Seg::Stream(s) if s.state == StreamState::Open => return Some(s),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// True when a stream is next and less than `max_buffered` bytes wait.
+    pub fn wants_pull(&self, max_buffered: usize) -> bool {
+        let next_open = self
+            .segs
+            .iter()
+            .find(|s| !matches!(s, Seg::Bytes { .. } | Seg::Shared { .. }))
+            .is_some_and(|s| matches!(s, Seg::Stream(st) if st.state == StreamState::Open));
+        next_open && self.unsent() < max_buffered
+    }
+
+    /// Pulls one item from the next stream and frames it.
+    pub fn pull(&mut self) -> PullResult {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let Some(s) = self.next_stream() else {
+            self.scratch = scratch;
+            return PullResult::Idle;
+        };
+        let result = match s.stream.pull(&mut scratch) {
+            Pulled::Item => {
+                if s.chunked {
+                    if !scratch.is_empty() {
+                        push_chunk(&mut s.buf, &scratch);
+                    }
+                } else {
+                    s.buf.extend_from_slice(&scratch);
+                }
+                PullResult::Item
+            }
+            Pulled::End => {
+                if s.chunked {
+                    s.buf.extend_from_slice(b"0\r\n\r\n");
+                }
+                s.state = StreamState::Ended;
+                PullResult::Ended
+            }
+            Pulled::Failed => {
+                s.state = StreamState::Failed;
+                PullResult::Failed
+            }
+        };
+        if scratch.capacity() > TAIL_KEEP {
+            scratch = Vec::new();
+        }
+        self.scratch = scratch;
+        if result == PullResult::Failed {
+            // Nothing after a cut response is ever sent.
+            let at = self.segs.iter().position(|s| matches!(s, Seg::Stream(st) if st.state == StreamState::Failed));
+            if let Some(at) = at {
+                self.segs.truncate(at + 1);
+            }
+            self.tail.clear();
+            self.sent = 0;
+        }
+        result
+    }
+
+    /// Removes every open stream (to be closed by the caller, with the
+    /// application locked) and everything queued: the connection is going.
+    pub fn take_streams(&mut self, into: &mut Vec<Box<dyn BodyStream>>) {
+        for seg in self.segs.drain(..) {
+            if let Seg::Stream(s) = seg {
+                if s.state == StreamState::Open {
+                    into.push(s.stream);
+                }
+            }
+        }
+        self.tail.clear();
+        self.sent = 0;
+    }
+
+    /// Writes as much as `w` takes; stops at a stream that needs a pull, an
+    /// unfilled slot, or a cut. Returns why it stopped and whether any byte
+    /// was written.
+    pub fn write_to<W: Write + ?Sized>(&mut self, w: &mut W) -> io::Result<(Stop, bool)> {
+        let mut progressed = false;
+        while self.segs.front().is_some_and(Seg::done) {
+            self.segs.pop_front();
+        }
+        loop {
+            let stop = self.next_stop();
+            let n = if self.segs.is_empty() {
+                if self.sent == self.tail.len() {
+                    self.finish_tail();
+                    return Ok((Stop::Empty, progressed));
+                }
+                w.write(&self.tail[self.sent..])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.gather(&mut slices);
+                if count == 0 {
+                    return Ok((stop.unwrap_or(Stop::Empty), progressed));
+                }
+                if count == 1 {
+                    w.write(&slices[0])
+                } else {
+                    w.write_vectored(&slices[..count])
+                }
+            };
+            match n {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    progressed = true;
+                    self.written_total += n as u64;
+                    self.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((Stop::WouldBlock, progressed)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// What will stop writing once the ready bytes are written.
+    fn next_stop(&self) -> Option<Stop> {
+        for seg in &self.segs {
+            match seg {
+                Seg::Bytes { .. } | Seg::Shared { .. } => {}
+                Seg::Stream(s) => {
+                    return match s.state {
+                        StreamState::Open => Some(Stop::NeedsPull),
+                        StreamState::Failed => Some(Stop::Cut),
+                        StreamState::Ended => continue,
+                    }
+                }
+                Seg::Pending(_) => return Some(Stop::Pending),
+            }
+        }
+        None
+    }
+
+    /// Collects the bytes ready to write, in order, up to the first
+    /// segment that cannot be written yet.
+    fn gather<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
+        let mut count = 0;
+        let mut reached_end = true;
+        for seg in &self.segs {
+            let ready = seg.ready();
+            if !ready.is_empty() {
+                if count == MAX_SLICES {
+                    return count;
+                }
+                slices[count] = IoSlice::new(ready);
+                count += 1;
+            }
+            if seg.blocks() {
+                reached_end = false;
+                break;
+            }
+        }
+        if reached_end && !self.tail.is_empty() && count < MAX_SLICES {
+            slices[count] = IoSlice::new(&self.tail);
+            count += 1;
+        }
+        count
+    }
+
+    /// Marks `n` bytes written, in queue order.
+    fn advance(&mut self, mut n: usize) {
+        if self.segs.is_empty() {
+            self.sent += n;
+            return;
+        }
+        for seg in self.segs.iter_mut() {
+            let ready = seg.ready().len();
+            let step = ready.min(n);
+            seg.advance(step);
+            n -= step;
+            if n == 0 || !seg.done() {
+                break;
+            }
+        }
+        while self.segs.front().is_some_and(Seg::done) {
+            self.segs.pop_front();
+        }
+        if let Some(Seg::Stream(s)) = self.segs.front_mut() {
+            if s.pos == s.buf.len() {
+                s.buf.clear();
+                s.pos = 0;
+            }
+        }
+        if self.segs.is_empty() {
+            self.sent = n;
+        }
+    }
+
+    fn finish_tail(&mut self) {
+        self.tail.clear();
+        self.sent = 0;
+        if self.tail.capacity() > 4 * TAIL_KEEP {
+            self.tail.shrink_to(TAIL_KEEP);
+        }
+    }
+}
+
+/// Appends `data` as one chunk of a chunked body.
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    let mut hex = [0u8; 16];
+    let mut i = hex.len();
+    let mut n = data.len();
+    loop {
+        i -= 1;
+        hex[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&hex[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::body::IterStream;
+
+    /// A writer that takes at most `room` bytes per call, then would block once.
+    struct Slow {
+        got: Vec<u8>,
+        room: usize,
+        calls: usize,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn drain(out: &mut Output, w: &mut Slow) -> Stop {
+        loop {
+            match out.write_to(w).unwrap().0 {
+                Stop::WouldBlock => continue,
+                Stop::NeedsPull => {
+                    out.pull();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn items(v: &[&str]) -> Box<dyn BodyStream> {
+        let owned: Vec<Vec<u8>> = v.iter().map(|s| s.as_bytes().to_vec()).collect();
+        Box::new(IterStream(owned.into_iter()))
+    }
+
+    #[test]
+    fn segments_are_written_in_order_through_a_slow_writer() {
+        let mut out = Output::new();
+        out.tail().extend_from_slice(b"H1|");
+        out.push_shared(Box::new(b"shared-body|".to_vec()));
+        out.tail().extend_from_slice(b"H2|");
+        out.push_stream(items(&["ab", "", "cde"]), true);
+        out.tail().extend_from_slice(b"H3|");
+        out.push_stream(items(&["x"]), false);
+        out.tail().extend_from_slice(b"end");
+        let mut w = Slow { got: Vec::new(), room: 3, calls: 0 };
+        assert_eq!(drain(&mut out, &mut w), Stop::Empty);
+        assert_eq!(String::from_utf8(w.got).unwrap(), "H1|shared-body|H2|2\r\nab\r\n3\r\ncde\r\n0\r\n\r\nH3|xend");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_stream_is_pulled_only_below_the_bound() {
+        let mut out = Output::new();
+        out.push_stream(items(&["0123456789", "0123456789", "z"]), false);
+        assert!(out.wants_pull(15));
+        assert_eq!(out.pull(), PullResult::Item);
+        assert!(out.wants_pull(15));
+        assert_eq!(out.pull(), PullResult::Item);
+        assert_eq!(out.unsent(), 20);
+        assert!(!out.wants_pull(15));
+        let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
+        assert_eq!(out.write_to(&mut w).unwrap(), (Stop::NeedsPull, true));
+        assert!(out.wants_pull(15));
+        assert_eq!(out.pull(), PullResult::Item);
+        assert_eq!(out.pull(), PullResult::Ended);
+        assert_eq!(out.pull(), PullResult::Idle);
+    }
+
+    struct Failing(u8);
+    impl BodyStream for Failing {
+        fn pull(&mut self, out: &mut Vec<u8>) -> Pulled {
+            if self.0 == 0 {
+                return Pulled::Failed;
+            }
+            self.0 -= 1;
+            out.extend_from_slice(b"ok");
+            Pulled::Item
+        }
+    }
+
+    #[test]
+    fn a_failed_stream_cuts_the_output_without_a_last_chunk() {
+        let mut out = Output::new();
+        out.tail().extend_from_slice(b"H|");
+        out.push_stream(Box::new(Failing(1)), true);
+        out.tail().extend_from_slice(b"next response");
+        let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
+        assert_eq!(drain(&mut out, &mut w), Stop::Cut);
+        assert_eq!(w.got, b"H|2\r\nok\r\n");
+    }
+
+    #[test]
+    fn a_reserved_slot_holds_back_what_follows_until_filled() {
+        let mut out = Output::new();
+        out.tail().extend_from_slice(b"first|");
+        let slot = out.reserve();
+        out.tail().extend_from_slice(b"third");
+        let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
+        assert_eq!(drain(&mut out, &mut w), Stop::Pending);
+        assert_eq!(w.got, b"first|");
+        assert!(out.fill(slot, |o| {
+            o.tail().extend_from_slice(b"second:");
+            o.push_shared(Box::new(b"body|".to_vec()));
+        }));
+        assert!(!out.fill(slot, |_| {}));
+        assert_eq!(drain(&mut out, &mut w), Stop::Empty);
+        assert_eq!(w.got, b"first|second:body|third");
+    }
+
+    #[test]
+    fn open_streams_are_handed_back_when_the_connection_goes() {
+        let mut out = Output::new();
+        out.push_stream(items(&["a"]), true);
+        out.tail().extend_from_slice(b"x");
+        let mut taken = Vec::new();
+        out.take_streams(&mut taken);
+        assert_eq!(taken.len(), 1);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn rollback_restores_the_queue_as_it_was() {
+        let mut out = Output::new();
+        out.tail().extend_from_slice(b"done|");
+        let mut w = Slow { got: Vec::new(), room: 2, calls: 0 };
+        out.write_to(&mut w).unwrap();
+        let m = out.mark();
+        out.tail().extend_from_slice(b"half a head");
+        out.rollback(m);
+        assert!(!out.changed_since(m));
+        out.tail().extend_from_slice(b"head:");
+        out.push_shared(Box::new(b"body".to_vec()));
+        out.push_stream(items(&["s"]), true);
+        out.tail().extend_from_slice(b"more");
+        out.rollback(m);
+        assert_eq!(out.mark(), m);
+        out.tail().extend_from_slice(b"ok");
+        assert_eq!(drain(&mut out, &mut w), Stop::Empty);
+        assert_eq!(w.got, b"done|ok");
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        let mut v = Vec::new();
+        push_chunk(&mut v, &[b'a'; 255]);
+        assert!(v.starts_with(b"ff\r\naaa"));
+        assert!(v.ends_with(b"a\r\n"));
+    }
+}
