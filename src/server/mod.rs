@@ -32,6 +32,11 @@ const SIGNALS: Token = Token(1);
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const BUSY_BODY: &str = "Server too busy\n";
+/// Pool threads run handler code, so they get the stack Python's main thread
+/// has (8 MiB, like the usual `ulimit -s`): deep recursion in a handler
+/// (`sys.setrecursionlimit`, deeply nested `json.dumps`) works as it does in
+/// plain Python instead of overflowing Rust's 2 MiB default.
+pub const POOL_STACK_SIZE: usize = 8 << 20;
 
 /// What the server needs beyond the application.
 #[derive(Debug, Clone)]
@@ -97,6 +102,7 @@ pub fn serve<A: App>(
         let limits = cfg.limits.clone();
         let handle = std::thread::Builder::new()
             .name(format!("pyrs-{index}"))
+            .stack_size(POOL_STACK_SIZE)
             .spawn(move || event_loop::run_thread(&*app, index, thread_poll, limits, &s))?;
         handles.push(handle);
     }
