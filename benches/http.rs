@@ -93,6 +93,22 @@ fn router(c: &mut Criterion) {
     g.finish();
 }
 
+/// 10,000 parameterised routes (`/items{i}/{id}/detail`): the last one must
+/// cost about what the first does (the router walks a segment tree, it does
+/// not scan the patterns).
+fn router_10k_params(c: &mut Criterion) {
+    let mut r = Router::new();
+    for i in 0..10_000usize {
+        r.add(&format!("/items{i}/{{id}}/detail"), Some(vec!["GET".into()]), i).unwrap();
+    }
+    let mut g = c.benchmark_group("router_10k_params");
+    for (name, path, want) in [("first", "/items0/12345/detail", 0), ("last", "/items9999/12345/detail", 9999)] {
+        assert!(matches!(r.route("GET", path), RouteMatch::Found { target, .. } if *target == want), "{name}");
+        g.bench_function(name, |b| b.iter(|| r.route(black_box("GET"), black_box(path))));
+    }
+    g.finish();
+}
+
 fn encoder(c: &mut Criterion) {
     const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
     let ctx = ResponseContext { keep_alive: true, head_only: false, version: Version::Http11 };
@@ -137,5 +153,5 @@ fn encoder(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parser, router, encoder);
+criterion_group!(benches, parser, router, router_10k_params, encoder);
 criterion_main!(benches);

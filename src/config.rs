@@ -6,7 +6,7 @@
 
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -443,7 +443,11 @@ fn routes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<RouteSpec>>, D::
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut out: Vec<RouteSpec> = Vec::new();
-            while let Some(route) = seq.next_element_seed(RouteSeed { before: &out })? {
+            // Routes so far by the paths they match (their shape): checking a
+            // new route costs one lookup, not a pass over every earlier route.
+            let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
+            while let Some((route, shape)) = seq.next_element_seed(RouteSeed { before: &out, shapes: &shapes })? {
+                shapes.entry(shape).or_default().push(out.len());
                 out.push(route);
             }
             if out.is_empty() {
@@ -457,30 +461,37 @@ fn routes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<RouteSpec>>, D::
 
 struct RouteSeed<'a> {
     before: &'a [RouteSpec],
+    /// Indexes into `before` by shape.
+    shapes: &'a HashMap<String, Vec<usize>>,
 }
 
 impl<'de> DeserializeSeed<'de> for RouteSeed<'_> {
-    type Value = RouteSpec;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RouteSpec, D::Error> {
+    type Value = (RouteSpec, String);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 /// Validating inside `visit_map` makes json5 report the route's own position.
 impl<'de> Visitor<'de> for RouteSeed<'_> {
-    type Value = RouteSpec;
+    type Value = (RouteSpec, String);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a route: {path, module, class, handler, methods?}")
     }
-    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RouteSpec, A::Error> {
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         let mut route = RouteSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        validate_route(&mut route, self.before).map_err(de::Error::custom)?;
-        Ok(route)
+        let shape = validate_route(&mut route, self.before, self.shapes).map_err(de::Error::custom)?;
+        Ok((route, shape))
     }
 }
 
-fn validate_route(route: &mut RouteSpec, before: &[RouteSpec]) -> Result<(), String> {
-    crate::router::Pattern::parse(&route.path)?;
+/// Checks one route against itself and the routes before it; returns its shape.
+fn validate_route(
+    route: &mut RouteSpec,
+    before: &[RouteSpec],
+    shapes: &HashMap<String, Vec<usize>>,
+) -> Result<String, String> {
+    let shape = crate::router::Pattern::parse(&route.path)?.shape();
     for (what, name) in [("module", &route.module), ("class", &route.class), ("handler", &route.handler)] {
         let dotted_ok = what == "module";
         let valid = !name.is_empty()
@@ -505,10 +516,8 @@ fn validate_route(route: &mut RouteSpec, before: &[RouteSpec]) -> Result<(), Str
             }
         }
     }
-    let shape = crate::router::Pattern::parse(&route.path)?.shape();
-    for other in before {
-        let other_shape = crate::router::Pattern::parse(&other.path)?.shape();
-        if shape == other_shape && methods_overlap(&route.methods, &other.methods) {
+    for other in shapes.get(&shape).into_iter().flatten().filter_map(|&i| before.get(i)) {
+        if methods_overlap(&route.methods, &other.methods) {
             let why = if route.path == other.path {
                 format!("duplicate route {:?}", route.path)
             } else {
@@ -517,7 +526,7 @@ fn validate_route(route: &mut RouteSpec, before: &[RouteSpec]) -> Result<(), Str
             return Err(format!("{why} (give them different paths, or disjoint methods)"));
         }
     }
-    Ok(())
+    Ok(shape)
 }
 
 fn methods_overlap(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {

@@ -7,6 +7,10 @@
 //! it does not allow the method, the answer is 405 with `Allow`, never a
 //! fallback to a less specific route. Paths are matched as sent (without the
 //! query string); parameter values are percent-decoded.
+//!
+//! Lookups do not scan the route list: exact paths and prefixes are hash
+//! maps (a path's candidate prefixes are tried longest first), parameterised
+//! patterns a segment tree; so start-up and matching stay fast with 100k routes.
 
 use std::collections::HashMap;
 
@@ -86,30 +90,38 @@ impl Pattern {
     }
 }
 
-/// Targets that share a pattern, each with the methods it allows (`None`: all).
+/// Targets that share a pattern, each with the methods it allows (`None`:
+/// all) and, for a parameterised pattern, its parameter names in order.
 #[derive(Debug)]
 struct Entry<T> {
     methods: Option<Vec<String>>,
+    names: Vec<String>,
     target: T,
 }
 
 #[derive(Debug)]
 struct Slot<T> {
     entries: Vec<Entry<T>>,
+    /// For a parameterised shape: which segments are parameters.
+    param_positions: Vec<usize>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot { entries: Vec::new(), param_positions: Vec::new() }
+    }
 }
 
 impl<T> Slot<T> {
-    fn new() -> Self {
-        Slot { entries: Vec::new() }
-    }
-
-    fn find(&self, method: &str) -> Option<&T> {
+    fn find(&self, method: &str) -> Option<&Entry<T>> {
         let allows = |ms: &Option<Vec<String>>, m: &str| ms.as_ref().is_none_or(|ms| ms.iter().any(|x| x == m));
-        self.entries
-            .iter()
-            .find(|e| allows(&e.methods, method))
-            .or_else(|| if method == "HEAD" { self.entries.iter().find(|e| allows(&e.methods, "GET")) } else { None })
-            .map(|e| &e.target)
+        self.entries.iter().find(|e| allows(&e.methods, method)).or_else(|| {
+            if method == "HEAD" {
+                self.entries.iter().find(|e| allows(&e.methods, "GET"))
+            } else {
+                None
+            }
+        })
     }
 
     /// The `Allow` header value for this slot.
@@ -144,23 +156,73 @@ pub enum RouteMatch<'r, T> {
     NotFound,
 }
 
-/// A parameterised pattern and the targets that share it.
-type ParamRoute<T> = (Vec<Segment>, Slot<T>);
+/// The parameterised patterns as a tree of segments: a path walks down one
+/// segment at a time, trying the literal child before the parameter child
+/// (so a literal segment beats a parameter, left to right), and a pattern
+/// ends where its last segment does. Matching costs one hash lookup per
+/// segment whatever the number of routes; adding a route costs the same.
+#[derive(Debug)]
+struct ParamNode<T> {
+    literals: HashMap<String, ParamNode<T>>,
+    param: Option<Box<ParamNode<T>>>,
+    /// Patterns that end here (all with the same shape).
+    end: Option<Slot<T>>,
+}
+
+impl<T> Default for ParamNode<T> {
+    fn default() -> Self {
+        ParamNode { literals: HashMap::new(), param: None, end: None }
+    }
+}
+
+impl<T> ParamNode<T> {
+    fn insert(&mut self, segs: &[Segment]) -> &mut Slot<T> {
+        let mut node = self;
+        for seg in segs {
+            node = match seg {
+                Segment::Literal(l) => node.literals.entry(l.clone()).or_default(),
+                Segment::Param(_) => node.param.get_or_insert_with(Box::default),
+            };
+        }
+        node.end.get_or_insert_with(|| Slot {
+            entries: Vec::new(),
+            param_positions: segs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| matches!(s, Segment::Param(_)).then_some(i))
+                .collect(),
+        })
+    }
+
+    /// The first pattern (literal before parameter, left to right) matching
+    /// all of `parts`.
+    fn find(&self, parts: &[&str]) -> Option<&Slot<T>> {
+        let Some((first, rest)) = parts.split_first() else {
+            return self.end.as_ref();
+        };
+        if let Some(found) = self.literals.get(*first).and_then(|n| n.find(rest)) {
+            return Some(found);
+        }
+        // A parameter matches any non-empty segment.
+        if first.is_empty() {
+            return None;
+        }
+        self.param.as_ref().and_then(|n| n.find(rest))
+    }
+}
 
 /// A route table, built once at start-up and read by every thread.
 #[derive(Debug)]
 pub struct Router<T> {
     exact: HashMap<String, Slot<T>>,
-    /// Parameterised patterns by segment count (only those can match a path
-    /// with that many segments); in each, literal segments before parameters.
-    params: HashMap<usize, Vec<ParamRoute<T>>>,
-    /// Longest prefix first; the catch-all `/*` (empty prefix) last.
-    prefixes: Vec<(String, Slot<T>)>,
+    params: ParamNode<T>,
+    /// By prefix without the `/*`; the catch-all `/*` is the empty prefix.
+    prefixes: HashMap<String, Slot<T>>,
 }
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Router { exact: HashMap::new(), params: HashMap::new(), prefixes: Vec::new() }
+        Router { exact: HashMap::new(), params: ParamNode::default(), prefixes: HashMap::new() }
     }
 }
 
@@ -171,36 +233,34 @@ impl<T> Router<T> {
 
     /// Adds a route. Conflicts are rejected earlier, by the config check.
     pub fn add(&mut self, path: &str, methods: Option<Vec<String>>, target: T) -> Result<(), String> {
-        let entry = Entry { methods, target };
-        match Pattern::parse(path)? {
-            Pattern::Exact(p) => self.exact.entry(p).or_insert_with(Slot::new).entries.push(entry),
+        let mut entry = Entry { methods, names: Vec::new(), target };
+        let slot = match Pattern::parse(path)? {
+            Pattern::Exact(p) => self.exact.entry(p).or_default(),
             Pattern::Params(segs) => {
-                let bucket = self.params.entry(segs.len()).or_default();
-                if slot_for(bucket, segs, entry) {
-                    // Literal segments before parameters, left to right.
-                    bucket.sort_by_cached_key(|(s, _)| {
-                        s.iter().map(|x| matches!(x, Segment::Param(_))).collect::<Vec<_>>()
-                    });
-                }
+                entry.names = segs
+                    .iter()
+                    .filter_map(|s| match s {
+                        Segment::Param(name) => Some(name.clone()),
+                        Segment::Literal(_) => None,
+                    })
+                    .collect();
+                self.params.insert(&segs)
             }
-            Pattern::Prefix(p) => {
-                if slot_for(&mut self.prefixes, p, entry) {
-                    self.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-                }
-            }
-        }
+            Pattern::Prefix(p) => self.prefixes.entry(p).or_default(),
+        };
+        slot.entries.push(entry);
         Ok(())
     }
 
     /// Finds the target for `method` on `path` (no query string).
     pub fn route<'r>(&'r self, method: &str, path: &str) -> RouteMatch<'r, T> {
         if let Some(slot) = self.exact.get(path) {
-            return Self::pick(slot, method, Vec::new());
+            return Self::pick(slot, method, &[]);
         }
         let rest = path.strip_prefix('/').unwrap_or(path);
         let segments = rest.bytes().filter(|&b| b == b'/').count() + 1;
-        if let Some(bucket) = self.params.get(&segments) {
-            // Split the path once; patterns then compare segment by index.
+        if !self.params.literals.is_empty() || self.params.param.is_some() {
+            // Split the path once, on the stack for ordinary depths.
             let mut stack = [""; 16];
             let heap: Vec<&str>;
             let parts: &[&str] = if segments <= stack.len() {
@@ -212,61 +272,39 @@ impl<T> Router<T> {
                 heap = rest.split('/').collect();
                 &heap
             };
-            for (segs, slot) in bucket {
-                if let Some(params) = match_params(segs, parts) {
-                    return Self::pick(slot, method, params);
-                }
+            if let Some(slot) = self.params.find(parts) {
+                return Self::pick(slot, method, parts);
             }
         }
-        for (prefix, slot) in &self.prefixes {
-            let under = path.strip_prefix(prefix.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/'));
-            if under {
-                return Self::pick(slot, method, Vec::new());
+        // Prefixes, longest first: the path itself, then up to each '/'
+        // from the right (a prefix ends at a segment boundary); "" is `/*`.
+        if !self.prefixes.is_empty() {
+            if let Some(slot) = self.prefixes.get(path) {
+                return Self::pick(slot, method, &[]);
+            }
+            for (i, _) in path.rmatch_indices('/') {
+                if let Some(slot) = self.prefixes.get(&path[..i]) {
+                    return Self::pick(slot, method, &[]);
+                }
             }
         }
         RouteMatch::NotFound
     }
 
-    fn pick<'r>(slot: &'r Slot<T>, method: &str, params: Vec<(&'r str, String)>) -> RouteMatch<'r, T> {
-        match slot.find(method) {
-            Some(target) => RouteMatch::Found { target, params },
-            None => RouteMatch::MethodNotAllowed { allow: slot.allow() },
-        }
+    /// The entry of `slot` for `method`; for a parameterised pattern, `parts`
+    /// are the path's segments (parameter values are decoded only here).
+    fn pick<'r>(slot: &'r Slot<T>, method: &str, parts: &[&str]) -> RouteMatch<'r, T> {
+        let Some(entry) = slot.find(method) else {
+            return RouteMatch::MethodNotAllowed { allow: slot.allow() };
+        };
+        let params = entry
+            .names
+            .iter()
+            .zip(&slot.param_positions)
+            .map(|(name, &i)| (name.as_str(), parts.get(i).map_or_else(String::new, |p| percent_decode(p))))
+            .collect();
+        RouteMatch::Found { target: &entry.target, params }
     }
-}
-
-/// Adds `entry` to the slot keyed `key`, creating the slot if needed;
-/// true when it was created (the list then needs re-sorting).
-fn slot_for<K: PartialEq, T>(list: &mut Vec<(K, Slot<T>)>, key: K, entry: Entry<T>) -> bool {
-    if let Some((_, slot)) = list.iter_mut().find(|(k, _)| *k == key) {
-        slot.entries.push(entry);
-        return false;
-    }
-    let mut slot = Slot::new();
-    slot.entries.push(entry);
-    list.push((key, slot));
-    true
-}
-
-/// Matches a pattern against a path split into as many segments; parameter
-/// values are decoded only once every literal segment matched.
-fn match_params<'r>(segs: &'r [Segment], parts: &[&str]) -> Option<Vec<(&'r str, String)>> {
-    let literals_match = segs.iter().zip(parts).all(|(seg, part)| match seg {
-        Segment::Literal(l) => l == part,
-        Segment::Param(_) => !part.is_empty(),
-    });
-    if !literals_match || segs.len() != parts.len() {
-        return None;
-    }
-    let params = segs
-        .iter()
-        .zip(parts)
-        .filter_map(|(seg, part)| match seg {
-            Segment::Param(name) => Some((name.as_str(), percent_decode(part))),
-            Segment::Literal(_) => None,
-        })
-        .collect();
-    Some(params)
 }
 
 /// Decodes `%XX` escapes; invalid escapes stay as they are; invalid UTF-8 is replaced.
@@ -347,6 +385,58 @@ mod tests {
         let r = router(&[("/{a}/x", None, 1), ("/y/{b}", None, 2)]);
         assert_eq!(found(&r, "GET", "/y/x"), Some(2));
         assert_eq!(found(&r, "GET", "/z/x"), Some(1));
+    }
+
+    #[test]
+    fn a_literal_dead_end_backtracks_to_a_parameter() {
+        let r = router(&[("/a/{x}/c", None, 1), ("/{y}/b/d", None, 2)]);
+        assert_eq!(found(&r, "GET", "/a/b/d"), Some(2));
+        assert_eq!(found(&r, "GET", "/a/q/c"), Some(1));
+        // The most specific match decides, even when its method does not fit.
+        let r = router(&[("/a/{x}/c", None, 1), ("/{y}/b/d", None, 2), ("/a/b/{z}", Some(&["POST"]), 3)]);
+        assert_eq!(found(&r, "POST", "/a/b/d"), Some(3));
+        assert_eq!(r.route("GET", "/a/b/d"), RouteMatch::MethodNotAllowed { allow: "POST".into() });
+        match r.route("GET", "/x/b/d") {
+            RouteMatch::Found { params, .. } => assert_eq!(params, vec![("y", "x".to_string())]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn same_shape_with_other_names_and_disjoint_methods() {
+        let r = router(&[("/u/{id}", Some(&["GET"]), 1), ("/u/{name}", Some(&["POST"]), 2)]);
+        match r.route("POST", "/u/ann") {
+            RouteMatch::Found { target, params } => {
+                assert_eq!((*target, params), (2, vec![("name", "ann".to_string())]))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(found(&r, "GET", "/u/7"), Some(1));
+        assert_eq!(r.route("PUT", "/u/7"), RouteMatch::MethodNotAllowed { allow: "GET, HEAD, POST".into() });
+    }
+
+    #[test]
+    fn many_routes_are_found_without_scanning() {
+        let mut r = Router::new();
+        for i in 0..20_000u32 {
+            r.add(&format!("/p{i}/{{id}}"), None, i).unwrap();
+            r.add(&format!("/e{i}"), None, i).unwrap();
+            r.add(&format!("/s{i}/*"), None, i).unwrap();
+        }
+        assert_eq!(found(&r, "GET", "/p19999/x"), Some(19_999));
+        assert_eq!(found(&r, "GET", "/e0"), Some(0));
+        assert_eq!(found(&r, "GET", "/s7/a/b"), Some(7));
+        assert_eq!(found(&r, "GET", "/s7"), Some(7));
+        assert_eq!(found(&r, "GET", "/s7x"), None);
+    }
+
+    #[test]
+    fn prefix_boundaries() {
+        let r = router(&[("/a//*", None, 1), ("/a/*", None, 2)]);
+        assert_eq!(found(&r, "GET", "/a//x"), Some(1));
+        assert_eq!(found(&r, "GET", "/a/"), Some(1));
+        assert_eq!(found(&r, "GET", "/a/b"), Some(2));
+        assert_eq!(found(&r, "GET", "/ab"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::router::Router;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyType};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Objects the bridge looks up once.
@@ -131,6 +132,7 @@ impl PyApp {
             bridge(py).map_err(|e| fail("cannot set up the pyrs module".into(), Some(&e)))?;
 
             let mut instances: Vec<(String, Py<PyAny>)> = Vec::new();
+            let mut by_class: HashMap<String, usize> = HashMap::new();
             for (module, class) in distinct_classes(routes) {
                 let m = py.import(module.as_str()).map_err(|e| {
                     fail(format!("cannot import module {module:?} (from {})", project_dir.display()), Some(&e))
@@ -142,15 +144,16 @@ impl PyApp {
                     return Err(fail(format!("{module}.{class} is not a class"), None));
                 }
                 let instance = cls.call0().map_err(|e| fail(format!("{module}.{class}() raised"), Some(&e)))?;
+                by_class.insert(format!("{module}.{class}"), instances.len());
                 instances.push((format!("{module}.{class}"), instance.unbind()));
             }
 
             let mut router = Router::new();
             for (id, spec) in routes.iter().enumerate() {
                 let key = format!("{}.{}", spec.module, spec.class);
-                let instance = instances
-                    .iter()
-                    .find(|(k, _)| *k == key)
+                let instance = by_class
+                    .get(&key)
+                    .and_then(|&i| instances.get(i))
                     .map(|(_, i)| i.bind(py))
                     .ok_or_else(|| fail(format!("{key} was not loaded"), None))?;
                 let label = format!("{key}.{}", spec.handler);
