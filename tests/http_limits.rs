@@ -172,7 +172,6 @@ fn a_client_that_never_reads_is_bounded_and_closed() {
     let extra = r#""max_buffered_output": 65536,"#;
     let s = start(extra, &["--write-timeout", "1.5", "--threads", "1"]);
     let before = rss_kib(&s);
-    let fds = open_fds(&s);
     let mut c = Raw::connect(s.addr);
     // Pipeline requests for 100 kB responses and never read. pyrs stops
     // reading when its unsent output passes the bound, so the writes block
@@ -192,8 +191,11 @@ fn a_client_that_never_reads_is_bounded_and_closed() {
     let grown = rss_kib(&s).saturating_sub(before);
     assert!(grown < 64 * 1024, "server memory grew by {grown} KiB");
     // With nothing read for write_timeout, pyrs closes the connection (its
-    // descriptor goes; reading before that would be progress).
-    common::wait_until(30, "the connection to be closed", || open_fds(&s) <= fds);
+    // descriptor goes; reading before that would be progress). The count is
+    // taken now: the connection is open (pyrs read from it) and the pool
+    // threads' own descriptors exist.
+    let fds = open_fds(&s);
+    common::wait_until(30, "the connection to be closed", || open_fds(&s) < fds);
     c.read_until_close(Duration::from_secs(30));
     assert!(c.eof, "connection still open after write_timeout");
     let answered = c.buf.len() / 100_000;
