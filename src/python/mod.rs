@@ -8,6 +8,7 @@ pub mod interpreter;
 pub mod json;
 pub mod request;
 pub mod response;
+pub mod stream;
 pub mod upload;
 
 use crate::app::{App, Responder, Route, Worker};
@@ -23,6 +24,7 @@ use std::path::Path;
 /// Objects the bridge looks up once.
 pub struct Bridge {
     pub http_error: Py<PyType>,
+    pub event_stream: Py<PyType>,
     pub json_loads: Py<PyAny>,
     pub orjson_dumps: Option<Py<PyAny>>,
 }
@@ -33,11 +35,12 @@ pub fn bridge(py: Python<'_>) -> PyResult<&'static Bridge> {
     BRIDGE.get_or_try_init(py, || {
         let module = py.import("pyrs")?;
         let http_error = module.getattr("HTTPError")?.cast_into::<PyType>().map_err(PyErr::from)?.unbind();
+        let event_stream = module.getattr("EventStream")?.cast_into::<PyType>().map_err(PyErr::from)?.unbind();
         let (json_loads, orjson_dumps) = match py.import("orjson") {
             Ok(orjson) => (orjson.getattr("loads")?.unbind(), Some(orjson.getattr("dumps")?.unbind())),
             Err(_) => (py.import("json")?.getattr("loads")?.unbind(), None),
         };
-        Ok(Bridge { http_error, json_loads, orjson_dumps })
+        Ok(Bridge { http_error, event_stream, json_loads, orjson_dumps })
     })
 }
 
@@ -87,6 +90,7 @@ fn install_module(py: Python<'_>) -> PyResult<()> {
     globals.set_item("__builtins__", py.import("builtins")?)?;
     py.run(HTTP_ERROR_SOURCE, Some(&globals), None)?;
     m.add("HTTPError", globals.get_item("HTTPError")?)?;
+    stream::install(py, &m)?;
     py.import("sys")?.getattr("modules")?.set_item("pyrs", &m)?;
     Ok(())
 }

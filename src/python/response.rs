@@ -86,7 +86,8 @@ pub fn write<T>(
         }
     };
     let start = res.out.mark();
-    match encode_value(py, &value, &mut res, scratch) {
+    let origin = Origin { pattern: &route.pattern, label };
+    match encode_value(py, &value, &mut res, scratch, origin) {
         Ok(()) => {}
         Err(why) => {
             res.out.rollback(start);
@@ -117,11 +118,19 @@ fn http_error_parts(py: Python<'_>, e: &PyErr) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Which route a response comes from (named in the logs of a stream).
+#[derive(Clone, Copy)]
+struct Origin<'a> {
+    pattern: &'a str,
+    label: &'a str,
+}
+
 fn encode_value(
     py: Python<'_>,
     value: &Bound<'_, PyAny>,
     res: &mut Responder<'_>,
     scratch: &mut Vec<u8>,
+    origin: Origin<'_>,
 ) -> Result<(), Unsendable> {
     if let Ok(t) = value.cast::<PyTuple>() {
         let (body, status, headers) = match t.len() {
@@ -138,7 +147,7 @@ fn encode_value(
         if body.is_none() {
             return send(res, status, headers.as_ref(), None, b"", b"");
         }
-        return encode_body(py, &body, status, headers.as_ref(), None, res, scratch);
+        return encode_body(py, &body, status, headers.as_ref(), None, res, scratch, origin);
     }
     if let Ok(r) = value.cast::<PyResponse>() {
         let r = r.borrow();
@@ -160,12 +169,12 @@ fn encode_value(
                 b"",
             );
         }
-        return encode_body(py, body, r.status, headers.as_ref(), ct, res, scratch);
+        return encode_body(py, body, r.status, headers.as_ref(), ct, res, scratch, origin);
     }
     if value.is_none() {
         return send(res, 204, None, None, b"", b"");
     }
-    encode_body(py, value, 200, None, None, res, scratch)
+    encode_body(py, value, 200, None, None, res, scratch, origin)
 }
 
 fn status_of(status: &Bound<'_, PyAny>) -> PyResult<u16> {
@@ -175,6 +184,7 @@ fn status_of(status: &Bound<'_, PyAny>) -> PyResult<u16> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn encode_body(
     py: Python<'_>,
     body: &Bound<'_, PyAny>,
@@ -183,6 +193,7 @@ fn encode_body(
     content_type: Option<&str>,
     res: &mut Responder<'_>,
     scratch: &mut Vec<u8>,
+    origin: Origin<'_>,
 ) -> Result<(), Unsendable> {
     let ct = content_type.map(str::as_bytes);
     if let Ok(s) = body.cast::<PyString>() {
@@ -219,9 +230,24 @@ fn encode_body(
         let bytes: Vec<u8> = body.call_method0("tobytes")?.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes().to_vec();
         return send(res, status, headers, ct, b"application/octet-stream", &bytes);
     }
+    let b = bridge(py)?;
+    let is_events = body.is_instance(b.event_stream.bind(py))?;
+    // Iterators, generators and other iterables (of str or bytes) stream.
+    if let Ok(iter) = body.try_iter() {
+        let who = format!("route {} ({})", origin.pattern, origin.label);
+        let stream = Body::Stream(Box::new(super::stream::PyStream::new(iter, who)));
+        if is_events {
+            // Proxies and browsers must not cache or buffer an event stream; a
+            // handler that passes its own headers decides for itself.
+            let extra: &[(&[u8], &[u8])] =
+                if headers.is_none() { &[(b"Cache-Control", b"no-cache"), (b"X-Accel-Buffering", b"no")] } else { &[] };
+            return send_payload(res, status, headers, ct, b"text/event-stream", extra, Payload::Queued(stream));
+        }
+        return send_body(res, status, headers, ct, b"text/plain; charset=utf-8", stream);
+    }
     let ty = body.get_type().name()?;
     Err(PyTypeError::new_err(format!(
-        "unsupported return type {ty} (return str, bytes, dict, list, None, a tuple or pyrs.Response)"
+        "unsupported return type {ty} (return str, bytes, dict, list, None, an iterator, a tuple or pyrs.Response)"
     ))
     .into())
 }
@@ -271,7 +297,7 @@ fn send(
     default_type: &[u8],
     body: &[u8],
 ) -> Result<(), Unsendable> {
-    send_payload(res, status, headers, content_type, default_type, Payload::Inline(body))
+    send_payload(res, status, headers, content_type, default_type, &[], Payload::Inline(body))
 }
 
 fn send_body(
@@ -282,7 +308,7 @@ fn send_body(
     default_type: &[u8],
     body: Body,
 ) -> Result<(), Unsendable> {
-    send_payload(res, status, headers, content_type, default_type, Payload::Queued(body))
+    send_payload(res, status, headers, content_type, default_type, &[], Payload::Queued(body))
 }
 
 fn send_payload(
@@ -291,9 +317,14 @@ fn send_payload(
     headers: Option<&Bound<'_, PyAny>>,
     content_type: Option<&[u8]>,
     default_type: &[u8],
+    extra: &[(&[u8], &[u8])],
     body: Payload<'_>,
 ) -> Result<(), Unsendable> {
     let mut w = res.start(status);
+    for (name, value) in extra {
+        // pyrs's own headers: always valid.
+        let _ = w.header(name, value);
+    }
     if let Some(h) = headers {
         if let Err(e) = write_headers(&mut w, h) {
             w.abort();
