@@ -511,8 +511,11 @@ fn validate_route(
         }
         for m in methods.iter_mut() {
             m.make_ascii_uppercase();
-            if !KNOWN_METHODS.contains(&m.as_str()) {
-                return Err(format!("unknown method {m:?} in methods (known: {})", KNOWN_METHODS.join(", ")));
+            if m.is_empty() || !m.bytes().all(crate::http::encode::is_token_byte) {
+                return Err(format!("method {m:?} in methods is not an HTTP method name (a token)"));
+            }
+            if m == "CONNECT" {
+                return Err("CONNECT cannot be routed: pyrs answers it 501 (it is not a tunnel)".into());
             }
         }
     }
@@ -529,11 +532,13 @@ fn validate_route(
     Ok(shape)
 }
 
+/// Whether two routes serve a method in common (no `methods`: `KNOWN_METHODS`).
 fn methods_overlap(a: &Option<Vec<String>>, b: &Option<Vec<String>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
-        _ => true,
-    }
+    let listed = |ms: &Option<Vec<String>>| -> Vec<String> {
+        ms.clone().unwrap_or_else(|| KNOWN_METHODS.iter().map(|m| m.to_string()).collect())
+    };
+    let (a, b) = (listed(a), listed(b));
+    a.iter().any(|m| b.contains(m))
 }
 
 /// Where a setting's value came from. Precedence: flag > environment > file > default.
@@ -888,6 +893,22 @@ mod tests {
         let b = r#"{"path": "/x", "module": "m", "class": "C", "handler": "b", "methods": ["POST"]}"#;
         let c = parse(&format!("{{modules: [{a}, {b}]}}")).unwrap();
         assert_eq!(c.modules[0].methods, Some(vec!["GET".to_string()]));
+    }
+
+    #[test]
+    fn any_token_method_may_be_listed_but_connect() {
+        let route = |path: &str, methods: &str| {
+            format!(r#"{{"path": "{path}", "module": "m", "class": "C", "handler": "a", "methods": {methods}}}"#)
+        };
+        let c = parse(&format!("{{modules: [{}]}}", route("/x", r#"["propfind", "PURGE"]"#))).unwrap();
+        assert_eq!(c.modules[0].methods, Some(vec!["PROPFIND".to_string(), "PURGE".to_string()]));
+        for bad in [r#"["CONNECT"]"#, r#"["GE T"]"#, r#"[""]"#] {
+            assert!(parse(&format!("{{modules: [{}]}}", route("/x", bad))).is_err(), "{bad}");
+        }
+        // A route without methods and one listing only another method share a path.
+        let plain = r#"{"path": "/x", "module": "m", "class": "C", "handler": "b"}"#;
+        assert!(parse(&format!("{{modules: [{plain}, {}]}}", route("/x", r#"["PROPFIND"]"#))).is_ok());
+        assert!(parse(&format!("{{modules: [{plain}, {}]}}", route("/x", r#"["PATCH"]"#))).is_err());
     }
 
     #[test]

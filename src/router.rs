@@ -5,13 +5,17 @@
 //! parameterised (a literal segment beats a parameter, left to right), then the
 //! longest prefix, then `/*`. The most specific matching pattern decides: if
 //! it does not allow the method, the answer is 405 with `Allow`, never a
-//! fallback to a less specific route. Paths are matched as sent (without the
-//! query string); parameter values are percent-decoded.
+//! fallback to a less specific route. Paths are matched without the query
+//! string, decoded as `http::target` says (`/%69nfo` is `/info`; `%2F` never
+//! splits a segment); parameter values are percent-decoded except `%2F`. A
+//! method no route serves is 501 (a route without `methods` serves
+//! `http::KNOWN_METHODS`).
 //!
 //! Lookups do not scan the route list: exact paths and prefixes are hash
 //! maps (a path's candidate prefixes are tried longest first), parameterised
 //! patterns a segment tree; so start-up and matching stay fast with 100k routes.
 
+use crate::http::{target, KNOWN_METHODS};
 use std::collections::HashMap;
 
 /// One segment of a parameterised pattern.
@@ -42,13 +46,13 @@ impl Pattern {
             if prefix.contains(['*', '{', '}']) {
                 return Err(format!("route path {path:?}: a prefix route may not contain parameters or other '*'"));
             }
-            return Ok(Pattern::Prefix(prefix.to_string()));
+            return Ok(Pattern::Prefix(if prefix.is_empty() { String::new() } else { target::normalize(prefix) }));
         }
         if path.contains('*') {
             return Err(format!("route path {path:?}: '*' is only allowed as the last segment, as in /static/*"));
         }
         if !path.contains(['{', '}']) {
-            return Ok(Pattern::Exact(path.to_string()));
+            return Ok(Pattern::Exact(target::normalize(path)));
         }
         let mut segments = Vec::new();
         let mut names: Vec<&str> = Vec::new();
@@ -68,7 +72,7 @@ impl Pattern {
             } else if seg.contains(['{', '}']) {
                 return Err(format!("route path {path:?}: a parameter must fill a whole segment, as in /users/{{id}}"));
             } else {
-                segments.push(Segment::Literal(seg.to_string()));
+                segments.push(Segment::Literal(target::decode_segment(seg).into_owned()));
             }
         }
         Ok(Pattern::Params(segments))
@@ -114,7 +118,10 @@ impl<T> Default for Slot<T> {
 
 impl<T> Slot<T> {
     fn find(&self, method: &str) -> Option<&Entry<T>> {
-        let allows = |ms: &Option<Vec<String>>, m: &str| ms.as_ref().is_none_or(|ms| ms.iter().any(|x| x == m));
+        let allows = |ms: &Option<Vec<String>>, m: &str| match ms {
+            None => KNOWN_METHODS.contains(&m),
+            Some(ms) => ms.iter().any(|x| x == m),
+        };
         self.entries.iter().find(|e| allows(&e.methods, method)).or_else(|| {
             if method == "HEAD" {
                 self.entries.iter().find(|e| allows(&e.methods, "GET"))
@@ -129,15 +136,20 @@ impl<T> Slot<T> {
         let mut all: Vec<&str> = Vec::new();
         for e in &self.entries {
             match &e.methods {
-                None => return crate::http::KNOWN_METHODS.join(", "),
+                None => all.extend(KNOWN_METHODS),
                 Some(ms) => all.extend(ms.iter().map(String::as_str)),
             }
         }
         if all.contains(&"GET") && !all.contains(&"HEAD") {
             all.push("HEAD");
         }
-        let mut ordered: Vec<&str> = crate::http::KNOWN_METHODS.iter().copied().filter(|m| all.contains(m)).collect();
-        ordered.dedup();
+        // The default methods in their usual order, then the others as listed.
+        let mut ordered: Vec<&str> = KNOWN_METHODS.iter().copied().filter(|m| all.contains(m)).collect();
+        for m in all {
+            if !ordered.contains(&m) {
+                ordered.push(m);
+            }
+        }
         ordered.join(", ")
     }
 }
@@ -154,6 +166,8 @@ pub enum RouteMatch<'r, T> {
         allow: String,
     },
     NotFound,
+    /// No route serves this method (methods are case-sensitive): 501.
+    NotImplemented,
 }
 
 /// The parameterised patterns as a tree of segments: a path walks down one
@@ -218,11 +232,18 @@ pub struct Router<T> {
     params: ParamNode<T>,
     /// By prefix without the `/*`; the catch-all `/*` is the empty prefix.
     prefixes: HashMap<String, Slot<T>>,
+    /// Every method some route serves (HEAD with GET).
+    implemented: Vec<String>,
 }
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Router { exact: HashMap::new(), params: ParamNode::default(), prefixes: HashMap::new() }
+        Router {
+            exact: HashMap::new(),
+            params: ParamNode::default(),
+            prefixes: HashMap::new(),
+            implemented: Vec::new(),
+        }
     }
 }
 
@@ -233,6 +254,14 @@ impl<T> Router<T> {
 
     /// Adds a route. Conflicts are rejected earlier, by the config check.
     pub fn add(&mut self, path: &str, methods: Option<Vec<String>>, target: T) -> Result<(), String> {
+        let listed = methods.as_deref().unwrap_or_default();
+        let served = methods.as_ref().map_or(KNOWN_METHODS, |_| &[]).iter().map(|m| m.to_string());
+        let head = listed.iter().any(|m| m == "GET").then(|| "HEAD".to_string());
+        for m in served.chain(listed.iter().cloned()).chain(head) {
+            if !self.implemented.contains(&m) {
+                self.implemented.push(m);
+            }
+        }
         let mut entry = Entry { methods, names: Vec::new(), target };
         let slot = match Pattern::parse(path)? {
             Pattern::Exact(p) => self.exact.entry(p).or_default(),
@@ -252,8 +281,23 @@ impl<T> Router<T> {
         Ok(())
     }
 
-    /// Finds the target for `method` on `path` (no query string).
+    /// Finds the target for `method` on `path` (no query string), as sent.
     pub fn route<'r>(&'r self, method: &str, path: &str) -> RouteMatch<'r, T> {
+        if !self.implemented.iter().any(|m| m == method) {
+            return RouteMatch::NotImplemented;
+        }
+        if target::is_plain(path) {
+            // The common case: nothing to decode, no allocation.
+            return self.route_decoded(method, path, None);
+        }
+        let segments = target::segments(path);
+        let raw: Vec<&str> = segments.iter().map(|s| s.raw).collect();
+        self.route_decoded(method, &target::join(&segments), Some(&raw))
+    }
+
+    /// Routes a decoded path; `raw` holds its segments as sent when they
+    /// differ (parameters are decoded from those).
+    fn route_decoded<'r>(&'r self, method: &str, path: &str, raw: Option<&[&str]>) -> RouteMatch<'r, T> {
         if let Some(slot) = self.exact.get(path) {
             return Self::pick(slot, method, &[]);
         }
@@ -273,7 +317,7 @@ impl<T> Router<T> {
                 &heap
             };
             if let Some(slot) = self.params.find(parts) {
-                return Self::pick(slot, method, parts);
+                return Self::pick(slot, method, raw.unwrap_or(parts));
             }
         }
         // Prefixes, longest first: the path itself, then up to each '/'
@@ -301,10 +345,27 @@ impl<T> Router<T> {
             .names
             .iter()
             .zip(&slot.param_positions)
-            .map(|(name, &i)| (name.as_str(), parts.get(i).map_or_else(String::new, |p| percent_decode(p))))
+            .map(|(name, &i)| (name.as_str(), parts.get(i).map_or_else(String::new, |p| decode_param(p))))
             .collect();
         RouteMatch::Found { target: &entry.target, params }
     }
+}
+
+/// A path parameter's value: every `%XX` escape decoded except `%2F`, which
+/// stays as sent (a parameter never holds a `/`).
+fn decode_param(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.as_bytes().windows(3).position(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'f') {
+        out.push_str(&percent_decode(&rest[..i]));
+        out.push_str(&rest[i..i + 3]);
+        rest = &rest[i + 3..];
+    }
+    out.push_str(&percent_decode(rest));
+    out
 }
 
 /// Decodes `%XX` escapes; invalid escapes stay as they are; invalid UTF-8 is replaced.
@@ -404,7 +465,7 @@ mod tests {
 
     #[test]
     fn same_shape_with_other_names_and_disjoint_methods() {
-        let r = router(&[("/u/{id}", Some(&["GET"]), 1), ("/u/{name}", Some(&["POST"]), 2)]);
+        let r = router(&[("/u/{id}", Some(&["GET"]), 1), ("/u/{name}", Some(&["POST"]), 2), ("/v", Some(&["PUT"]), 3)]);
         match r.route("POST", "/u/ann") {
             RouteMatch::Found { target, params } => {
                 assert_eq!((*target, params), (2, vec![("name", "ann".to_string())]))
@@ -445,6 +506,57 @@ mod tests {
         assert_eq!(found(&r, "POST", "/x"), Some(2));
         assert_eq!(found(&r, "HEAD", "/x"), Some(1));
         assert_eq!(r.route("DELETE", "/x"), RouteMatch::MethodNotAllowed { allow: "GET, HEAD, POST".into() });
+    }
+
+    #[test]
+    fn routes_match_the_decoded_path() {
+        let r = router(&[("/info", None, 1), ("/files/{name}", None, 2), ("/static/*", None, 3), ("/a/b", None, 4)]);
+        assert_eq!(found(&r, "GET", "/%69nfo"), Some(1));
+        assert_eq!(found(&r, "GET", "/x/../info"), Some(1));
+        assert_eq!(found(&r, "GET", "/%73tatic/x.css"), Some(3));
+        // %2F neither splits nor joins segments.
+        assert_eq!(found(&r, "GET", "/a%2Fb"), None);
+        assert_eq!(found(&r, "GET", "/files/a%2Fb/c"), None);
+        let params = |path: &str| match r.route("GET", path) {
+            RouteMatch::Found { params, .. } => params.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(params("/files/..%2F..%2Fetc%2Fpasswd"), vec!["..%2F..%2Fetc%2Fpasswd"]);
+        assert_eq!(params("/files/a%20b%25"), vec!["a b%"]);
+        // Dot segments are removed before matching, so `..` never arrives as a parameter.
+        assert_eq!(found(&r, "GET", "/files/.."), None);
+        assert_eq!(found(&r, "GET", "/files/%2e%2e"), None);
+        assert_eq!(params("/files/x/../y"), vec!["y"]);
+    }
+
+    #[test]
+    fn route_patterns_are_decoded_too() {
+        let r = router(&[("/caf%C3%A9", None, 1), ("/u/%7Bx%7D", None, 2)]);
+        assert_eq!(found(&r, "GET", "/café"), Some(1));
+        assert_eq!(found(&r, "GET", "/caf%c3%a9"), Some(1));
+        assert_eq!(found(&r, "GET", "/u/{x}"), Some(2));
+    }
+
+    #[test]
+    fn methods_no_route_serves_are_not_implemented() {
+        let r = router(&[("/x", None, 1), ("/dav", Some(&["PROPFIND"]), 2)]);
+        for m in ["get", "Get", "BREW", "CONNECT"] {
+            assert_eq!(r.route(m, "/x"), RouteMatch::NotImplemented, "{m}");
+        }
+        for m in KNOWN_METHODS {
+            assert_eq!(found(&r, m, "/x"), Some(1), "{m}");
+        }
+        assert_eq!(found(&r, "PROPFIND", "/dav"), Some(2));
+        // Served somewhere, but not by a route without `methods`.
+        assert_eq!(
+            r.route("PROPFIND", "/x"),
+            RouteMatch::MethodNotAllowed { allow: "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH".into() }
+        );
+        assert_eq!(r.route("GET", "/dav"), RouteMatch::MethodNotAllowed { allow: "PROPFIND".into() });
+        // Only listed methods: PUT is not implemented anywhere.
+        let r = router(&[("/x", Some(&["GET"]), 1)]);
+        assert_eq!(r.route("PUT", "/x"), RouteMatch::NotImplemented);
+        assert_eq!(found(&r, "HEAD", "/x"), Some(1));
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //!
 //! Chunk framing is strict: every chunk-size line, chunk-data end and trailer
 //! line must end in CRLF (a bare LF or bare CR is a 400), the size is hex
-//! digits only, extensions are `;`-introduced, and trailer lines are
-//! `token ":" value`. Lenient chunk parsing is a known source of request
-//! smuggling between proxies and servers.
+//! digits only, extensions follow RFC 9112 section 7.1.1 exactly
+//! (`*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`, so a
+//! lone `;`, an unbalanced quote or whitespace after the size without an
+//! extension is a 400), and trailer lines are `token ":" value`. Lenient chunk
+//! parsing is a known source of request smuggling between proxies and servers.
 
 use super::encode::is_token_byte;
 use super::{Framing, HttpError};
@@ -27,10 +29,10 @@ enum Chunk {
     Size {
         digits: u32,
     },
-    /// Whitespace after the size, before `;` or CR.
+    /// Whitespace after the size: only more of it or `;` may follow.
     SizeWs,
-    /// Inside chunk extensions, until CR.
-    Extension,
+    /// Inside the chunk extensions.
+    Ext(Ext),
     /// CR seen at the end of a size line.
     SizeLf,
     Data {
@@ -48,6 +50,55 @@ enum Chunk {
         last: bool,
     },
     Done,
+}
+
+/// Where in `chunk-ext` the decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// After `;`: BWS, then a name.
+    BeforeName,
+    Name,
+    /// Whitespace after a name: only `=` or `;` may follow.
+    AfterName,
+    /// After `=`: BWS, then a token or a quoted string.
+    BeforeValue,
+    Token,
+    Quoted,
+    /// After a backslash inside a quoted string.
+    QuotedPair,
+    /// Just after the closing quote.
+    QuoteEnd,
+    /// Whitespace after a value: only `;` may follow.
+    AfterValue,
+}
+
+impl Ext {
+    /// The state after byte `b` (never CR or LF, handled by the caller).
+    fn next(self, b: u8) -> Result<Ext, HttpError> {
+        let ws = b == b' ' || b == b'\t';
+        let token = is_token_byte(b);
+        Ok(match self {
+            Ext::BeforeName if ws => Ext::BeforeName,
+            Ext::BeforeName | Ext::Name if token => Ext::Name,
+            Ext::Name | Ext::AfterName if ws => Ext::AfterName,
+            Ext::Name | Ext::AfterName | Ext::Token | Ext::QuoteEnd | Ext::AfterValue if b == b';' => Ext::BeforeName,
+            Ext::Name | Ext::AfterName if b == b'=' => Ext::BeforeValue,
+            Ext::BeforeValue if ws => Ext::BeforeValue,
+            Ext::BeforeValue if b == b'"' => Ext::Quoted,
+            Ext::BeforeValue | Ext::Token if token => Ext::Token,
+            Ext::Token | Ext::QuoteEnd | Ext::AfterValue if ws => Ext::AfterValue,
+            Ext::Quoted if b == b'"' => Ext::QuoteEnd,
+            Ext::Quoted if b == b'\\' => Ext::QuotedPair,
+            // qdtext and the escaped byte of a quoted-pair: HTAB, SP, VCHAR, obs-text.
+            Ext::Quoted | Ext::QuotedPair if ws || (b > b' ' && b != 0x7f) => Ext::Quoted,
+            _ => return Err(BAD_EXTENSION),
+        })
+    }
+
+    /// May the size line end (CR) here?
+    fn can_end(self) -> bool {
+        matches!(self, Ext::Name | Ext::Token | Ext::QuoteEnd)
+    }
 }
 
 /// Decodes one request body into a caller-owned buffer.
@@ -123,7 +174,7 @@ impl BodyDecoder {
                             } else {
                                 *state = match b {
                                     b'\r' => Chunk::SizeLf,
-                                    b';' => Chunk::Extension,
+                                    b';' => Chunk::Ext(Ext::BeforeName),
                                     b' ' | b'\t' => Chunk::SizeWs,
                                     b'\n' => return Err(CRLF),
                                     _ => return Err(HttpError::BadRequest("invalid chunk size")),
@@ -134,21 +185,18 @@ impl BodyDecoder {
                         Chunk::SizeWs => {
                             *state = match b {
                                 b' ' | b'\t' => Chunk::SizeWs,
-                                b';' => Chunk::Extension,
-                                b'\r' => Chunk::SizeLf,
+                                b';' => Chunk::Ext(Ext::BeforeName),
                                 b'\n' => return Err(CRLF),
                                 _ => return Err(BAD_EXTENSION),
                             };
                             *line_len += 1;
                         }
-                        Chunk::Extension => {
-                            if b == b'\r' {
-                                *state = Chunk::SizeLf;
-                            } else if b == b'\n' {
-                                return Err(CRLF);
-                            } else if !is_field_byte(b) {
-                                return Err(BAD_EXTENSION);
-                            }
+                        Chunk::Ext(ext) => {
+                            *state = match b {
+                                b'\r' if ext.can_end() => Chunk::SizeLf,
+                                b'\n' => return Err(CRLF),
+                                _ => Chunk::Ext(ext.next(b)?),
+                            };
                             *line_len += 1;
                         }
                         Chunk::SizeLf => {
@@ -228,7 +276,7 @@ impl BodyDecoder {
                         Chunk::Done => return Ok(Progress { consumed: i, done: true }),
                     }
                     match *state {
-                        Chunk::Size { .. } | Chunk::SizeWs | Chunk::Extension if *line_len > MAX_CHUNK_LINE => {
+                        Chunk::Size { .. } | Chunk::SizeWs | Chunk::Ext(_) if *line_len > MAX_CHUNK_LINE => {
                             return Err(HttpError::BadRequest("chunk size line too long"));
                         }
                         Chunk::TrailerStart | Chunk::TrailerName | Chunk::TrailerValue | Chunk::TrailerLf { .. }
@@ -318,9 +366,50 @@ mod tests {
         assert_eq!(err(&long), HttpError::BadRequest("chunk size line too long"));
         let trailers = [b"0\r\n".to_vec(), b"X: y\r\n".repeat(MAX_TRAILER_BYTES / 6 + 1)].concat();
         assert_eq!(err(&trailers), HttpError::HeadersTooLarge);
-        // Whitespace before the extension, quoted values, obs-text: accepted.
-        let ok = b"2 \t;a=\"x y\";b\xff\r\nhi\r\n0\r\nX: \xe9 \t\r\n\r\n";
-        assert_eq!(decode_all(Framing::Chunked, ok).unwrap(), (b"hi".to_vec(), ok.len()));
+        // BWS around ';' and '=', token and quoted values (with quoted-pairs and obs-text): accepted.
+        for ext in [
+            &b"2;a"[..],
+            b"2 \t;a=\"x y\";b",
+            b"2 ; a = b ; c",
+            b"2;a=\"\"",
+            b"2;a=\"q\\\"\\\\ \xff\"",
+            b"2;a=b;c=\"d\" ;e",
+            b"2;!#$%&'*+-.^_`|~=x",
+        ] {
+            let ok = [ext, b"\r\nhi\r\n0\r\nX: \xe9 \t\r\n\r\n"].concat();
+            let got = decode_all(Framing::Chunked, &ok);
+            assert_eq!(got, Ok((b"hi".to_vec(), ok.len())), "{:?}", String::from_utf8_lossy(ext));
+        }
+    }
+
+    #[test]
+    fn chunk_extensions_follow_the_grammar() {
+        for ext in [
+            &b"2;"[..],
+            b"2 ",
+            b"2\t",
+            b"2;;a",
+            b"2;a;",
+            b"2;a=",
+            b"2;=b",
+            b"2;a =",
+            b"2;a b",
+            b"2;a ",
+            b"2;a=b ",
+            b"2;a=\"b",
+            b"2;a=\"b\"c",
+            b"2;a=b\"c\"",
+            b"2;a=\"\x01\"",
+            b"2;a=\"\\\x01\"",
+            b"2;a\xff",
+            b"2;a=b=c",
+            b"2;a=@",
+            b"2;a,b",
+        ] {
+            let input = [ext, b"\r\nhi\r\n0\r\n\r\n"].concat();
+            let got = BodyDecoder::new(Framing::Chunked, 1 << 20).decode(&input, &mut Vec::new());
+            assert_eq!(got, Err(BAD_EXTENSION), "{:?}", String::from_utf8_lossy(ext));
+        }
     }
 
     #[test]

@@ -140,6 +140,13 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
                 None => &buf[skip..],
             };
             let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(minor) = later_http1_minor(line) {
+                // HTTP/1.x with x > 1 is served as HTTP/1.1 (RFC 9110 section 2.5):
+                // parse a copy whose version says so (rare, so the copy is fine).
+                let mut fixed = buf.to_vec();
+                fixed[skip + minor] = b'1';
+                return parse(&fixed, limits);
+            }
             return Err(match request_line_error(line) {
                 Some(e) => e,
                 None if line_end.is_some() => HttpError::BadRequest("malformed header field"),
@@ -162,6 +169,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     let head_bytes = &buf[..len];
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
+    if !target.is_ascii() {
+        return Err(HttpError::BadRequest(NON_ASCII_TARGET));
+    }
     let version = if req.version == Some(0) { Version::Http10 } else { Version::Http11 };
     let mut head = RequestHead {
         buf: Vec::new(),
@@ -272,9 +282,39 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     Ok(Some((head, len)))
 }
 
+const NON_ASCII_TARGET: &str = "request target has bytes above 0x7F (percent-encode them)";
+
+/// Where the minor version digit of `HTTP/1.x` is in a request line (without
+/// its line ending), when x is 2 to 9 and the line is otherwise well formed
+/// up to the version.
+fn later_http1_minor(line: &[u8]) -> Option<usize> {
+    let version = line.get(line.len().checked_sub(9)?..)?;
+    let ok = version.starts_with(b" HTTP/1.") && (b'2'..=b'9').contains(&version[8]);
+    (ok && request_line_error(line) == Some(HttpError::VersionNotSupported)).then(|| line.len() - 1)
+}
+
+/// `host:port` of a CONNECT request (RFC 9112 section 3.2.3).
+fn is_authority_form(target: &str) -> bool {
+    let Some((host, port)) = target.rsplit_once(':') else { return false };
+    let port_ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ip6) => !ip6.is_empty() && ip6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+        None => !host.is_empty() && host.bytes().all(|b| b != b':' && b != b'[' && b != b']' && is_host_byte(b)),
+    };
+    port_ok && host_ok
+}
+
 /// Splits the target into path and query; rejects forms pyrs does not serve.
 /// The path is None for an absolute-form target without one (it means "/").
 fn split_target<'a>(method: &str, target: &'a str) -> Result<(Option<&'a str>, Option<&'a str>), HttpError> {
+    if method == "CONNECT" {
+        // Parsed, then refused: pyrs is not a tunnel.
+        return Err(if is_authority_form(target) {
+            HttpError::NotImplemented("CONNECT is not supported")
+        } else {
+            HttpError::BadRequest("CONNECT needs an authority-form target (host:port)")
+        });
+    }
     let origin = if target.starts_with('/') {
         target
     } else if target == "*" {
@@ -366,7 +406,10 @@ fn request_line_error(line: &[u8]) -> Option<HttpError> {
     if version != b"HTTP/1.0" && version != b"HTTP/1.1" {
         return Some(HttpError::VersionNotSupported);
     }
-    if target.is_empty() || !target.iter().all(|&b| b > b' ' && b != 0x7f) || std::str::from_utf8(target).is_err() {
+    if !target.is_ascii() {
+        return Some(HttpError::BadRequest(NON_ASCII_TARGET));
+    }
+    if target.is_empty() || !target.iter().all(|&b| b > b' ' && b != 0x7f) {
         return Some(HttpError::BadRequest("malformed request target"));
     }
     None
@@ -450,14 +493,29 @@ mod tests {
     #[test]
     fn versions_and_targets() {
         assert!(matches!(p("GET / HTTP/2.0\r\nHost: h\r\n\r\n"), Err(HttpError::VersionNotSupported)));
-        assert!(matches!(p("GET / HTTP/1.2\r\nHost: h\r\n\r\n"), Err(HttpError::VersionNotSupported)));
+        let h = ok("GET /x HTTP/1.2\r\nHost: h\r\n\r\n");
+        assert_eq!((h.version, h.path(), h.keep_alive), (Version::Http11, "/x", true));
+        assert_eq!(ok("GET / HTTP/1.9\r\nHost: h\r\nConnection: close\r\n\r\n").version, Version::Http11);
+        assert!(matches!(p("GET / HTTP/1.2\r\n\r\n"), Err(HttpError::BadRequest(_))));
+        assert!(matches!(p("GET / HTTP/3.1\r\nHost: h\r\n\r\n"), Err(HttpError::VersionNotSupported)));
+        assert!(matches!(p("GET / HTTP/1.12\r\nHost: h\r\n\r\n"), Err(HttpError::BadRequest(_))));
+        assert!(matches!(p("GET /é HTTP/1.1\r\nHost: h\r\n\r\n"), Err(HttpError::BadRequest(NON_ASCII_TARGET))));
+        assert!(matches!(p("GET /é HTTP/1.2\r\nHost: h\r\n\r\n"), Err(HttpError::BadRequest(NON_ASCII_TARGET))));
         assert!(matches!(p("GET / FOO\r\nHost: h\r\n\r\n"), Err(HttpError::BadRequest(_))));
         assert!(p("GET * HTTP/1.1\r\nHost: h\r\n\r\n").is_err());
         assert_eq!(ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").path(), "*");
         let h = ok("GET http://example.com/x/y?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((h.path(), h.query()), ("/x/y", "q=1"));
         assert_eq!(ok("GET http://example.com HTTP/1.1\r\nHost: h\r\n\r\n").path(), "/");
-        assert!(p("CONNECT example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n").is_err());
+        for t in ["example.com:443", "10.0.0.1:80", "[::1]:8080"] {
+            let r = p(&format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n"));
+            assert!(matches!(r, Err(HttpError::NotImplemented(_))), "{t}: {r:?}");
+        }
+        for t in ["example.com", "/x", "example.com:", "a:b:1", "http://a:1/", "[::1]"] {
+            let r = p(&format!("CONNECT {t} HTTP/1.1\r\nHost: h\r\n\r\n"));
+            assert!(matches!(r, Err(HttpError::BadRequest(_))), "{t}: {r:?}");
+        }
+        assert!(matches!(p("GET example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n"), Err(HttpError::BadRequest(_))));
     }
 
     #[test]
@@ -483,7 +541,7 @@ mod tests {
     #[test]
     fn request_line_errors_name_the_fault() {
         let cases = [
-            ("GET / HTTP/1.2", "505"),
+            ("GET / HTTP/3.0", "505"),
             ("GET / HTTP/0.9", "505"),
             ("GET / http/1.1", "malformed HTTP version"),
             ("GET / HTTP/1.10", "malformed HTTP version"),

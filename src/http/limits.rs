@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
-/// HTTP methods a route may list in `methods`.
-pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+/// What a route without `methods` serves: the methods of RFC 9110 and PATCH
+/// (CONNECT is one of them but never reaches routing: the parser answers it
+/// 501). Any other method is served only by the routes that list it.
+pub const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"];
 
 /// Bounds on what one connection may send and how long it may take.
 #[derive(Debug, Clone, PartialEq)]

@@ -412,6 +412,7 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
                 }
                 RouteMatch::MethodNotAllowed { allow } => (None, Some((405, "Method Not Allowed\n", Some(allow)))),
                 RouteMatch::NotFound => (None, Some((404, "Not Found\n", None))),
+                RouteMatch::NotImplemented => (None, Some((501, "Not Implemented\n", None))),
             }
         };
         let decoder = BodyDecoder::new(head.framing, limits.max_body_bytes);
@@ -695,7 +696,7 @@ mod tests {
         let mut jobs = Vec::new();
         assert_eq!(c.read_ready(0, r, &l, &mut jobs, true), ReadOutcome::Open);
         let got: Vec<String> = jobs.iter().map(describe).collect();
-        assert_eq!(got, ["call /a GET body=\"\"", "call /b POST body=\"xyz\"", "reply 404", "reply 405"]);
+        assert_eq!(got, ["call /a GET body=\"\"", "call /b POST body=\"xyz\"", "reply 404", "reply 501"]);
         assert_eq!(c.in_flight, 4);
         assert_eq!(c.wanted_deadline(), None, "requests in flight: no deadline");
         answer(&mut c, &mut jobs);
