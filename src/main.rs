@@ -14,11 +14,13 @@ fn main() -> ExitCode {
     pyrs::logging::init(log::LevelFilter::Info);
     match Cli::parse().and_then(run) {
         Ok(()) => {
+            pyrs::logging::flush(pyrs::logging::EXIT_FLUSH);
             // pyo3 never finalises the interpreter; leave without running
             // destructors that would need it.
             std::process::exit(0);
         }
         Err(msg) => {
+            pyrs::logging::flush(pyrs::logging::EXIT_FLUSH);
             let _ = writeln!(std::io::stderr(), "error: {msg}");
             ExitCode::from(1)
         }
@@ -37,8 +39,10 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     let venv = cfg.venv.clone();
     if std::env::var_os(workers::ENV_ROLE).is_some_and(|r| r == "template") {
+        // The template forks: it stays single-threaded and logs directly.
         return workers::template::run(&cfg, venv.as_deref());
     }
+    pyrs::logging::start_writer();
     if cfg.workers.count.is_some() && !cli.check {
         return workers::master::run(&cfg);
     }

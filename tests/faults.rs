@@ -31,3 +31,68 @@ class Api:
     assert_eq!(s.get("/hello").text(), "world");
     assert!(s.child.try_wait().unwrap().is_none(), "pyrs exited: {}", s.stderr());
 }
+
+const FAILING: &str = r#"
+class Api:
+    def boom(self, request):
+        raise ValueError("kaboom " + request.query_string)
+
+    def hello(self, request):
+        return "world"
+"#;
+
+fn pyrs_cmd(p: &Project, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg(p.file()).args(["--bind", "127.0.0.1:0"]).args(args).env_remove("VIRTUAL_ENV");
+    cmd
+}
+
+#[test]
+fn a_stderr_nobody_reads_blocks_neither_requests_nor_sigterm() {
+    // Before: after about 64 KB of log (the pipe's capacity) every request
+    // hung, 404s included, and SIGTERM did nothing: the log write blocked with
+    // the GIL and the stderr lock held.
+    let p = Project::simple(FAILING, &[("/boom", "boom"), ("/hello", "hello")], "");
+    let mut s = Server::spawn_with(pyrs_cmd(&p, &["--log-level", "debug"]), false);
+    // Each malformed request logs a debug line, each failure an error; far
+    // more than 64 KB in all.
+    let junk = format!("GET /{} HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n", "x".repeat(200));
+    for i in 0..1500 {
+        let mut c = s.connect();
+        c.send(junk.as_bytes());
+        assert_eq!(c.read_response().status, 400, "request {i}");
+        if i % 10 == 0 {
+            assert_eq!(s.get(&format!("/boom?{i}")).status, 500);
+            assert_eq!(s.get("/missing").status, 404);
+        }
+    }
+    assert_eq!(s.get("/hello").text(), "world");
+    s.signal("TERM");
+    assert_eq!(s.wait_exit(30).code(), Some(0));
+    // What did reach the pipe: the start of the log, whole lines.
+    let mut head = vec![0u8; 4096];
+    let n = std::io::Read::read(s.unread_stderr.as_mut().unwrap(), &mut head).unwrap();
+    assert!(n > 0 && String::from_utf8_lossy(&head[..n]).contains("pyrs["));
+}
+
+#[test]
+fn identical_tracebacks_are_logged_once_per_interval_with_a_count() {
+    let p = Project::simple(FAILING, &[("/boom", "boom"), ("/hello", "hello")], "");
+    let s = Server::start(&p, &[]);
+    for i in 0..200 {
+        let r = s.get(&format!("/boom?{i}"));
+        assert_eq!((r.status, r.text()), (500, "Internal Server Error\n".to_string()));
+    }
+    assert_eq!(s.get("/hello").text(), "world");
+    // The first in full; the other 199 counted and reported when the 10 s interval ends.
+    s.wait_stderr("more time(s) in the last", 30);
+    let err = s.stderr();
+    assert_eq!(err.matches("Traceback").count(), 1, "{err}");
+    assert!(err.contains("ValueError: kaboom 0"), "{err}");
+    let counted: u64 = err
+        .split("more time(s) in the last")
+        .filter_map(|before| before.rsplit(": ").next()?.trim().parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, 199, "{err}");
+    assert!(err.contains("route /boom (main.Api.boom) raised: ValueError at"), "{err}");
+}

@@ -4,6 +4,7 @@
 //! Each pool thread attaches to the interpreter once for its whole life and
 //! releases the GIL whenever it waits or does socket I/O (`Worker::unlocked`).
 
+pub mod errors;
 pub mod interpreter;
 pub mod json;
 pub mod request;
@@ -15,6 +16,7 @@ use crate::app::{App, Responder, Route, Worker};
 use crate::config::{distinct_classes, RouteSpec};
 use crate::http::Request;
 use crate::router::Router;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyType};
@@ -75,6 +77,13 @@ class HTTPError(Exception):
 
     def __str__(self):
         return f'{self.status}: {self.message}' if self.message is not None else str(self.status)
+
+
+class Timeout(BaseException):
+    \"\"\"Raised by pyrs inside a handler that runs past its timeout; answered 503.
+
+    A BaseException, like KeyboardInterrupt, so that 'except Exception:' in
+    handler code does not swallow it.\"\"\"
 ";
 
 /// Creates the `pyrs` module handler code imports.
@@ -91,6 +100,9 @@ fn install_module(py: Python<'_>) -> PyResult<()> {
     py.run(HTTP_ERROR_SOURCE, Some(&globals), None)?;
     m.add("HTTPError", globals.get_item("HTTPError")?)?;
     stream::install(py, &m)?;
+    let timeout = globals.get_item("Timeout")?.ok_or_else(|| PyRuntimeError::new_err("pyrs.Timeout missing"))?;
+    errors::set_timeout_class(py, timeout.clone().cast_into::<PyType>().map_err(PyErr::from)?.unbind());
+    m.add("Timeout", timeout)?;
     py.import("sys")?.getattr("modules")?.set_item("pyrs", &m)?;
     Ok(())
 }

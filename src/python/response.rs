@@ -79,8 +79,10 @@ pub fn write<T>(
             if let Some((status, message)) = http_error_parts(py, &e) {
                 res.text(status, &message);
             } else {
-                log::error!("route {} ({label}) raised:\n{}", route.pattern, format_exception(py, &e));
-                res.text(500, "Internal Server Error\n");
+                match super::errors::handler_raised(py, &route.pattern, label, &e) {
+                    503 => res.text(503, "Handler timed out\n"),
+                    _ => res.text(500, "Internal Server Error\n"),
+                }
             }
             return;
         }

@@ -101,6 +101,7 @@ fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity, bind: Socket
                     libc::_exit(if grandchild < 0 { 1 } else { 0 });
                 }
                 let code = worker::run(py, cfg, app, id, bind);
+                crate::logging::flush(crate::logging::EXIT_FLUSH);
                 std::process::exit(code);
             }
             ffi::PyOS_AfterFork_Parent();

@@ -26,6 +26,8 @@ pub struct Identity {
 /// template's attached main thread.
 pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Identity, bind: SocketAddr) -> i32 {
     let pid = std::process::id() as i32;
+    // Forked from the single-threaded template: this process's own log writer.
+    crate::logging::start_writer();
     let report = |m: Message| {
         let _ = ipc::send(STATUS_FD, &m);
     };

@@ -102,6 +102,8 @@ pub struct Server {
     pub stderr: Arc<Mutex<String>>,
     /// The threads copying stdout and stderr; they end at EOF.
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// stderr when the test keeps it unread (a full pipe nobody drains).
+    pub unread_stderr: Option<std::process::ChildStderr>,
 }
 
 fn collect(stream: impl Read + Send + 'static, sink: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
@@ -134,22 +136,31 @@ impl Server {
 
     /// Runs `cmd` (which must end up exec'ing pyrs with `--bind 127.0.0.1:0`)
     /// and waits for "Listening on".
-    pub fn spawn(mut cmd: Command) -> Server {
+    pub fn spawn(cmd: Command) -> Server {
+        Self::spawn_with(cmd, true)
+    }
+
+    /// Like [`Server::spawn`]; with `read_stderr` false, stderr is a pipe
+    /// nobody reads (kept in `unread_stderr`), which fills after 64 KiB.
+    pub fn spawn_with(mut cmd: Command, read_stderr: bool) -> Server {
         let mut child =
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pyrs");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), stdout.clone()),
-            collect(child.stderr.take().unwrap(), stderr.clone()),
-        ];
+        let mut readers = vec![collect(child.stdout.take().unwrap(), stdout.clone())];
+        let mut unread_stderr = None;
+        if read_stderr {
+            readers.push(collect(child.stderr.take().unwrap(), stderr.clone()));
+        } else {
+            unread_stderr = child.stderr.take();
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let out = stdout.lock().unwrap().clone();
             if let Some(rest) = out.split("Listening on http://").nth(1) {
                 if let Some(line) = rest.split_once('\n').map(|(l, _)| l) {
                     let addr = line.trim().parse().unwrap();
-                    return Server { child, addr, stdout, stderr, readers };
+                    return Server { child, addr, stdout, stderr, readers, unread_stderr };
                 }
             }
             if let Ok(Some(status)) = child.try_wait() {
