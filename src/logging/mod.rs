@@ -59,3 +59,5 @@ pub fn init(level: LevelFilter) {
 
 /// How long an exiting process waits for queued lines to reach stderr.
 pub const EXIT_FLUSH: Duration = Duration::from_secs(1);
+/// The same for a process told to exit at once (a second signal).
+pub const EXIT_NOW_FLUSH: Duration = Duration::from_millis(200);

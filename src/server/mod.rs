@@ -141,6 +141,7 @@ pub fn serve<A: App>(
                     for signal in signals.drain() {
                         if stopping.is_some() {
                             log::warn!("second signal ({signal}): exiting now");
+                            crate::logging::flush(crate::logging::EXIT_NOW_FLUSH);
                             std::process::exit(1);
                         }
                         stopping = Some(Instant::now());

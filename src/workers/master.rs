@@ -255,6 +255,7 @@ impl Master<'_> {
                 if self.stopping.is_some() {
                     log::warn!("second signal ({s}): killing the workers and exiting now");
                     self.kill_all(libc::SIGKILL);
+                    crate::logging::flush(crate::logging::EXIT_NOW_FLUSH);
                     std::process::exit(1);
                 }
                 log::info!(
