@@ -139,6 +139,8 @@ impl Watchdog {
                         busy.as_secs_f64(),
                         self.timeout.as_secs_f64()
                     );
+                    // The line must reach stderr before the process dies.
+                    crate::logging::flush(crate::logging::EXIT_NOW_FLUSH);
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
             }
