@@ -39,6 +39,7 @@ fn request(raw: &[u8], body: &[u8]) -> Request {
         remote_addr: "127.0.0.1:40000".parse().unwrap(),
         params: Vec::new(),
         scheme: pyrs::http::Scheme::Http,
+        id: Default::default(),
     }
 }
 

@@ -66,6 +66,7 @@ fn run(bind: SocketAddr, threads: usize) -> Result<(), String> {
         shutdown_timeout: std::time::Duration::from_secs(10),
         limits: config,
         activity: None,
+        observer: Arc::new(pyrs::observe::Observer::plain(threads, 3)),
     };
     server::serve(Arc::new(NativeApp::echo_example()), listener, signals, cfg)
         .map_err(|e| format!("server failed: {e}"))

@@ -5,7 +5,7 @@
 //! benchmarks' no-Python ceiling.
 
 use crate::http::body::Body;
-use crate::http::encode::{ResponseContext, ResponseWriter, SendBody};
+use crate::http::encode::{ResponseContext, ResponseWriter, SendBody, Sent};
 use crate::http::output::Output;
 use crate::http::Request;
 use crate::router::Router;
@@ -67,6 +67,10 @@ pub struct Responder<'a> {
     /// Set when the response said `Connection: close` (the handler asked
     /// for it): the connection closes once it is sent.
     pub closes: &'a Cell<bool>,
+    /// Sent as `X-Request-Id` when not empty.
+    pub request_id: &'a [u8],
+    /// Receives the response's status and body size.
+    pub sent: Option<&'a Cell<Sent>>,
 }
 
 impl<'a> Responder<'a> {
@@ -77,7 +81,19 @@ impl<'a> Responder<'a> {
         stopping: &'a AtomicBool,
         closes: &'a Cell<bool>,
     ) -> Self {
-        Responder { out, date, ctx, stopping, closes }
+        Responder { out, date, ctx, stopping, closes, request_id: b"", sent: None }
+    }
+
+    /// The response's status and body size are recorded in `sent`.
+    pub fn recording(mut self, sent: &'a Cell<Sent>) -> Self {
+        self.sent = Some(sent);
+        self
+    }
+
+    /// The response carries `X-Request-Id: id`.
+    pub fn with_request_id(mut self, id: &'a [u8]) -> Self {
+        self.request_id = id;
+        self
     }
 
     fn context(&self) -> ResponseContext {
@@ -88,7 +104,15 @@ impl<'a> Responder<'a> {
     /// Starts a response with `status` (100..=599).
     pub fn start(&mut self, status: u16) -> ResponseWriter<'_> {
         let ctx = self.context();
-        ResponseWriter::begin(self.out.tail(), status, self.date, ctx).track_close(self.closes)
+        let mut w = ResponseWriter::begin(self.out.tail(), status, self.date, ctx).track_close(self.closes);
+        if !self.request_id.is_empty() {
+            // Always valid: request ids are visible ASCII.
+            let _ = w.header(b"X-Request-Id", self.request_id);
+        }
+        if let Some(sent) = self.sent {
+            w = w.track_sent(sent);
+        }
+        w
     }
 
     /// Queues the body of a response whose head [`ResponseWriter::finish_head`]
@@ -115,7 +139,6 @@ impl<'a> Responder<'a> {
 
     /// A complete `text/plain` response.
     pub fn text(&mut self, status: u16, body: &str) {
-        let ctx = self.context();
-        crate::http::encode::text_response(self.out.tail(), status, &[], body, self.date, ctx);
+        self.start(status).finish(b"text/plain; charset=utf-8", body.as_bytes());
     }
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub const INTERNAL_ENV_PREFIX: &str = "PYRS_INTERNAL_";
 
 /// Flags whose name is not the key's (`--threads` sets `thread_count`).
-const FLAG_ALIASES: &[(&str, &str)] = &[("threads", "thread_count"), ("uds", "unix_socket")];
+const FLAG_ALIASES: &[(&str, &str)] = &[("threads", "thread_count"), ("uds", "unix_socket"), ("admin", "admin_listen")];
 /// Keys without a flag of their own.
 const NO_FLAG: &[&str] = &["modules", "http_listen_address", "http_listen_port"];
 /// Keys whose flag may be given several times.
@@ -46,6 +46,10 @@ fn help_of(key: &str) -> &'static str {
         "log_level" => "off, error, warn, info, debug or trace",
         "venv" => "Virtualenv whose packages handler code imports (default: $VIRTUAL_ENV)",
         "forwarded_allow_ips" => "Proxies trusted for Forwarded / X-Forwarded-* (addresses, networks, or *)",
+        "access_log" => "Access log: to stderr without a value (or true, -), else appended to PATH",
+        "access_log_format" => "combined, json, or a template of {fields} (access_log_format)",
+        "admin_listen" => "Serve /metrics, /healthz, /readyz and the status page on HOST:PORT (loopback)",
+        "health_path" => "Answer readiness at this path on the main listener (health_path)",
         _ => "see the project.pyrs key of the same name",
     }
 }
@@ -74,7 +78,12 @@ fn command() -> Command {
     for key in KEYS.iter().filter(|k| !NO_FLAG.contains(k)) {
         let flag = flag_of(key);
         let action = if REPEATABLE.contains(key) { ArgAction::Append } else { ArgAction::Set };
-        cmd = cmd.arg(Arg::new(*key).long(flag).value_name("VALUE").action(action).help(help_of(key)));
+        let mut arg = Arg::new(*key).long(flag).value_name("VALUE").action(action).help(help_of(key));
+        if *key == "access_log" {
+            // `--access-log` alone means stderr.
+            arg = arg.value_name("PATH").num_args(0..=1).default_missing_value("true");
+        }
+        cmd = cmd.arg(arg);
     }
     cmd
 }

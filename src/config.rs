@@ -8,7 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,7 +66,54 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub limits: Limits,
     pub workers: Workers,
+    pub observe: Observability,
     pub modules: Vec<RouteSpec>,
+}
+
+/// Where the access log goes (`access_log`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    Stderr,
+    File(PathBuf),
+}
+
+/// Access log, admin listener and health probe settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observability {
+    pub access_log: AccessLog,
+    /// `combined`, `json` or a template of `{field}`s (checked when loaded).
+    pub access_log_format: String,
+    /// Serve /metrics, /healthz, /readyz and the status page here.
+    pub admin_listen: Option<SocketAddr>,
+    /// Allow a non-loopback `admin_listen`.
+    pub admin_allow_remote: bool,
+    /// Answer readiness at this path on the main listener.
+    pub health_path: Option<String>,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Observability {
+            access_log: AccessLog::Off,
+            access_log_format: "combined".into(),
+            admin_listen: None,
+            admin_allow_remote: false,
+            health_path: None,
+        }
+    }
+}
+
+impl Observability {
+    /// Checks what depends on several keys (run once every layer is applied).
+    pub fn validate(&self) -> Result<(), String> {
+        crate::observe::access_log::AccessFormat::parse(&self.access_log_format)?;
+        if let Some(addr) = self.admin_listen {
+            crate::observe::admin::check_address(addr, self.admin_allow_remote)?;
+        }
+        Ok(())
+    }
 }
 
 /// Worker processes (`workers` and friends). Absent `workers`: one process,
@@ -194,6 +241,11 @@ settings! {
     max_rss_mb: u64 = "count",
     timeout: Duration = "seconds",
     forwarded_allow_ips: TrustedProxies = "trusted_proxies",
+    access_log: AccessLog = "access_log",
+    access_log_format: String = "access_log_format",
+    admin_listen: SocketAddr = "admin_listen",
+    admin_allow_remote: bool = "boolean",
+    health_path: String = "health_path",
     modules: Vec<RouteSpec> = "routes",
 }
 
@@ -221,12 +273,16 @@ impl<'de, T, F: FnOnce(Num) -> Result<T, String>> Visitor<'de> for Checked<F> {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
         (self.check)(Num::Str(v.to_string())).map_err(E::custom)
     }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+        (self.check)(Num::Bool(v)).map_err(E::custom)
+    }
 }
 
 enum Num {
     Int(i128),
     Float(f64),
     Str(String),
+    Bool(bool),
 }
 
 fn ranged<'de, D: Deserializer<'de>>(d: D, min: u64, max: u64, what: &'static str) -> Result<u64, D::Error> {
@@ -237,6 +293,7 @@ fn ranged<'de, D: Deserializer<'de>>(d: D, min: u64, max: u64, what: &'static st
             Num::Int(v) => Err(format!("{what} must be between {min} and {max}, got {v}")),
             Num::Float(v) => Err(format!("{what} must be an integer, got {v}")),
             Num::Str(v) => Err(format!("{what} must be an integer, got the string {v:?}")),
+            Num::Bool(v) => Err(format!("{what} must be an integer, got {v}")),
         },
     })
 }
@@ -287,6 +344,7 @@ fn file_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
                 Num::Int(v) => v.to_string(),
                 Num::Str(s) => s.trim_start_matches("0o").to_string(),
                 Num::Float(v) => return Err(format!("unix_socket_mode must be octal digits, got {v}")),
+                Num::Bool(v) => return Err(format!("unix_socket_mode must be octal digits, got {v}")),
             };
             match u32::from_str_radix(&digits, 8) {
                 Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(Some(m)),
@@ -393,6 +451,7 @@ fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error
                 Num::Int(v) => v as f64,
                 Num::Float(v) => v,
                 Num::Str(s) => return Err(format!("a timeout must be a number of seconds, got the string {s:?}")),
+                Num::Bool(b) => return Err(format!("a timeout must be a number of seconds, got {b}")),
             };
             if v.is_finite() && v > 0.0 && v <= 86_400.0 {
                 Ok(Some(Duration::from_secs_f64(v)))
@@ -411,6 +470,52 @@ fn string_with<'de, D: Deserializer<'de>, T>(d: D, parse: fn(&str) -> Result<T, 
             _ => Err("expected a string".to_string()),
         },
     })
+}
+
+fn access_log<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AccessLog>, D::Error> {
+    d.deserialize_any(Checked {
+        expecting: "true, false or a file path",
+        check: |n| match n {
+            Num::Bool(true) => Ok(Some(AccessLog::Stderr)),
+            Num::Bool(false) => Ok(Some(AccessLog::Off)),
+            Num::Str(s) => parse_access_log(&s).map(Some),
+            _ => Err("access_log must be true (stderr), false, or a file path".to_string()),
+        },
+    })
+}
+
+/// `-` or `stderr`: standard error; anything else: a file path.
+pub fn parse_access_log(s: &str) -> Result<AccessLog, String> {
+    match s {
+        "" => Err("access_log: the file path is empty".into()),
+        "-" | "stderr" => Ok(AccessLog::Stderr),
+        _ if s.contains('\0') => Err("access_log: the file path contains a NUL byte".into()),
+        _ => Ok(AccessLog::File(PathBuf::from(s))),
+    }
+}
+
+fn access_log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    string_with(d, |s| crate::observe::access_log::AccessFormat::parse(s).map(|_| s.to_string())).map(Some)
+}
+
+fn admin_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    string_with(d, |s| {
+        s.parse::<SocketAddr>().map_err(|_| format!("admin_listen must be HOST:PORT (IPv6 in brackets), got {s:?}"))
+    })
+    .map(Some)
+}
+
+fn health_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    string_with(d, parse_health_path).map(Some)
+}
+
+/// A path starting with `/`, visible ASCII, no query or fragment.
+pub fn parse_health_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && s.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#') {
+        Ok(s.to_string())
+    } else {
+        Err(format!("health_path must be a path starting with '/' (no query), got {s:?}"))
+    }
 }
 
 fn ip_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
@@ -706,6 +811,13 @@ impl Config {
                 max_rss_mb: raw.max_rss_mb.unwrap_or(0),
                 timeout: raw.timeout.unwrap_or(Duration::from_secs(30)),
             },
+            observe: Observability {
+                access_log: raw.access_log.unwrap_or_default(),
+                access_log_format: raw.access_log_format.unwrap_or_else(|| "combined".into()),
+                admin_listen: raw.admin_listen,
+                admin_allow_remote: raw.admin_allow_remote.unwrap_or(false),
+                health_path: raw.health_path,
+            },
             modules,
             sources,
         })
@@ -722,6 +834,7 @@ impl Config {
         let secs = |d: Duration| json!(d.as_secs_f64());
         let l = &self.limits;
         let w = &self.workers;
+        let o = &self.observe;
         KEYS.iter()
             .map(|&key| {
                 let v = match key {
@@ -754,6 +867,15 @@ impl Config {
                     "max_rss_mb" => json!(w.max_rss_mb),
                     "timeout" => secs(w.timeout),
                     "forwarded_allow_ips" => json!(self.forwarded_allow_ips.to_string()),
+                    "access_log" => match &o.access_log {
+                        AccessLog::Off => json!(false),
+                        AccessLog::Stderr => json!(true),
+                        AccessLog::File(p) => json!(p.display().to_string()),
+                    },
+                    "access_log_format" => json!(o.access_log_format),
+                    "admin_listen" => json!(o.admin_listen.map(|a| a.to_string())),
+                    "admin_allow_remote" => json!(o.admin_allow_remote),
+                    "health_path" => json!(o.health_path),
                     "modules" => json!(self.modules.iter().map(|r| r.path.clone()).collect::<Vec<_>>()),
                     _ => json!(null),
                 };
@@ -838,6 +960,35 @@ mod tests {
     }
 
     const ONE: &str = r#"{"path": "/echo", "module": "main", "class": "Api", "handler": "echo"}"#;
+
+    #[test]
+    fn observability_keys() {
+        let c = parse(&format!(
+            "{{access_log: \"/tmp/a.log\", access_log_format: \"json\", admin_listen: \"127.0.0.1:9000\",\n\
+             health_path: \"/healthz\", modules: [{ONE}]}}"
+        ))
+        .unwrap();
+        assert_eq!(c.observe.access_log, AccessLog::File("/tmp/a.log".into()));
+        assert_eq!(c.observe.admin_listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert!(c.observe.validate().is_ok());
+        let c = parse(&format!("{{access_log: true, modules: [{ONE}]}}")).unwrap();
+        assert_eq!(c.observe.access_log, AccessLog::Stderr);
+        let e = parse(&format!("{{\naccess_log_format: \"{{nope}}\", modules: [{ONE}]}}")).unwrap_err();
+        assert!(e.starts_with("p.pyrs:2:") && e.contains("unknown field {nope}"), "{e}");
+        let e = parse(&format!("{{health_path: \"x\", modules: [{ONE}]}}")).unwrap_err();
+        assert!(e.contains("health_path"), "{e}");
+        let c = parse(&format!("{{admin_listen: \"0.0.0.0:9000\", modules: [{ONE}]}}")).unwrap();
+        assert!(c.observe.validate().unwrap_err().contains("admin_allow_remote"));
+        let c = parse(&format!("{{admin_listen: \"0.0.0.0:9000\", admin_allow_remote: true, modules: [{ONE}]}}"));
+        assert!(c.unwrap().observe.validate().is_ok());
+        let mut flags = Layer::default();
+        flags.set("access_log", "true", Source::Flag("--access-log".into())).unwrap();
+        flags.set("admin_listen", "127.0.0.1:0", Source::Flag("--admin".into())).unwrap();
+        let c = Config::parse_with(Path::new("p.pyrs"), &format!("{{modules: [{ONE}]}}"), Layer::default(), flags);
+        let c = c.unwrap();
+        assert_eq!(c.observe.access_log, AccessLog::Stderr);
+        assert!(c.observe.admin_listen.is_some());
+    }
 
     #[test]
     fn defaults_apply() {

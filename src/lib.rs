@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod native;
+pub mod observe;
 pub mod python;
 pub mod router;
 pub mod server;

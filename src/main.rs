@@ -3,6 +3,7 @@
 
 use pyrs::cli::Cli;
 use pyrs::config::Config;
+use pyrs::observe::{self, metrics::Region, view::RouteLabel, Health, LocalSource, Observer};
 use pyrs::python::{interpreter, PyApp};
 use pyrs::server::{self, listener, signals::SignalPipe, ServerConfig};
 use pyrs::workers;
@@ -38,6 +39,7 @@ fn run(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
     let venv = cfg.venv.clone();
+    cfg.observe.validate().map_err(|e| format!("{}: {e}", cfg.file.display()))?;
     if std::env::var_os(workers::ENV_ROLE).is_some_and(|r| r == "template") {
         // The template forks: it stays single-threaded and logs directly.
         return workers::template::run(&cfg, venv.as_deref());
@@ -73,6 +75,20 @@ fn run(cli: Cli) -> Result<(), String> {
     let listener = listener::bind(addr, cfg.listen_backlog)?;
     let bound = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
 
+    // Metrics and the admin listener come up before the (possibly long) load:
+    // /readyz answers 503 until the server serves.
+    let health = Arc::new(Health::default());
+    let region = Region::heap(observe::layout_for(cfg.thread_count, cfg.modules.len()));
+    if let Some(addr) = cfg.observe.admin_listen {
+        let source = LocalSource {
+            region: region.clone(),
+            labels: RouteLabel::for_routes(&cfg.modules),
+            health: health.clone(),
+        };
+        observe::admin::start(addr, Arc::new(source))?;
+    }
+    let observer = Observer::new(&cfg.observe, &cfg.modules, cfg.thread_count, region, health)?;
+
     pyrs::say!("Starting pyrs {} with {}", env!("CARGO_PKG_VERSION"), PyApp::python_info());
     let app =
         PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| pyrs::say!("{line}")).map_err(|e| e.to_string())?;
@@ -85,6 +101,7 @@ fn run(cli: Cli) -> Result<(), String> {
         shutdown_timeout: cfg.shutdown_timeout,
         limits: cfg.limits.clone(),
         activity: None,
+        observer: Arc::new(observer),
     };
     let app = Arc::new(app);
     server::serve(app.clone(), listener, signals, server_cfg).map_err(|e| format!("server failed: {e}"))?;

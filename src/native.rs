@@ -111,11 +111,9 @@ impl Worker for NativeWorker {
         if called.is_err() || !res.out.changed_since(start) {
             // A panicking handler, or one that wrote nothing, answers 500.
             res.out.rollback(start);
-            if called.is_err() {
-                log::error!("route {}: handler panicked", route.pattern);
-            } else {
-                log::error!("route {}: handler wrote no response", route.pattern);
-            }
+            let why = if called.is_err() { "handler panicked" } else { "handler wrote no response" };
+            log::error!("route {}: {why}{}", route.pattern, crate::observe::context::rid_suffix());
+            crate::observe::context::handler_error(why);
             res.text(500, "Internal Server Error\n");
         }
     }
@@ -138,6 +136,7 @@ mod tests {
             remote_addr: "127.0.0.1:1".parse().unwrap(),
             params: vec![],
             scheme: crate::http::Scheme::Http,
+            id: Default::default(),
         };
         let RouteMatch::Found { target, .. } = app.router().route(method, path) else {
             return "no route".into();

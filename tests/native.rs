@@ -67,6 +67,7 @@ fn native_app_through_the_core() {
         shutdown_timeout: Duration::from_secs(5),
         limits: Default::default(),
         activity: None,
+        observer: Arc::new(pyrs::observe::Observer::plain(2, 4)),
     };
     let server = std::thread::spawn(move || server::serve(Arc::new(app), listener, signals, cfg));
 

@@ -96,6 +96,16 @@ pub struct ResponseWriter<'a> {
     has_content_type: bool,
     /// Set when the response goes out with `Connection: close`.
     closes: Option<&'a Cell<bool>>,
+    /// Receives the status and body size once the head is finished.
+    sent: Option<&'a Cell<Sent>>,
+}
+
+/// What a response said, for the access log and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub status: u16,
+    /// Body bytes that follow the head; None when not known in advance (a stream).
+    pub body_bytes: Option<u64>,
 }
 
 /// A `tchar` of RFC 9110 (the bytes of a method or a field name).
@@ -123,7 +133,13 @@ impl<'a> ResponseWriter<'a> {
         out.extend_from_slice(b"Server: pyrs\r\nDate: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
-        ResponseWriter { out, start, status, ctx, has_content_type: false, closes: None }
+        ResponseWriter { out, start, status, ctx, has_content_type: false, closes: None, sent: None }
+    }
+
+    /// Records in `sent` the status and body size of this response.
+    pub fn track_sent(mut self, sent: &'a Cell<Sent>) -> Self {
+        self.sent = Some(sent);
+        self
     }
 
     /// Records in `flag` whether this response closes the connection.
@@ -195,6 +211,10 @@ impl<'a> ResponseWriter<'a> {
     /// when a body is to follow.
     fn finish_framing(self, content_type: &[u8], len: Option<u64>) -> Option<&'a mut Vec<u8>> {
         let no_body = self.status < 200 || self.status == 204 || self.status == 304;
+        if let Some(sent) = self.sent {
+            let body_bytes = if no_body || self.ctx.head_only { Some(0) } else { len };
+            sent.set(Sent { status: self.status, body_bytes });
+        }
         if !no_body && !self.has_content_type && !content_type.is_empty() {
             self.out.extend_from_slice(b"Content-Type: ");
             self.out.extend_from_slice(content_type);

@@ -14,6 +14,7 @@ pub mod head;
 pub mod limits;
 pub mod output;
 pub mod request;
+pub mod request_id;
 pub mod target;
 
 pub use head::{Framing, RequestHead, Version};

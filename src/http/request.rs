@@ -1,5 +1,6 @@
 //! A complete request as the protocol layer hands it to an application.
 
+use super::request_id::RequestId;
 use super::RequestHead;
 use std::net::SocketAddr;
 
@@ -29,4 +30,6 @@ pub struct Request {
     /// Path parameters of a `/users/{id}` route, percent-decoded.
     pub params: Vec<(String, String)>,
     pub scheme: Scheme,
+    /// Set by the server just before the handler runs.
+    pub id: RequestId,
 }

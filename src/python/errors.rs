@@ -6,6 +6,7 @@
 //! `timeout`) is answered 503 and logged with the stack where it hung.
 
 use super::format_exception;
+use crate::observe::context;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -28,8 +29,13 @@ pub fn handler_raised(py: Python<'_>, pattern: &str, label: &str, e: &PyErr) -> 
     let timed_out = timeout_class(py).is_some_and(|t| e.get_type(py).is(t));
     let (kind, status) = if timed_out { ("timed out", 503) } else { ("raised", 500) };
     let key = format!("route {pattern} ({label}) {kind}: {}", where_raised(py, e));
+    // Counted, and kept for the status page with the request id, every time.
     if crate::logging::repeats::first(&key) {
-        log::error!("route {pattern} ({label}) {kind}:\n{}", format_exception(py, e));
+        let tb = format_exception(py, e);
+        log::error!("route {pattern} ({label}) {kind}{}:\n{tb}", context::rid_suffix());
+        context::handler_error(&tb);
+    } else {
+        context::handler_error(&format!("{key} (repeated: the traceback was logged before)"));
     }
     status
 }

@@ -122,6 +122,12 @@ impl PyRequest {
         self.inner.head.path()
     }
 
+    /// The request id: the client's `X-Request-Id` when valid, else one pyrs made.
+    #[getter]
+    fn id(&self) -> &str {
+        self.inner.id.as_str()
+    }
+
     #[getter]
     fn query_string(&self) -> &str {
         self.inner.head.query()

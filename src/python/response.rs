@@ -15,6 +15,7 @@
 use super::{bridge, format_exception};
 use crate::app::{Responder, Route};
 use crate::http::body::{Body, SharedBytes};
+use crate::observe::context;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -93,14 +94,12 @@ pub fn write<T>(
         Ok(()) => {}
         Err(why) => {
             res.out.rollback(start);
-            match why {
-                Unsendable::Python(e) => log::error!(
-                    "route {} ({label}) returned a value pyrs cannot send: {}",
-                    route.pattern,
-                    format_exception(py, &e)
-                ),
-                Unsendable::Header(h) => log::error!("route {} ({label}): {h}", route.pattern),
-            }
+            let why = match why {
+                Unsendable::Python(e) => format!("returned a value pyrs cannot send: {}", format_exception(py, &e)),
+                Unsendable::Header(h) => h.to_string(),
+            };
+            log::error!("route {} ({label}){}: {why}", route.pattern, context::rid_suffix());
+            context::handler_error(&why);
             res.text(500, "Internal Server Error\n");
         }
     }

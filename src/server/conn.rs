@@ -36,10 +36,12 @@ const LINGER_MAX_BYTES: usize = 1024 * 1024;
 pub enum JobKind<'r, T> {
     /// Call the application.
     Call { route: &'r Route<T>, req: Request },
-    /// Answer with a short text response from the core itself.
-    Reply { status: u16, body: &'static str, allow: Option<String> },
-    /// A protocol error: answer and close, reading nothing more.
-    Fail(HttpError),
+    /// Answer with a short text response from the core itself (the head
+    /// is kept for the access log and the health probe).
+    Reply { status: u16, body: &'static str, allow: Option<String>, head: Option<RequestHead> },
+    /// A protocol error: answer and close, reading nothing more. The head,
+    /// when one was parsed, is kept for the access log.
+    Fail(HttpError, Option<RequestHead>),
     /// Send `100 Continue`.
     Continue,
 }
@@ -51,6 +53,8 @@ pub struct Job<'r, T> {
     pub head_only: bool,
     pub version: Version,
     pub kind: JobKind<'r, T>,
+    /// When the request was complete (the start of its duration).
+    pub received: Instant,
 }
 
 /// A matched route and its path parameters.
@@ -140,6 +144,8 @@ pub struct Conn<'r, T, S = TcpStream> {
     discarded: usize,
     /// The event loop has queued a pull of this connection's stream.
     pub pull_queued: bool,
+    /// Bytes read from the socket so far (for the metrics).
+    pub bytes_read: u64,
 }
 
 /// The result of reading from the socket.
@@ -175,6 +181,7 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
             lingering: false,
             discarded: 0,
             pull_queued: false,
+            bytes_read: 0,
         }
     }
 
@@ -273,6 +280,7 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
                 };
             }
             self.filled += n;
+            self.bytes_read += n as u64;
             self.parse_buffered(token, router, limits, jobs);
             if !drain && n < offered && !self.parse_stalled {
                 // The kernel had no more: a later arrival raises a new edge.
@@ -391,6 +399,7 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
             head_only: head.is_head(),
             version: head.version,
             kind,
+            received: Instant::now(),
         });
     }
 
@@ -421,7 +430,8 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
                 self.push_job(token, &head, head.keep_alive, JobKind::Continue, jobs);
             } else if let Some((status, body, allow)) = reply {
                 // The body will not be read: answer now and close.
-                self.push_job(token, &head, false, JobKind::Reply { status, body, allow }, jobs);
+                let kind = JobKind::Reply { status, body, allow, head: Some(head.clone()) };
+                self.push_job(token, &head, false, kind, jobs);
                 self.state = ReadState::Done;
                 return;
             }
@@ -439,13 +449,22 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
         let kind = match (route, reply) {
             (Some((route, params)), _) => JobKind::Call {
                 route,
-                req: Request { head, body, remote_addr: self.addr, params, scheme: Scheme::Http },
+                req: Request {
+                    head,
+                    body,
+                    remote_addr: self.addr,
+                    params,
+                    scheme: Scheme::Http,
+                    id: Default::default(),
+                },
             },
-            (None, Some((status, body, allow))) => JobKind::Reply { status, body, allow },
-            (None, None) => JobKind::Reply { status: 500, body: "Internal Server Error\n", allow: None },
+            (None, Some((status, body, allow))) => JobKind::Reply { status, body, allow, head: Some(head) },
+            (None, None) => {
+                JobKind::Reply { status: 500, body: "Internal Server Error\n", allow: None, head: Some(head) }
+            }
         };
         self.in_flight += 1;
-        jobs.push(Job { token, serial: self.serial, keep_alive, head_only, version, kind });
+        jobs.push(Job { token, serial: self.serial, keep_alive, head_only, version, kind, received: Instant::now() });
         if !keep_alive {
             self.state = ReadState::Done;
         }
@@ -453,7 +472,11 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
 
     /// Queues an error response and stops reading this connection.
     pub fn fail(&mut self, token: usize, e: HttpError, jobs: &mut Vec<Job<'r, T>>) {
-        let head_only = matches!(&self.state, ReadState::Body { head, .. } if head.is_head());
+        let head = match std::mem::replace(&mut self.state, ReadState::Done) {
+            ReadState::Body { head, .. } => Some(head),
+            _ => None,
+        };
+        let head_only = head.as_ref().is_some_and(|h| h.is_head());
         self.in_flight += 1;
         jobs.push(Job {
             token,
@@ -461,9 +484,9 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
             keep_alive: false,
             head_only,
             version: Version::Http11,
-            kind: JobKind::Fail(e),
+            kind: JobKind::Fail(e, head),
+            received: Instant::now(),
         });
-        self.state = ReadState::Done;
         self.consumed = self.filled;
         self.parse_stalled = false;
     }
@@ -661,7 +684,7 @@ mod tests {
                 format!("call {} {} body={:?}", route.pattern, req.head.method(), String::from_utf8_lossy(&req.body))
             }
             JobKind::Reply { status, .. } => format!("reply {status}"),
-            JobKind::Fail(e) => format!("fail {}", e.status()),
+            JobKind::Fail(e, _) => format!("fail {}", e.status()),
             JobKind::Continue => "continue".into(),
         }
     }

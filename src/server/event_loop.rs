@@ -18,9 +18,14 @@ use super::ThreadShared;
 use crate::app::{App, Responder, Route, Worker};
 use crate::http::body::BodyStream;
 use crate::http::date::DateCache;
-use crate::http::encode::{self, ResponseContext};
+use crate::http::encode::{self, ResponseContext, Sent};
 use crate::http::output::{PullResult, Stop};
+use crate::http::request_id::RequestId;
 use crate::http::Limits;
+use crate::http::RequestHead;
+use crate::observe::access_log::Outcome;
+use crate::observe::metrics::{T_BYTES_IN, T_BYTES_OUT, T_CONNECTIONS, T_GIL_WAIT_US, T_IN_FLIGHT};
+use crate::observe::{admin, context, ThreadObserver};
 use crate::router::Router;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -56,6 +61,8 @@ pub struct EventLoop<'r, T> {
     shared: &'r ThreadShared,
     next_tick: Instant,
     draining: Option<Instant>,
+    /// This thread's metrics, request ids and access-log buffer.
+    obs: ThreadObserver,
 }
 
 /// How the unlocked phase ended.
@@ -92,13 +99,17 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             shared,
             next_tick: Instant::now() + TICK,
             draining: None,
+            obs: shared.observer.thread(index + 1),
         }
     }
 
     /// Runs until shutdown; `worker` is the application's view for this thread.
     pub fn run<W: Worker<Target = T>>(&mut self, worker: &mut W) {
         loop {
-            match worker.unlocked(|| self.io_phase()) {
+            let (phase, done) = worker.unlocked(|| (self.io_phase(), Instant::now()));
+            // Time from the end of the I/O phase until the application lock (the GIL) was ours.
+            self.obs.metrics.add(T_GIL_WAIT_US, done.elapsed().as_micros() as u64);
+            match phase {
                 Phase::Exit => break,
                 Phase::Jobs => self.run_jobs(worker),
             }
@@ -107,6 +118,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             conn.out.take_streams(&mut self.closing);
         }
         self.close_streams();
+        self.obs.flush();
         log::debug!("thread {} stopped", self.index);
     }
 
@@ -134,6 +146,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     return Phase::Exit;
                 }
             }
+            // This turn's access-log lines go to the writer in one hand-over.
+            self.obs.flush();
             let timeout =
                 if locked_work { Duration::ZERO } else { self.next_tick.saturating_duration_since(Instant::now()) };
             let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
@@ -196,6 +210,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         conn.deadline = Some((Deadline::Idle, Instant::now() + self.limits.header_timeout));
         self.conns[i] = Some(conn);
         self.live += 1;
+        self.obs.metrics.set(T_CONNECTIONS, self.live as u64);
         // The client may have sent its request already: edge-triggered events
         // only report new data, so read now.
         self.read_one(i);
@@ -208,6 +223,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             self.free.push(i);
             self.live -= 1;
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            self.obs.metrics.set(T_CONNECTIONS, self.live as u64);
         }
     }
 
@@ -224,7 +240,9 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             return;
         };
         let before = self.jobs.len();
+        let read_before = conn.bytes_read;
         let outcome = conn.read_ready(i, self.router, &self.limits, &mut self.jobs, drain);
+        self.obs.metrics.add(T_BYTES_IN, conn.bytes_read - read_before);
         if outcome == ReadOutcome::Close && self.jobs.len() == before {
             self.close(i);
         } else {
@@ -250,7 +268,10 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         if !conn.has_pending_output() {
             return;
         }
-        match conn.flush() {
+        let written_before = conn.out.written_total();
+        let flushed = conn.flush();
+        self.obs.metrics.add(T_BYTES_OUT, conn.out.written_total() - written_before);
+        match flushed {
             Err(_) => {
                 self.close(i);
                 return;
@@ -422,11 +443,17 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
     }
 
     /// Answers the queued jobs in order. `worker` is None only when no job
-    /// calls the application.
+    /// calls the application. Each answer is counted, timed and logged.
     fn run_jobs_with<W: Worker<Target = T>>(&mut self, mut worker: Option<&mut W>) {
         self.date.refresh();
         let mut jobs = std::mem::take(&mut self.jobs);
+        let mut remaining = jobs.len() as u64;
+        let shared = self.shared;
+        let observer = &*shared.observer;
+        let unmatched = self.router_len();
         for job in jobs.drain(..) {
+            remaining -= 1;
+            self.obs.metrics.set(T_IN_FLIGHT, remaining + 1);
             let Some(conn) = self.conns.get_mut(job.token).and_then(Option::as_mut) else {
                 continue;
             };
@@ -438,51 +465,117 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 // An earlier response on this connection said Connection: close.
                 continue;
             }
-            let keep_alive = job.keep_alive && self.draining.is_none() && !matches!(job.kind, JobKind::Fail(_));
+            let keep_alive = job.keep_alive && self.draining.is_none() && !matches!(job.kind, JobKind::Fail(..));
             let ctx = ResponseContext { keep_alive, head_only: job.head_only, version: job.version };
             let was_empty = !conn.has_pending_output();
             let interim = matches!(job.kind, JobKind::Continue);
+            let sent = Cell::new(Sent::default());
+            let head: Option<&RequestHead> = match &job.kind {
+                JobKind::Call { req, .. } => Some(&req.head),
+                JobKind::Reply { head, .. } | JobKind::Fail(_, head) => head.as_ref(),
+                JobKind::Continue => None,
+            };
+            let rid = if interim {
+                RequestId::default()
+            } else {
+                self.obs.ids.for_request(head.and_then(|h| h.header("x-request-id")))
+            };
+            if !interim {
+                self.obs.begin_line(head, conn.addr);
+            }
+            let probe = !matches!(job.kind, JobKind::Fail(..))
+                && observer.health_path.as_deref().is_some_and(|p| head.is_some_and(|h| h.path() == p));
+            let id_header: [(&[u8], &[u8]); 1] = [(b"X-Request-Id", rid.as_bytes())];
+            let mut route_index = unmatched;
+            let mut route_label = None;
+            let mut protocol_error = false;
+            // A short text answer from the core itself, recorded in `sent`.
+            let core = |out: &mut Vec<u8>,
+                        status: u16,
+                        extra: &[(&[u8], &[u8])],
+                        body: &str,
+                        date: &[u8],
+                        ctx: ResponseContext| {
+                encode::text_response(out, status, extra, body, date, ctx);
+                let body_bytes = if ctx.head_only { 0 } else { body.len() as u64 };
+                sent.set(Sent { status, body_bytes: Some(body_bytes) });
+            };
             match job.kind {
+                _ if probe => {
+                    // The readiness answer for load balancers; never reaches the application.
+                    let (status, _, body) = admin::readiness(observer.health.ready());
+                    core(conn.out.tail(), status, &id_header, &body, self.date.value(), ctx);
+                    conn.served_any = true;
+                }
                 JobKind::Continue => {
                     encode::continue_response(conn.out.tail());
                 }
-                JobKind::Call { route, req } => {
+                JobKind::Call { route, mut req } => {
+                    route_index = route.id;
+                    route_label = Some(route.pattern.as_str());
+                    req.id = rid;
                     let stopping = &self.shared.shutdown;
                     let closes = Cell::new(false);
-                    let res = Responder::new(&mut conn.out, self.date.value(), ctx, stopping, &closes);
+                    let res = Responder::new(&mut conn.out, self.date.value(), ctx, stopping, &closes)
+                        .with_request_id(rid.as_bytes())
+                        .recording(&sent);
                     match worker.as_deref_mut() {
                         Some(w) => {
                             if let Some(a) = &self.shared.activity {
                                 a.begin(self.index, route.id);
                             }
+                            context::enter(route.id, &rid);
                             w.handle(route, req, res);
+                            if context::leave() {
+                                self.obs.metrics.exception(route.id);
+                            }
                             if let Some(a) = &self.shared.activity {
                                 a.end(self.index);
                             }
                         }
-                        None => {
-                            encode::text_response(res.out.tail(), 500, &[], "Internal Server Error\n", res.date, ctx)
-                        }
+                        None => core(res.out.tail(), 500, &id_header, "Internal Server Error\n", res.date, ctx),
                     }
                     conn.served_any = true;
                     if closes.get() {
                         conn.close_after = true;
                     }
                 }
-                JobKind::Reply { status, body, allow } => {
+                JobKind::Reply { status, body, allow, .. } => {
+                    let with_allow: [(&[u8], &[u8]); 2];
                     let extra: &[(&[u8], &[u8])] = match &allow {
-                        Some(a) => &[(b"Allow", a.as_bytes())],
-                        None => &[],
+                        Some(a) => {
+                            with_allow = [id_header[0], (b"Allow", a.as_bytes())];
+                            &with_allow
+                        }
+                        None => &id_header,
                     };
-                    encode::text_response(conn.out.tail(), status, extra, body, self.date.value(), ctx);
+                    core(conn.out.tail(), status, extra, body, self.date.value(), ctx);
                     conn.served_any = true;
                 }
-                JobKind::Fail(e) => {
-                    log::debug!("{}: {e}", conn.addr);
+                JobKind::Fail(e, _) => {
+                    log::debug!("{}: {e} rid={rid}", conn.addr);
+                    protocol_error = true;
                     let ctx = ResponseContext { keep_alive: false, ..ctx };
                     let body = format!("{}\n", e.detail());
-                    encode::text_response(conn.out.tail(), e.status(), &[], &body, self.date.value(), ctx);
+                    core(conn.out.tail(), e.status(), &id_header, &body, self.date.value(), ctx);
                 }
+            }
+            if !interim {
+                let micros = job.received.elapsed().as_micros() as u64;
+                let Sent { status, body_bytes } = sent.get();
+                self.obs.metrics.request(route_index, status, micros);
+                if protocol_error {
+                    observer.region.protocol_error(status);
+                }
+                let outcome = Outcome {
+                    status,
+                    bytes: body_bytes,
+                    duration_us: micros,
+                    request_id: rid.as_str(),
+                    route: route_label,
+                    date: self.date.value(),
+                };
+                self.obs.finish_line(&outcome);
             }
             // Shutdown may have begun while the handler ran; its response said close.
             if (!keep_alive || self.shared.shutdown.load(Ordering::Acquire)) && !interim {
@@ -492,7 +585,13 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 self.dirty.push(job.token);
             }
         }
+        self.obs.metrics.set(T_IN_FLIGHT, 0);
         self.jobs = jobs;
+    }
+
+    /// The route index that stands for "no route" in the metrics.
+    fn router_len(&self) -> usize {
+        self.shared.observer.labels.len().saturating_sub(1)
     }
 }
 

@@ -17,6 +17,9 @@ use crate::http::date::DateCache;
 use crate::http::encode::{self, ResponseContext};
 use crate::http::Limits;
 use crate::http::Version;
+use crate::observe::access_log::Outcome;
+use crate::observe::metrics::T_BYTES_OUT;
+use crate::observe::{Observer, ThreadObserver};
 use activity::Activity;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
@@ -48,6 +51,8 @@ pub struct ServerConfig {
     /// Where pool threads record which handler runs since when (read by the
     /// worker watchdog); None when nobody watches.
     pub activity: Option<Arc<Activity>>,
+    /// Metrics, access log, request ids and readiness of this process.
+    pub observer: Arc<Observer>,
 }
 
 /// State one pool thread shares with the acceptor.
@@ -62,6 +67,7 @@ pub struct ThreadShared {
     pub shutdown: AtomicBool,
     pub shutdown_timeout: Duration,
     pub activity: Option<Arc<Activity>>,
+    pub observer: Arc<Observer>,
 }
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then drains.
@@ -96,6 +102,7 @@ pub fn serve<A: App>(
             shutdown: AtomicBool::new(false),
             shutdown_timeout: cfg.shutdown_timeout,
             activity: cfg.activity.clone(),
+            observer: cfg.observer.clone(),
         });
         shared.push(s.clone());
         let app = app.clone();
@@ -116,7 +123,9 @@ pub fn serve<A: App>(
         last_warning: None,
         date: DateCache::new(),
         busy: Vec::new(),
+        obs: cfg.observer.thread(0),
     };
+    cfg.observer.health.serving();
     let mut events = Events::with_capacity(256);
     let mut stopping: Option<Instant> = None;
     loop {
@@ -145,6 +154,7 @@ pub fn serve<A: App>(
                             std::process::exit(1);
                         }
                         stopping = Some(Instant::now());
+                        cfg.observer.health.draining();
                         // Take what is already queued (with SO_REUSEPORT a closed
                         // listener's queue would be reset), then stop listening.
                         if let Some(mut l) = listener.take() {
@@ -194,6 +204,7 @@ pub fn serve<A: App>(
     if !unfinished.is_empty() {
         log::warn!("{} thread(s) still busy after shutdown_timeout; exiting without them", unfinished.len());
     }
+    cfg.observer.finish();
     Ok(())
 }
 
@@ -207,6 +218,7 @@ struct Acceptor<'a> {
     date: DateCache,
     /// The 503 answer for connections past max_connections.
     busy: Vec<u8>,
+    obs: ThreadObserver,
 }
 
 impl Acceptor<'_> {
@@ -250,7 +262,23 @@ impl Acceptor<'_> {
             self.date.refresh();
             self.busy.clear();
             let ctx = ResponseContext { keep_alive: false, head_only: false, version: Version::Http11 };
-            encode::text_response(&mut self.busy, 503, &[], BUSY_BODY, self.date.value(), ctx);
+            let rid = self.obs.ids.generate();
+            let extra: [(&[u8], &[u8]); 1] = [(b"X-Request-Id", rid.as_bytes())];
+            encode::text_response(&mut self.busy, 503, &extra, BUSY_BODY, self.date.value(), ctx);
+            self.obs.metrics.request(usize::MAX, 503, 0);
+            self.obs.metrics.add(T_BYTES_OUT, self.busy.len() as u64);
+            self.obs.metrics.region().protocol_error(503);
+            self.obs.begin_line(None, addr);
+            let outcome = Outcome {
+                status: 503,
+                bytes: Some(BUSY_BODY.len() as u64),
+                duration_us: 0,
+                request_id: rid.as_str(),
+                route: None,
+                date: self.date.value(),
+            };
+            self.obs.finish_line(&outcome);
+            self.obs.flush();
             // Best effort: the socket is new, so its send buffer has room. Reading
             // what the client already sent lets the close be a FIN, not a reset
             // that could destroy the 503 on its way.

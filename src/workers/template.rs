@@ -31,10 +31,12 @@ pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
     // The master acts on terminal and control signals; the template ignores them.
     // SAFETY: setting dispositions to SIG_IGN.
     unsafe {
-        for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTTIN, libc::SIGTTOU] {
+        for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGUSR1] {
             libc::signal(sig, libc::SIG_IGN);
         }
     }
+    // The master's shared metrics memory, inherited by every worker forked from here.
+    crate::observe::shm::attach_inherited();
     interpreter::initialize(venv)?;
     let announce = |line: String| {
         if gen == 1 {

@@ -6,6 +6,7 @@
 
 use super::ipc::{self, Message, STATUS_FD};
 use crate::config::Config;
+use crate::observe::{Health, Observer};
 use crate::python::PyApp;
 use crate::server::activity::Activity;
 use crate::server::{self, listener, signals::SignalPipe, ServerConfig};
@@ -62,6 +63,13 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         Ok(l) => l,
         Err(e) => return fatal(e),
     };
+    let layout = crate::observe::layout_for(cfg.thread_count, cfg.modules.len());
+    let region = crate::observe::shm::claim(layout);
+    let observer =
+        match Observer::new(&cfg.observe, &cfg.modules, cfg.thread_count, region, Arc::new(Health::default())) {
+            Ok(o) => Arc::new(o),
+            Err(e) => return fatal(e),
+        };
     let activity = Arc::new(Activity::new(cfg.thread_count));
     let max_requests = cfg.workers.max_requests + jitter(cfg.workers.max_requests_jitter);
     let watchdog = Watchdog {
@@ -84,6 +92,7 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         shutdown_timeout: cfg.shutdown_timeout,
         limits: cfg.limits.clone(),
         activity: Some(activity),
+        observer,
     };
     let served = py.detach(|| server::serve(app.clone(), listener, signals, server_cfg));
     if let Err(e) = served {

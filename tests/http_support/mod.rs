@@ -185,19 +185,24 @@ pub fn response_len(buf: &[u8], head: bool) -> Option<usize> {
     (buf.len() >= end + len).then_some(end + len)
 }
 
-/// Response bytes as text with every `Date` value replaced by `X`.
+/// Response bytes as text with every `Date` and `X-Request-Id` value
+/// (generated ids differ per request) replaced by `X`.
 pub fn norm(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(s.len());
-    let mut rest = &s[..];
-    while let Some(i) = rest.find("\r\nDate: ") {
-        out.push_str(&rest[..i + 8]);
-        out.push('X');
-        rest = &rest[i + 8..];
-        rest = &rest[rest.find("\r\n").unwrap_or(rest.len())..];
+    let mut s = s.into_owned();
+    for field in ["\r\nDate: ", "\r\nX-Request-Id: "] {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = &s[..];
+        while let Some(i) = rest.find(field) {
+            out.push_str(&rest[..i + field.len()]);
+            out.push('X');
+            rest = &rest[i + field.len()..];
+            rest = &rest[rest.find("\r\n").unwrap_or(rest.len())..];
+        }
+        out.push_str(rest);
+        s = out;
     }
-    out.push_str(rest);
-    out
+    s
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -207,7 +212,7 @@ pub fn reason(status: u16) -> &'static str {
 /// The exact response pyrs sends: `headers` are the extra fields a handler
 /// or the core adds before Content-Type.
 pub fn response(status: u16, headers: &[&str], content_type: &str, body: &str, conn: Option<&str>) -> String {
-    let mut s = format!("HTTP/1.1 {status} {}\r\nServer: pyrs\r\nDate: X\r\n", reason(status));
+    let mut s = format!("HTTP/1.1 {status} {}\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: X\r\n", reason(status));
     for h in headers {
         s.push_str(h);
         s.push_str("\r\n");

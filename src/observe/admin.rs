@@ -1,0 +1,140 @@
+//! The admin listener (`admin_listen`): `/metrics`, `/healthz`, `/readyz`
+//! and the status page at `/`, on their own thread, away from the serving
+//! threads. Requests are few and small: one at a time, each on its own
+//! connection with short timeouts, answered and closed.
+
+use super::view::Source;
+use crate::config::Limits;
+use crate::http::date::DateCache;
+use crate::http::encode::{self, ResponseContext, ResponseWriter};
+use crate::http::Version;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Is `addr` acceptable for the admin listener? Loopback only, unless allowed.
+pub fn check_address(addr: SocketAddr, allow_remote: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || allow_remote {
+        Ok(())
+    } else {
+        Err(format!(
+            "admin_listen {addr} is not a loopback address; the admin endpoints show internals \
+             (set admin_allow_remote: true to serve them on it anyway)"
+        ))
+    }
+}
+
+/// Binds the admin address (errors name it).
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    let l = crate::server::listener::bind(addr, 64).map_err(|e| format!("admin listener: {e}"))?;
+    l.set_nonblocking(false).map_err(|e| format!("admin listener: {e}"))?;
+    Ok(l)
+}
+
+/// Binds `addr`, announces it on stdout (`Admin listening on http://ADDR`)
+/// and serves the admin endpoints from `source` for the rest of the process.
+pub fn start(addr: SocketAddr, source: Arc<dyn Source>) -> Result<(), String> {
+    let listener = bind(addr)?;
+    let bound = listener.local_addr().map_err(|e| format!("admin listener: {e}"))?;
+    spawn(listener, source)?;
+    crate::say!("Admin listening on http://{bound}");
+    Ok(())
+}
+
+/// Serves the admin endpoints on `listener` for the rest of the process.
+pub fn spawn(listener: TcpListener, source: Arc<dyn Source>) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("pyrs-admin".into())
+        .spawn(move || {
+            let mut date = DateCache::new();
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(stream) => {
+                        date.refresh();
+                        serve_one(stream, &*source, date.value());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::warn!("admin listener: accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the admin thread: {e}"))
+}
+
+fn serve_one(mut stream: TcpStream, source: &dyn Source, date: &[u8]) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let limits = Limits { max_header_bytes: MAX_HEAD, ..Limits::default() };
+    let head = loop {
+        match crate::http::head::parse(&buf, &limits) {
+            Ok(Some((head, _))) => break Ok(head),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) if buf.len() + n <= MAX_HEAD + 1 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => break Err(crate::http::HttpError::HeadersTooLarge),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    };
+    let mut out = Vec::new();
+    let ctx = |head_only| ResponseContext { keep_alive: false, head_only, version: Version::Http11 };
+    match head {
+        Err(e) => encode::text_response(&mut out, e.status(), &[], &format!("{}\n", e.detail()), date, ctx(false)),
+        Ok(head) => {
+            let head_only = head.is_head();
+            if head.method() != "GET" && !head_only {
+                encode::text_response(
+                    &mut out,
+                    405,
+                    &[(b"Allow", b"GET, HEAD")],
+                    "Method Not Allowed\n",
+                    date,
+                    ctx(false),
+                );
+            } else {
+                let (status, content_type, body) = answer(head.path(), source);
+                let mut w = ResponseWriter::begin(&mut out, status, date, ctx(head_only));
+                let _ = w.header(b"Cache-Control", b"no-store");
+                w.finish(content_type.as_bytes(), body.as_bytes());
+            }
+        }
+    }
+    let _ = stream.write_all(&out);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Read what the client may still send, so the close is not a reset.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.read(&mut chunk);
+}
+
+fn answer(path: &str, source: &dyn Source) -> (u16, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match path {
+        "/metrics" => (200, super::prometheus::CONTENT_TYPE, super::prometheus::render(&source.view())),
+        "/healthz" => (200, TEXT, "ok\n".into()),
+        "/readyz" => readiness(source.ready()),
+        "/" => (200, "text/html; charset=utf-8", super::status_page::render(&source.view())),
+        _ => (404, TEXT, "Not Found\n".into()),
+    }
+}
+
+/// The readiness answer (also served at `health_path` on the main listener).
+pub fn readiness(ready: bool) -> (u16, &'static str, String) {
+    if ready {
+        (200, "text/plain; charset=utf-8", "ready\n".into())
+    } else {
+        (503, "text/plain; charset=utf-8", "not ready\n".into())
+    }
+}

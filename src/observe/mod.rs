@@ -1,0 +1,239 @@
+//! Observability: what pyrs tells about itself. The metrics registry
+//! (`metrics`, lock-free per-thread counters, in shared memory in worker mode:
+//! `shm`), request ids (`request_id`), the request a thread is running
+//! (`context`), the access log (`access_log` formats lines, `log_writer`
+//! writes them off the serving threads), the admin listener (`admin`) with
+//! `/metrics` (`prometheus`), health and the status page (`status_page`),
+//! over a [`view::Source`] (this process, or the master adding up workers).
+//!
+//! The serving threads only bump their own counters and append to their own
+//! buffers; everything else happens on the admin and writer threads.
+
+pub mod access_log;
+pub mod admin;
+pub mod context;
+pub mod log_writer;
+pub mod metrics;
+pub mod procmem;
+pub mod prometheus;
+pub mod shm;
+pub mod status_page;
+pub mod view;
+
+use crate::config::{AccessLog, Observability};
+use access_log::{AccessFormat, Outcome, Pending};
+use log_writer::{LogSink, Target};
+use metrics::{Layout, Region, ThreadMetrics};
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer").field("layout", &self.region.layout()).finish_non_exhaustive()
+    }
+}
+use crate::http::request_id::{self, IdGenerator};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use view::{RouteLabel, View, WorkerRow};
+
+/// Whether this process serves: starting, serving, or draining after SIGTERM.
+#[derive(Debug, Default)]
+pub struct Health {
+    state: AtomicU8,
+}
+
+const STARTING: u8 = 0;
+const SERVING: u8 = 1;
+const DRAINING: u8 = 2;
+
+impl Health {
+    pub fn serving(&self) {
+        let _ = self.state.compare_exchange(STARTING, SERVING, Ordering::AcqRel, Ordering::Relaxed);
+    }
+    pub fn draining(&self) {
+        self.state.store(DRAINING, Ordering::Release);
+    }
+    pub fn ready(&self) -> bool {
+        self.state.load(Ordering::Acquire) == SERVING
+    }
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Acquire) {
+            STARTING => "starting",
+            SERVING => "serving",
+            _ => "draining",
+        }
+    }
+}
+
+/// The layout of a project's metrics.
+pub fn layout_for(thread_count: usize, routes: usize) -> Layout {
+    Layout { threads: thread_count + 1, routes }
+}
+
+/// What one serving process shares with its threads.
+pub struct Observer {
+    pub region: Region,
+    pub labels: Vec<RouteLabel>,
+    access: Option<(AccessFormat, Arc<LogSink>)>,
+    pub health: Arc<Health>,
+    pub health_path: Option<String>,
+    seed: u64,
+    threads: usize,
+}
+
+impl Observer {
+    /// Starts the access-log writer (when configured) and routes SIGUSR1 to
+    /// its reopen flag. `region` holds this process's metrics.
+    pub fn new(
+        settings: &Observability,
+        routes: &[crate::config::RouteSpec],
+        threads: usize,
+        region: Region,
+        health: Arc<Health>,
+    ) -> Result<Observer, String> {
+        let reopen = Arc::new(AtomicBool::new(false));
+        // Also keeps SIGUSR1 (logrotate's signal) from killing a process without an access log.
+        signal_hook::flag::register(libc::SIGUSR1, reopen.clone())
+            .map_err(|e| format!("cannot install the SIGUSR1 handler: {e}"))?;
+        let target = match &settings.access_log {
+            AccessLog::Off => None,
+            AccessLog::Stderr => Some(Target::Stderr),
+            AccessLog::File(path) => Some(Target::File(path.clone())),
+        };
+        let access = match target {
+            Some(target) => {
+                let format = AccessFormat::parse(&settings.access_log_format)?;
+                let sink = LogSink::start(&target, reopen, region.clone())?;
+                Some((format, sink))
+            }
+            None => None,
+        };
+        Ok(Observer {
+            region,
+            labels: RouteLabel::for_routes(routes),
+            access,
+            health,
+            health_path: settings.health_path.clone(),
+            seed: request_id::process_seed(),
+            threads,
+        })
+    }
+
+    /// Metrics only (no access log, no SIGUSR1 handler), for servers built in
+    /// code (the native app, tests): routes are labelled by their index.
+    pub fn plain(threads: usize, routes: usize) -> Observer {
+        let mut labels: Vec<RouteLabel> =
+            (0..routes).map(|i| RouteLabel { route: format!("#{i}"), handler: String::new() }).collect();
+        labels.push(RouteLabel { route: "unmatched".into(), handler: String::new() });
+        Observer {
+            region: Region::heap(layout_for(threads, routes)),
+            labels,
+            access: None,
+            health: Arc::new(Health::default()),
+            health_path: None,
+            seed: request_id::process_seed(),
+            threads,
+        }
+    }
+
+    /// The part one thread uses: row 0 is the acceptor's, row `i + 1` pool thread `i`'s.
+    pub fn thread(&self, row: usize) -> ThreadObserver {
+        context::set_region(self.region.clone());
+        ThreadObserver {
+            metrics: self.region.thread(row),
+            ids: IdGenerator::new(self.seed, row, self.threads + 1),
+            access: self.access.clone(),
+            pending: Pending::default(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Writes what the access log still holds (after the threads stopped).
+    pub fn finish(&self) {
+        if let Some((_, sink)) = &self.access {
+            sink.close();
+        }
+    }
+
+    pub fn route_label(&self, route: usize) -> Option<&str> {
+        self.labels.get(route).map(|l| l.route.as_str())
+    }
+}
+
+/// One pool thread's metrics writer, id generator and access-log buffer.
+pub struct ThreadObserver {
+    pub metrics: ThreadMetrics,
+    pub ids: IdGenerator,
+    access: Option<(AccessFormat, Arc<LogSink>)>,
+    pending: Pending,
+    lines: Vec<u8>,
+}
+
+impl ThreadObserver {
+    pub fn logging(&self) -> bool {
+        self.access.is_some()
+    }
+
+    /// Renders the request side of an access-log line (before the handler runs).
+    pub fn begin_line(&mut self, head: Option<&crate::http::RequestHead>, remote: std::net::SocketAddr) {
+        if let Some((fmt, _)) = &self.access {
+            fmt.begin(&mut self.pending, head, remote);
+        }
+    }
+
+    /// Completes the line begun last.
+    pub fn finish_line(&mut self, outcome: &Outcome<'_>) {
+        if let Some((fmt, sink)) = &self.access {
+            fmt.finish(&self.pending, &mut self.lines, outcome);
+            if self.lines.len() >= log_writer::FLUSH_AT {
+                sink.submit(&mut self.lines);
+            }
+        }
+    }
+
+    /// Hands this turn's lines to the writer (once per loop turn).
+    pub fn flush(&mut self) {
+        if let Some((_, sink)) = &self.access {
+            sink.submit(&mut self.lines);
+        }
+    }
+}
+
+/// The single process as the admin listener sees it.
+pub struct LocalSource {
+    pub region: Region,
+    pub labels: Vec<RouteLabel>,
+    pub health: Arc<Health>,
+}
+
+impl view::Source for LocalSource {
+    fn ready(&self) -> bool {
+        self.health.ready()
+    }
+
+    fn view(&self) -> View {
+        let totals = self.region.totals();
+        let pid = std::process::id();
+        let (rss, uss) = procmem::memory(pid);
+        let row = WorkerRow {
+            pid,
+            slot: None,
+            state: self.health.state_name(),
+            started_ms: self.region.started_ms(),
+            requests: totals.global(metrics::T_REQUESTS),
+            in_flight: totals.global(metrics::T_IN_FLIGHT),
+            rss,
+            uss,
+            restarts: 0,
+        };
+        View {
+            totals,
+            labels: self.labels.clone(),
+            workers: vec![row],
+            errors: self.region.errors(),
+            ready: self.health.ready(),
+            worker_mode: false,
+            worker_starts: 0,
+            worker_exits: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Worker mode: every worker's metrics region lives in one shared memory
+//! file (memfd) that the master creates, the template maps before forking,
+//! and each worker claims a free region of (by writing its pid into the
+//! region's header). The master reads all regions for `/metrics` and, when a
+//! worker exits, adds its final counts to the retired totals and frees the
+//! region: nothing is lost even when a worker is killed.
+
+use super::metrics::{Layout, Region};
+use std::os::fd::RawFd;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+
+/// Where a template finds the shared memory the master made.
+pub const FD: RawFd = 5;
+pub const ENV: &str = "PYRS_METRICS";
+
+/// An mmap'ed shared memory file holding `count` regions of `layout`.
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+    layout: Layout,
+    count: usize,
+}
+
+// SAFETY: the mapping is only accessed through atomics.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+impl super::metrics::Backing for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what map() mapped.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+fn region_bytes(layout: Layout) -> usize {
+    layout.words() * 8
+}
+
+fn map(fd: RawFd, layout: Layout, count: usize) -> Result<Arc<Mapping>, String> {
+    let len = region_bytes(layout) * count;
+    // SAFETY: mapping a shared file of at least `len` bytes; checked for failure.
+    let ptr =
+        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+    if ptr == libc::MAP_FAILED {
+        return Err(format!("cannot map the metrics memory: {}", std::io::Error::last_os_error()));
+    }
+    Ok(Arc::new(Mapping { ptr: ptr.cast(), len, layout, count }))
+}
+
+impl Mapping {
+    /// The master: a new zeroed shared memory file for `count` regions. Returns
+    /// the mapping and the file's descriptor (close-on-exec; the master puts it
+    /// at [`FD`] in each template).
+    pub fn create(layout: Layout, count: usize) -> Result<(Arc<Mapping>, RawFd), String> {
+        // SAFETY: memfd_create with a NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"pyrs-metrics".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("cannot create the metrics memory: {}", std::io::Error::last_os_error()));
+        }
+        let len = region_bytes(layout) * count;
+        // SAFETY: resizing our own new file.
+        if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: closing our own descriptor.
+            unsafe { libc::close(fd) };
+            return Err(format!("cannot size the metrics memory: {e}"));
+        }
+        let m = map(fd, layout, count)?;
+        Ok((m, fd))
+    }
+
+    /// The value of [`ENV`] for a template: `threads,routes,count`.
+    pub fn env_value(&self) -> String {
+        format!("{},{},{}", self.layout.threads, self.layout.routes, self.count)
+    }
+
+    pub fn regions(self: &Arc<Self>) -> Vec<Region> {
+        let step = region_bytes(self.layout);
+        (0..self.count)
+            .map(|i| {
+                // SAFETY: region i lies inside the mapping, 8-byte aligned (page-aligned base, step a multiple of 64).
+                unsafe { Region::from_raw(self.ptr.add(i * step) as *const AtomicU64, self.layout, self.clone()) }
+            })
+            .collect()
+    }
+}
+
+static INHERITED: OnceLock<Arc<Mapping>> = OnceLock::new();
+
+/// A template: maps the master's shared memory (fd [`FD`], shape in [`ENV`]),
+/// for the workers it forks. Without it (older master, no memory) workers
+/// keep private metrics.
+pub fn attach_inherited() {
+    let Some(spec) = std::env::var(ENV).ok() else { return };
+    let nums: Vec<usize> = spec.split(',').filter_map(|n| n.parse().ok()).collect();
+    let [threads, routes, count] = nums[..] else { return };
+    match map(FD, Layout { threads, routes }, count) {
+        Ok(m) => {
+            let _ = INHERITED.set(m);
+        }
+        Err(e) => log::warn!("{e}; worker metrics will not reach the master"),
+    }
+}
+
+/// A worker: claims a free shared region of `layout` for this process, or a
+/// private one (with a warning) when the shape differs (a reload changed
+/// routes or thread_count) or every region is taken.
+pub fn claim(layout: Layout) -> Region {
+    let pid = std::process::id();
+    if let Some(m) = INHERITED.get() {
+        if m.layout != layout {
+            log::warn!(
+                "worker {pid}: routes or thread_count changed since pyrs started; this worker's metrics stay out of /metrics until pyrs restarts"
+            );
+        } else if let Some(r) = m.regions().into_iter().find(|r| r.claim(pid)) {
+            return r;
+        } else {
+            log::warn!("worker {pid}: no free metrics region; this worker's metrics stay out of /metrics");
+        }
+    }
+    Region::heap(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_are_shared_and_claimed_once() {
+        let layout = Layout { threads: 2, routes: 1 };
+        let (m, fd) = Mapping::create(layout, 3).unwrap();
+        let second = map(fd, layout, 3).unwrap();
+        let a = m.regions();
+        let b = second.regions();
+        assert!(a.iter().all(|r| !r.in_use()));
+        assert!(a[1].claim(77));
+        assert!(!b[1].claim(78));
+        assert!(b[1].in_use() && b[1].owner() == 77);
+        a[1].thread(1).request(0, 200, 10);
+        assert_eq!(b[1].totals().route_count(0), 1);
+        b[1].release();
+        assert!(!a[1].in_use());
+        // SAFETY: closing the test's descriptor.
+        unsafe { libc::close(fd) };
+    }
+}
