@@ -35,8 +35,13 @@ fn exchange(s: &Server, raw: &[u8]) -> String {
     mask_date(&got)
 }
 
+/// `Date` masked, and the `X-Request-Id` every response carries (its value differs per request) left out.
 fn mask_date(s: &str) -> String {
-    s.split("\r\n").map(|l| if l.starts_with("Date: ") { "Date: X" } else { l }).collect::<Vec<_>>().join("\r\n")
+    s.split("\r\n")
+        .filter(|l| !l.starts_with("X-Request-Id: "))
+        .map(|l| if l.starts_with("Date: ") { "Date: X" } else { l })
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
 
 fn text(status: &str, body: &str, close: bool) -> String {
