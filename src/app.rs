@@ -120,8 +120,9 @@ impl<'a> Responder<'a> {
     pub fn send_body(&mut self, how: SendBody, body: Body) {
         match (how, body) {
             (SendBody::No, Body::Stream(mut s)) => s.close(),
-            (SendBody::No, Body::Shared(_)) => {}
+            (SendBody::No, Body::Shared(_) | Body::File { .. }) => {}
             (_, Body::Shared(b)) => self.out.push_shared(b),
+            (_, Body::File { file, offset, len }) => self.out.push_file(file, offset, len),
             (how, Body::Stream(s)) => self.out.push_stream(s, how == SendBody::Chunked),
         }
     }
@@ -129,11 +130,7 @@ impl<'a> Responder<'a> {
     /// A complete response with a body that is not copied (`Body::Shared`,
     /// `Content-Length` framed) or streamed (`Body::Stream`).
     pub fn body(&mut self, status: u16, content_type: &[u8], body: Body) {
-        let len = match &body {
-            Body::Shared(b) => Some(b.bytes().len() as u64),
-            Body::Stream(_) => None,
-        };
-        let how = self.start(status).finish_head(content_type, len);
+        let how = self.start(status).finish_head(content_type, body.known_len());
         self.send_body(how, body);
     }
 

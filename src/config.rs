@@ -25,14 +25,28 @@ pub struct RouteSpec {
     /// URL path pattern: `/echo`, `/users/{id}`, `/static/*`, `/*`.
     pub path: String,
     /// Python module name, imported with the project directory first on sys.path.
+    #[serde(default)]
     pub module: String,
     /// Class in that module; instantiated once per (module, class).
+    #[serde(default)]
     pub class: String,
     /// Method of that class called with the request.
+    #[serde(default)]
     pub handler: String,
-    /// Allowed HTTP methods; absent means every method.
+    /// Allowed HTTP methods; absent means every method (GET and HEAD for a
+    /// static route).
     #[serde(default)]
     pub methods: Option<Vec<String>>,
+    /// A directory (relative to the project file) served by this `/prefix/*`
+    /// route instead of a handler.
+    #[serde(default, rename = "static")]
+    pub static_dir: Option<String>,
+}
+
+impl RouteSpec {
+    pub fn is_static(&self) -> bool {
+        self.static_dir.is_some()
+    }
 }
 
 /// The validated project configuration.
@@ -581,7 +595,7 @@ impl<'de> DeserializeSeed<'de> for RouteSeed<'_> {
 impl<'de> Visitor<'de> for RouteSeed<'_> {
     type Value = (RouteSpec, String);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a route: {path, module, class, handler, methods?}")
+        f.write_str("a route: {path, module, class, handler, methods?} or {path, static, methods?}")
     }
     fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         let mut route = RouteSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
@@ -597,7 +611,26 @@ fn validate_route(
     shapes: &HashMap<String, Vec<usize>>,
 ) -> Result<String, String> {
     let shape = crate::router::Pattern::parse(&route.path)?.shape();
-    for (what, name) in [("module", &route.module), ("class", &route.class), ("handler", &route.handler)] {
+    if let Some(dir) = &route.static_dir {
+        if !route.module.is_empty() || !route.class.is_empty() || !route.handler.is_empty() {
+            return Err("a static route has no module, class or handler".into());
+        }
+        if dir.is_empty() || dir.contains('\0') {
+            return Err("static must name a directory".into());
+        }
+        if !route.path.ends_with("/*") {
+            return Err(format!("a static route's path must end in /* (got {:?})", route.path));
+        }
+        let methods = route.methods.get_or_insert_with(|| vec!["GET".into(), "HEAD".into()]);
+        if methods.iter().any(|m| !matches!(m.to_ascii_uppercase().as_str(), "GET" | "HEAD")) {
+            return Err("a static route serves only GET and HEAD".into());
+        }
+    }
+    let python_fields = [("module", &route.module), ("class", &route.class), ("handler", &route.handler)];
+    for (what, name) in python_fields.into_iter().filter(|_| route.static_dir.is_none()) {
+        if name.is_empty() {
+            return Err(format!("a route needs module, class and handler (or static: a directory); {what} is missing"));
+        }
         let dotted_ok = what == "module";
         let valid = !name.is_empty()
             && name.split('.').all(|part| {
@@ -946,7 +979,7 @@ pub fn distinct_classes(routes: &[RouteSpec]) -> Vec<(String, String)> {
     let mut seen = HashSet::new();
     routes
         .iter()
-        .filter(|r| seen.insert((r.module.clone(), r.class.clone())))
+        .filter(|r| !r.is_static() && seen.insert((r.module.clone(), r.class.clone())))
         .map(|r| (r.module.clone(), r.class.clone()))
         .collect()
 }
@@ -988,6 +1021,24 @@ mod tests {
         let c = c.unwrap();
         assert_eq!(c.observe.access_log, AccessLog::Stderr);
         assert!(c.observe.admin_listen.is_some());
+    }
+
+    #[test]
+    fn static_routes() {
+        let c = parse(r#"{ modules: [{"path": "/s/*", "static": "public"}, {"path": "/a", "module": "m", "class": "C", "handler": "h"}] }"#).unwrap();
+        assert_eq!(c.modules[0].static_dir.as_deref(), Some("public"));
+        assert_eq!(c.modules[0].methods, Some(vec!["GET".to_string(), "HEAD".to_string()]));
+        assert_eq!(distinct_classes(&c.modules), vec![("m".to_string(), "C".to_string())]);
+        for (route, why) in [
+            (r#"{"path": "/s/*", "static": "p", "module": "m"}"#, "no module, class or handler"),
+            (r#"{"path": "/s", "static": "p"}"#, "must end in /*"),
+            (r#"{"path": "/s/*", "static": "p", "methods": ["POST"]}"#, "only GET and HEAD"),
+            (r#"{"path": "/s/*", "static": ""}"#, "must name a directory"),
+            (r#"{"path": "/s/*", "module": "m", "class": "C"}"#, "handler is missing"),
+        ] {
+            let e = parse(&format!("{{ modules: [{route}] }}")).unwrap_err();
+            assert!(e.contains(why), "{route}: {e}");
+        }
     }
 
     #[test]

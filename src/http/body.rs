@@ -65,4 +65,21 @@ impl<I: Iterator<Item = Vec<u8>> + Send> BodyStream for IterStream<I> {
 pub enum Body {
     Shared(Box<dyn SharedBytes>),
     Stream(Box<dyn BodyStream>),
+    /// `len` bytes of an open file from `offset`, sent with sendfile(2).
+    File {
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Body {
+    /// The body's length when known in advance (None: a stream).
+    pub fn known_len(&self) -> Option<u64> {
+        match self {
+            Body::Shared(b) => Some(b.bytes().len() as u64),
+            Body::Stream(_) => None,
+            Body::File { len, .. } => Some(*len),
+        }
+    }
 }

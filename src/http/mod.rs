@@ -8,6 +8,7 @@ pub mod cookie;
 pub mod date;
 pub mod decode;
 pub mod encode;
+pub mod file;
 pub mod form;
 pub mod forwarded;
 pub mod head;

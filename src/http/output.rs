@@ -11,12 +11,34 @@
 
 use super::body::{BodyStream, Pulled, SharedBytes};
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, IoSlice, Write};
 
 /// Above this capacity an emptied `tail` is shrunk back.
 const TAIL_KEEP: usize = 64 * 1024;
 /// Most slices handed to one `writev`.
 const MAX_SLICES: usize = 16;
+/// Most bytes of a file handed to one sendfile(2).
+const FILE_CHUNK: usize = 1 << 20;
+
+/// Where output goes: a writer that may also send file ranges itself.
+pub trait Sink: Write {
+    /// Writes up to `len` bytes of `file` from `offset` (sendfile(2) on a
+    /// socket); returns how many were written. The default reads the file
+    /// into a buffer and writes that.
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 16 * 1024];
+        let n = len.min(buf.len());
+        let got = file.read_at(&mut buf[..n], offset)?;
+        if got == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.write(&buf[..got])
+    }
+}
+
+impl Sink for Vec<u8> {}
 
 /// A body stream being sent: framed items wait in `buf`.
 struct StreamSeg {
@@ -47,6 +69,12 @@ enum Seg {
         pos: usize,
     },
     Stream(StreamSeg),
+    /// A file range, written with [`Sink::send_file`].
+    File {
+        file: File,
+        offset: u64,
+        left: u64,
+    },
     /// A response not produced yet (see [`Output::reserve`]).
     Pending(u64),
 }
@@ -59,7 +87,7 @@ impl Seg {
             Seg::Bytes { buf, pos } => &buf[*pos..],
             Seg::Shared { data, pos } => &data.bytes()[*pos..],
             Seg::Stream(s) => &s.buf[s.pos..],
-            Seg::Pending(_) => &[],
+            Seg::File { .. } | Seg::Pending(_) => &[],
         }
     }
 
@@ -68,7 +96,7 @@ impl Seg {
         match self {
             Seg::Bytes { pos, .. } | Seg::Shared { pos, .. } => *pos += n,
             Seg::Stream(s) => s.pos += n,
-            Seg::Pending(_) => debug_assert_eq!(n, 0),
+            Seg::File { .. } | Seg::Pending(_) => debug_assert_eq!(n, 0),
         }
     }
 
@@ -77,7 +105,7 @@ impl Seg {
         match self {
             Seg::Bytes { .. } | Seg::Shared { .. } => false,
             Seg::Stream(s) => s.state != StreamState::Ended,
-            Seg::Pending(_) => true,
+            Seg::File { .. } | Seg::Pending(_) => true,
         }
     }
 
@@ -87,6 +115,7 @@ impl Seg {
             Seg::Bytes { buf, pos } => *pos == buf.len(),
             Seg::Shared { data, pos } => *pos == data.bytes().len(),
             Seg::Stream(s) => s.state == StreamState::Ended && s.pos == s.buf.len(),
+            Seg::File { left, .. } => *left == 0,
             Seg::Pending(_) => false,
         }
     }
@@ -155,8 +184,15 @@ impl Output {
         self.segs.is_empty() && self.sent == self.tail.len()
     }
 
-    /// Bytes queued and not yet written (what back-pressure bounds).
+    /// Bytes queued and not yet written, file ranges included (what
+    /// back-pressure bounds).
     pub fn unsent(&self) -> usize {
+        let files: u64 = self.segs.iter().map(|s| if let Seg::File { left, .. } = s { *left } else { 0 }).sum();
+        self.buffered().saturating_add(usize::try_from(files).unwrap_or(usize::MAX))
+    }
+
+    /// Bytes held in memory for this output and not yet written.
+    pub fn buffered(&self) -> usize {
         let tail = self.tail.len() - if self.segs.is_empty() { self.sent } else { 0 };
         self.segs.iter().map(|s| s.ready().len()).sum::<usize>() + tail
     }
@@ -228,6 +264,15 @@ impl Output {
             chunked,
             state: StreamState::Open,
         }));
+    }
+
+    /// Queues `len` bytes of `file` from `offset`.
+    pub fn push_file(&mut self, file: File, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        self.seal_tail();
+        self.segs.push_back(Seg::File { file, offset, left: len });
     }
 
     /// Reserves the place of a response produced later; returns its slot.
@@ -342,41 +387,57 @@ impl Output {
     /// Writes as much as `w` takes; stops at a stream that needs a pull, an
     /// unfilled slot, or a cut. Returns why it stopped and whether any byte
     /// was written.
-    pub fn write_to<W: Write + ?Sized>(&mut self, w: &mut W) -> io::Result<(Stop, bool)> {
+    pub fn write_to<W: Sink + ?Sized>(&mut self, w: &mut W) -> io::Result<(Stop, bool)> {
         let mut progressed = false;
         while self.segs.front().is_some_and(Seg::done) {
             self.segs.pop_front();
         }
         loop {
-            let stop = self.next_stop();
-            let n = if self.segs.is_empty() {
-                if self.sent == self.tail.len() {
+            let result = match self.segs.front_mut() {
+                None if self.sent == self.tail.len() => {
                     self.finish_tail();
                     return Ok((Stop::Empty, progressed));
                 }
-                w.write(&self.tail[self.sent..])
-            } else {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let count = self.gather(&mut slices);
-                if count == 0 {
-                    return Ok((stop.unwrap_or(Stop::Empty), progressed));
+                None => w.write(&self.tail[self.sent..]).map(|n| (n, false)),
+                Some(Seg::File { file, offset, left }) => {
+                    let chunk = usize::try_from(*left).unwrap_or(usize::MAX).min(FILE_CHUNK);
+                    w.send_file(file, *offset, chunk).map(|n| (n, true))
                 }
-                if count == 1 {
-                    w.write(&slices[0])
-                } else {
-                    w.write_vectored(&slices[..count])
+                Some(_) => {
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let count = self.gather(&mut slices);
+                    if count == 0 {
+                        return Ok((self.next_stop().unwrap_or(Stop::Empty), progressed));
+                    }
+                    if count == 1 { w.write(&slices[0]) } else { w.write_vectored(&slices[..count]) }
+                        .map(|n| (n, false))
                 }
             };
-            match n {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
+            match result {
+                Ok((0, _)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok((n, from_file)) => {
                     progressed = true;
                     self.written_total += n as u64;
-                    self.advance(n);
+                    if from_file {
+                        self.advance_file(n as u64);
+                    } else {
+                        self.advance(n);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((Stop::WouldBlock, progressed)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Marks `n` bytes of the front file segment written.
+    fn advance_file(&mut self, n: u64) {
+        if let Some(Seg::File { offset, left, .. }) = self.segs.front_mut() {
+            *offset += n;
+            *left -= n.min(*left);
+            if *left == 0 {
+                self.segs.pop_front();
             }
         }
     }
@@ -394,6 +455,7 @@ impl Output {
                     }
                 }
                 Seg::Pending(_) => return Some(Stop::Pending),
+                Seg::File { .. } => return None,
             }
         }
         None
@@ -508,6 +570,8 @@ mod tests {
             Ok(())
         }
     }
+
+    impl Sink for Slow {}
 
     fn drain(out: &mut Output, w: &mut Slow) -> Stop {
         loop {
@@ -631,6 +695,23 @@ mod tests {
         out.tail().extend_from_slice(b"ok");
         assert_eq!(drain(&mut out, &mut w), Stop::Empty);
         assert_eq!(w.got, b"done|ok");
+    }
+
+    #[test]
+    fn file_ranges_are_sent_between_their_neighbours() {
+        use std::io::Write as _;
+        let path = std::env::temp_dir().join(format!("pyrs-output-test-{}", std::process::id()));
+        std::fs::File::create(&path).unwrap().write_all(b"0123456789").unwrap();
+        let mut out = Output::new();
+        out.tail().extend_from_slice(b"H|");
+        out.push_file(File::open(&path).unwrap(), 2, 5);
+        out.tail().extend_from_slice(b"|next");
+        assert_eq!(out.unsent(), 12);
+        assert_eq!(out.buffered(), 7);
+        let mut w = Slow { got: Vec::new(), room: 2, calls: 0 };
+        assert_eq!(drain(&mut out, &mut w), Stop::Empty);
+        assert_eq!(w.got, b"H|23456|next");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

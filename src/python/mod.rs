@@ -5,6 +5,7 @@
 //! releases the GIL whenever it waits or does socket I/O (`Worker::unlocked`).
 
 pub mod errors;
+pub mod file;
 pub mod interpreter;
 pub mod json;
 pub mod request;
@@ -93,6 +94,7 @@ fn install_module(py: Python<'_>) -> PyResult<()> {
     m.add_class::<request::PyRequest>()?;
     m.add_class::<request::PyHeaders>()?;
     m.add_class::<response::PyResponse>()?;
+    m.add_class::<file::PyFileResponse>()?;
     m.add_class::<upload::PyUploadedFile>()?;
     let globals = PyDict::new(py);
     globals.set_item("__name__", "pyrs")?;
@@ -107,11 +109,13 @@ fn install_module(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// What a route calls: a bound method of a shared handler instance.
-pub struct PyTarget {
-    method: Py<PyAny>,
+/// What a route serves.
+pub enum PyTarget {
+    /// A bound method of a shared handler instance; `label` is
     /// `module.Class.method`, for logs.
-    label: String,
+    Handler { method: Py<PyAny>, label: String },
+    /// A static directory, served without Python.
+    Static(crate::files::StaticDir),
 }
 
 /// The loaded project: handler instances and the route table.
@@ -166,6 +170,21 @@ impl PyApp {
 
             let mut router = Router::new();
             for (id, spec) in routes.iter().enumerate() {
+                let methods = spec.methods.as_ref().map(|m| m.join(", ")).unwrap_or_else(|| "all methods".into());
+                if let Some(dir) = &spec.static_dir {
+                    let dir = crate::files::StaticDir::new(&project_dir.join(dir), &spec.path)
+                        .map_err(|e| fail(format!("route {}: {e}", spec.path), None))?;
+                    announce(format!(
+                        "Added route {} -> static directory {} ({methods})",
+                        spec.path,
+                        dir.root().display()
+                    ));
+                    let target = PyTarget::Static(dir);
+                    router
+                        .add(&spec.path, spec.methods.clone(), Route { id, pattern: spec.path.clone(), target })
+                        .map_err(|e| fail(e, None))?;
+                    continue;
+                }
                 let key = format!("{}.{}", spec.module, spec.class);
                 let instance = by_class
                     .get(&key)
@@ -179,9 +198,8 @@ impl PyApp {
                 if !method.is_callable() {
                     return Err(fail(format!("{label} is not callable (route {})", spec.path), None));
                 }
-                let methods = spec.methods.as_ref().map(|m| m.join(", ")).unwrap_or_else(|| "all methods".into());
                 announce(format!("Added route {} -> {label} ({methods})", spec.path));
-                let target = PyTarget { method: method.unbind(), label };
+                let target = PyTarget::Handler { method: method.unbind(), label };
                 router
                     .add(&spec.path, spec.methods.clone(), Route { id, pattern: spec.path.clone(), target })
                     .map_err(|e| fail(e, None))?;
@@ -264,10 +282,20 @@ impl Worker for PyWorker<'_> {
         self.py.detach(f)
     }
 
-    fn handle(&mut self, route: &Route<PyTarget>, req: Request, res: Responder<'_>) {
+    fn handle(&mut self, route: &Route<PyTarget>, req: Request, mut res: Responder<'_>) {
         let py = self.py;
-        let target = &route.target;
-        let outcome = Bound::new(py, request::PyRequest::new(req)).and_then(|r| target.method.bind(py).call1((r,)));
-        response::write(py, outcome, route, &target.label, res, &mut self.scratch);
+        let (method, label) = match &route.target {
+            PyTarget::Handler { method, label } => (method, label),
+            PyTarget::Static(dir) => {
+                // The file system look-up runs with the GIL released.
+                dir.serve(&req.head, &mut res, |find| py.detach(find));
+                return;
+            }
+        };
+        let (outcome, request) = match Bound::new(py, request::PyRequest::new(req)) {
+            Ok(r) => (method.bind(py).call1((&r,)), Some(r)),
+            Err(e) => (Err(e), None),
+        };
+        response::write(py, outcome, route, label, request.as_ref(), res, &mut self.scratch);
     }
 }

@@ -58,6 +58,11 @@ struct FormDicts {
 }
 
 impl PyRequest {
+    /// The request head (for responses that depend on it, such as files).
+    pub fn head(&self) -> &crate::http::RequestHead {
+        &self.inner.head
+    }
+
     pub fn new(mut inner: HttpRequest) -> Self {
         let raw_body = Bytes::from(std::mem::take(&mut inner.body));
         PyRequest {

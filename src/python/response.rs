@@ -53,7 +53,7 @@ impl PyResponse {
 }
 
 /// Why a return value could not be sent.
-enum Unsendable {
+pub enum Unsendable {
     Python(PyErr),
     Header(crate::http::encode::InvalidHeader),
 }
@@ -71,6 +71,7 @@ pub fn write<T>(
     outcome: PyResult<Bound<'_, PyAny>>,
     route: &Route<T>,
     label: &str,
+    request: Option<&Bound<'_, super::request::PyRequest>>,
     mut res: Responder<'_>,
     scratch: &mut Vec<u8>,
 ) {
@@ -89,7 +90,7 @@ pub fn write<T>(
         }
     };
     let start = res.out.mark();
-    let origin = Origin { pattern: &route.pattern, label };
+    let origin = Origin { pattern: &route.pattern, label, request };
     match encode_value(py, &value, &mut res, scratch, origin) {
         Ok(()) => {}
         Err(why) => {
@@ -119,11 +120,13 @@ fn http_error_parts(py: Python<'_>, e: &PyErr) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Which route a response comes from (named in the logs of a stream).
+/// Which route and request a response answers (named in the logs of a
+/// stream; file responses read the request's conditional headers).
 #[derive(Clone, Copy)]
-struct Origin<'a> {
+struct Origin<'a, 'py> {
     pattern: &'a str,
     label: &'a str,
+    request: Option<&'a Bound<'py, super::request::PyRequest>>,
 }
 
 fn encode_value(
@@ -131,7 +134,7 @@ fn encode_value(
     value: &Bound<'_, PyAny>,
     res: &mut Responder<'_>,
     scratch: &mut Vec<u8>,
-    origin: Origin<'_>,
+    origin: Origin<'_, '_>,
 ) -> Result<(), Unsendable> {
     if let Ok(t) = value.cast::<PyTuple>() {
         let (body, status, headers) = match t.len() {
@@ -172,6 +175,22 @@ fn encode_value(
         }
         return encode_body(py, body, r.status, headers.as_ref(), ct, res, scratch, origin);
     }
+    if let Ok(f) = value.cast::<super::file::PyFileResponse>() {
+        return match super::file::send(py, &f.borrow(), origin.request, res) {
+            Ok(()) => Ok(()),
+            Err(super::file::FileError::Other(e)) => Err(e),
+            Err(super::file::FileError::Missing(e)) => {
+                let status = match e.kind() {
+                    std::io::ErrorKind::NotFound => 404,
+                    std::io::ErrorKind::PermissionDenied => 403,
+                    _ => 500,
+                };
+                log::warn!("route {} ({}): FileResponse {:?}: {e}", origin.pattern, origin.label, f.borrow().path);
+                res.text(status, &format!("{}\n", crate::http::encode::reason(status)));
+                Ok(())
+            }
+        };
+    }
     if value.is_none() {
         return send(res, 204, None, None, b"", b"");
     }
@@ -194,7 +213,7 @@ fn encode_body(
     content_type: Option<&str>,
     res: &mut Responder<'_>,
     scratch: &mut Vec<u8>,
-    origin: Origin<'_>,
+    origin: Origin<'_, '_>,
 ) -> Result<(), Unsendable> {
     let ct = content_type.map(str::as_bytes);
     if let Ok(s) = body.cast::<PyString>() {
@@ -341,11 +360,7 @@ fn send_payload(
     match body {
         Payload::Inline(bytes) => w.finish(default_type, bytes),
         Payload::Queued(body) => {
-            let len = match &body {
-                Body::Shared(b) => Some(b.bytes().len() as u64),
-                Body::Stream(_) => None,
-            };
-            let how = w.finish_head(default_type, len);
+            let how = w.finish_head(default_type, body.known_len());
             res.send_body(how, body);
         }
     }
@@ -353,7 +368,7 @@ fn send_payload(
 }
 
 /// Headers as a dict or a list of (name, value) pairs; names and values str (or int values).
-fn write_headers(w: &mut crate::http::encode::ResponseWriter<'_>, h: &Bound<'_, PyAny>) -> Result<(), Unsendable> {
+pub fn write_headers(w: &mut crate::http::encode::ResponseWriter<'_>, h: &Bound<'_, PyAny>) -> Result<(), Unsendable> {
     if h.is_none() {
         return Ok(());
     }

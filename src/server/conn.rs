@@ -11,12 +11,12 @@
 use crate::app::Route;
 use crate::http::decode::BodyDecoder;
 use crate::http::head::{self, Version};
-use crate::http::output::{Output, Stop};
+use crate::http::output::{Output, Sink, Stop};
 use crate::http::Limits;
 use crate::http::{HttpError, Request, RequestHead, Scheme};
 use crate::router::{RouteMatch, Router};
 use mio::net::TcpStream;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -92,12 +92,30 @@ pub enum Deadline {
 }
 
 /// The byte stream under a connection.
-pub trait Transport: Read + Write {
+pub trait Transport: Read + Sink {
     /// Shuts down the sending side (the peer sees EOF).
     fn shutdown_write(&self) -> io::Result<()>;
     /// Bytes sent but not yet acknowledged by the peer; None when unknown.
     fn unacked_bytes(&self) -> Option<usize> {
         None
+    }
+}
+
+impl Sink for TcpStream {
+    /// sendfile(2): from the page cache to the socket, no copy through user space.
+    fn send_file(&mut self, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let mut off = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: both descriptors are open for the duration of the call; off is a valid pointer.
+        let n = unsafe { libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 && len > 0 {
+            // The file shrank under us: the promised length cannot be sent.
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(n as usize)
     }
 }
 
@@ -603,6 +621,7 @@ mod tests {
     //! when, how much the peer accepts, and when it closes.
     use super::*;
     use std::collections::VecDeque;
+    use std::io::Write;
 
     enum Step {
         Data(Vec<u8>),
@@ -652,6 +671,8 @@ mod tests {
             Ok(())
         }
     }
+
+    impl Sink for Scripted {}
 
     impl Transport for Scripted {
         fn shutdown_write(&self) -> io::Result<()> {
