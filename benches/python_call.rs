@@ -28,7 +28,7 @@ fn spec(path: &str, handler: &str) -> RouteSpec {
         class: "Bench".into(),
         handler: handler.into(),
         methods: None,
-        static_dir: None,
+        r#static: None,
     }
 }
 

@@ -39,13 +39,13 @@ pub struct RouteSpec {
     pub methods: Option<Vec<String>>,
     /// A directory (relative to the project file) served by this `/prefix/*`
     /// route instead of a handler.
-    #[serde(default, rename = "static")]
-    pub static_dir: Option<String>,
+    #[serde(default)]
+    pub r#static: Option<String>,
 }
 
 impl RouteSpec {
     pub fn is_static(&self) -> bool {
-        self.static_dir.is_some()
+        self.r#static.is_some()
     }
 }
 
@@ -611,7 +611,7 @@ fn validate_route(
     shapes: &HashMap<String, Vec<usize>>,
 ) -> Result<String, String> {
     let shape = crate::router::Pattern::parse(&route.path)?.shape();
-    if let Some(dir) = &route.static_dir {
+    if let Some(dir) = &route.r#static {
         if !route.module.is_empty() || !route.class.is_empty() || !route.handler.is_empty() {
             return Err("a static route has no module, class or handler".into());
         }
@@ -627,7 +627,7 @@ fn validate_route(
         }
     }
     let python_fields = [("module", &route.module), ("class", &route.class), ("handler", &route.handler)];
-    for (what, name) in python_fields.into_iter().filter(|_| route.static_dir.is_none()) {
+    for (what, name) in python_fields.into_iter().filter(|_| route.r#static.is_none()) {
         if name.is_empty() {
             return Err(format!("a route needs module, class and handler (or static: a directory); {what} is missing"));
         }
@@ -1026,7 +1026,7 @@ mod tests {
     #[test]
     fn static_routes() {
         let c = parse(r#"{ modules: [{"path": "/s/*", "static": "public"}, {"path": "/a", "module": "m", "class": "C", "handler": "h"}] }"#).unwrap();
-        assert_eq!(c.modules[0].static_dir.as_deref(), Some("public"));
+        assert_eq!(c.modules[0].r#static.as_deref(), Some("public"));
         assert_eq!(c.modules[0].methods, Some(vec!["GET".to_string(), "HEAD".to_string()]));
         assert_eq!(distinct_classes(&c.modules), vec![("m".to_string(), "C".to_string())]);
         for (route, why) in [

@@ -185,7 +185,8 @@ fn struct_fields(source: &str, name: &str) -> Vec<String> {
         .map(str::trim)
         .filter(|l| !l.starts_with("//") && !l.starts_with('#'))
         .filter_map(|l| l.strip_prefix("pub ").unwrap_or(l).split_once(':'))
-        .map(|(field, _)| field.trim().to_string())
+        // A raw identifier (`r#static`) is the key without its `r#`.
+        .map(|(field, _)| field.trim().trim_start_matches("r#").to_string())
         .collect()
 }
 

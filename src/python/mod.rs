@@ -171,7 +171,7 @@ impl PyApp {
             let mut router = Router::new();
             for (id, spec) in routes.iter().enumerate() {
                 let methods = spec.methods.as_ref().map(|m| m.join(", ")).unwrap_or_else(|| "all methods".into());
-                if let Some(dir) = &spec.static_dir {
+                if let Some(dir) = &spec.r#static {
                     let dir = crate::files::StaticDir::new(&project_dir.join(dir), &spec.path)
                         .map_err(|e| fail(format!("route {}: {e}", spec.path), None))?;
                     announce(format!(
