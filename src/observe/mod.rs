@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod context;
+pub mod fleet;
 pub mod log_writer;
 pub mod metrics;
 pub mod procmem;

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 /// Where a template finds the shared memory the master made.
 pub const FD: RawFd = 5;
-pub const ENV: &str = "PYRS_METRICS";
+pub const ENV: &str = "PYRS_INTERNAL_METRICS";
 
 /// An mmap'ed shared memory file holding `count` regions of `layout`.
 pub struct Mapping {

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod file;
 pub mod interpreter;
 pub mod json;
+pub mod logbridge;
 pub mod request;
 pub mod response;
 pub mod stream;
@@ -203,6 +204,11 @@ impl PyApp {
                 router
                     .add(&spec.path, spec.methods.clone(), Route { id, pattern: spec.path.clone(), target })
                     .map_err(|e| fail(e, None))?;
+            }
+            match logbridge::install(py) {
+                Ok(true) => log::debug!("Python logging records go to pyrs's log"),
+                Ok(false) => log::debug!("the application configured Python logging; pyrs leaves it alone"),
+                Err(e) => log::warn!("cannot route Python logging to pyrs's log: {}", format_exception(py, &e)),
             }
             Ok(PyApp { router, instances })
         })

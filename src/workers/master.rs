@@ -7,6 +7,9 @@
 use super::ipc::{self, Message};
 use super::{ENV_BIND, ENV_GENERATION, ENV_MASTER_PID, ENV_ROLE};
 use crate::config::Config;
+use crate::observe::fleet::Fleet;
+use crate::observe::shm::{self, Mapping};
+use crate::observe::view::RouteLabel;
 use crate::server::listener;
 use crate::server::signals::{Signal, SignalPipe};
 use mio::unix::SourceFd;
@@ -17,6 +20,7 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
@@ -71,6 +75,11 @@ struct Master<'a> {
     stopping: Option<Instant>,
     last_fatal: Option<String>,
     pending_line: String,
+    /// The workers as /metrics and the status page see them.
+    fleet: Arc<Fleet>,
+    /// The shared metrics memory (templates get it at fd `shm::FD`).
+    metrics_fd: RawFd,
+    metrics_env: String,
 }
 
 /// Runs the supervisor until the server stops.
@@ -83,6 +92,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         libc::SIGCHLD,
         libc::SIGTTIN,
         libc::SIGTTOU,
+        libc::SIGUSR1,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Orphaned workers (their template-side parent exits at once) become ours.
@@ -109,6 +119,14 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
+    // Every worker's metrics, in memory the master can read after the worker is gone.
+    let layout = crate::observe::layout_for(cfg.thread_count, cfg.modules.len());
+    let regions = (4 * count + 8).clamp(16, 1024);
+    let (mapping, metrics_fd) = Mapping::create(layout, regions)?;
+    let fleet = Arc::new(Fleet::new(&mapping, RouteLabel::for_routes(&cfg.modules)));
+    if let Some(addr) = cfg.observe.admin_listen {
+        crate::observe::admin::start(addr, fleet.clone())?;
+    }
     let mut m = Master {
         cfg,
         bind,
@@ -124,6 +142,9 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         stopping: None,
         last_fatal: None,
         pending_line: String::new(),
+        fleet,
+        metrics_fd,
+        metrics_env: mapping.env_value(),
     };
     m.spawn_template()?;
     let mut events = Events::with_capacity(64);
@@ -200,14 +221,23 @@ impl Master<'_> {
             .env(ENV_ROLE, "template")
             .env(ENV_GENERATION, gen.to_string())
             .env(ENV_BIND, self.bind.to_string())
-            .env(ENV_MASTER_PID, std::process::id().to_string());
+            .env(ENV_MASTER_PID, std::process::id().to_string())
+            .env(shm::ENV, &self.metrics_env);
+        let metrics_fd = self.metrics_fd;
         // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 // Move both ends above the target numbers first, then into place.
                 let s = libc::fcntl(status_w, libc::F_DUPFD, 10);
                 let c = libc::fcntl(cmd_r, libc::F_DUPFD, 10);
-                if s < 0 || c < 0 || libc::dup2(s, ipc::STATUS_FD) < 0 || libc::dup2(c, ipc::COMMAND_FD) < 0 {
+                let m = libc::fcntl(metrics_fd, libc::F_DUPFD, 10);
+                if s < 0
+                    || c < 0
+                    || m < 0
+                    || libc::dup2(s, ipc::STATUS_FD) < 0
+                    || libc::dup2(c, ipc::COMMAND_FD) < 0
+                    || libc::dup2(m, shm::FD) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -263,6 +293,7 @@ impl Master<'_> {
                     self.cfg.shutdown_timeout
                 );
                 self.stopping = Some(Instant::now());
+                self.fleet.stopping();
                 self.kill_all(libc::SIGTERM);
                 for t in &mut self.templates {
                     t.commands = None;
@@ -287,7 +318,14 @@ impl Master<'_> {
                 } else if let Some(slot) = self.slots.iter().rposition(|s| s.wanted) {
                     self.slots[slot].wanted = false;
                     log::info!("SIGTTOU: removing a worker ({} wanted)", self.wanted());
-                    self.drain_slot(slot, None);
+                    self.drain_slot(slot, None, "scale_down");
+                }
+            }
+            libc::SIGUSR1 => {
+                // Logrotate's signal: every worker reopens its access log.
+                for &pid in self.workers.keys() {
+                    // SAFETY: signalling a child process.
+                    unsafe { libc::kill(pid, libc::SIGUSR1) };
                 }
             }
             _ => {}
@@ -299,11 +337,13 @@ impl Master<'_> {
         self.slots.iter().filter(|s| s.wanted).count()
     }
 
-    /// Sends SIGTERM to the workers of `slot` other than `keep`.
-    fn drain_slot(&mut self, slot: usize, keep: Option<i32>) {
+    /// Sends SIGTERM to the workers of `slot` other than `keep`; `reason`
+    /// labels their exits in the metrics.
+    fn drain_slot(&mut self, slot: usize, keep: Option<i32>, reason: &'static str) {
         for (&pid, w) in self.workers.iter_mut() {
             if w.slot == slot && Some(pid) != keep && w.state != State::Draining {
                 w.state = State::Draining;
+                self.fleet.draining(pid, reason);
                 // SAFETY: signalling a child process.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
@@ -354,6 +394,7 @@ impl Master<'_> {
                 }
             }
             Message::Born { slot, gen, pid } => {
+                self.fleet.born(pid, slot);
                 self.workers.insert(pid, WorkerProc { slot, gen, state: State::Starting, born: Instant::now() });
                 if let Some(s) = self.slots.get_mut(slot) {
                     s.pending = false;
@@ -363,11 +404,14 @@ impl Master<'_> {
                 if let Some(w) = self.workers.get_mut(&pid) {
                     w.state = State::Up;
                 }
+                self.fleet.up(pid);
                 log::info!("worker {pid} (slot {slot}, generation {gen}) up");
-                // The new worker listens: older ones in its slot may drain now.
-                self.drain_slot(slot, Some(pid));
+                // The new worker listens: older ones in its slot may drain now
+                // (replaced by a newer generation: a reload; else a recycle).
+                let older_gen = self.workers.values().any(|w| w.slot == slot && w.gen < gen);
+                self.drain_slot(slot, Some(pid), if older_gen { "reload" } else { "recycle" });
                 if !self.slots.get(slot).is_some_and(|s| s.wanted) || self.stopping.is_some() {
-                    self.drain_slot(slot, None);
+                    self.drain_slot(slot, None, if self.stopping.is_some() { "shutdown" } else { "scale_down" });
                 }
                 self.announce_when_all_up();
             }
@@ -441,6 +485,7 @@ impl Master<'_> {
             }
             return Ok(());
         }
+        self.fleet.exited(pid);
         let Some(w) = self.workers.remove(&pid) else { return Ok(()) };
         let how = describe(status);
         if self.stopping.is_some() || w.state == State::Draining {

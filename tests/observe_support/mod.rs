@@ -1,0 +1,119 @@
+//! Helpers of the observability tests: the admin listener's address, plain
+//! GETs to it, and /metrics parsed by the official Prometheus parser
+//! (`prometheus_client` in target/test-venv, installed by tests/setup.sh).
+#![allow(dead_code)]
+
+use crate::common::*;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// The admin address pyrs announced (`Admin listening on http://ADDR`).
+pub fn admin_addr(s: &Server) -> SocketAddr {
+    let out = s.stdout();
+    let rest = out.split("Admin listening on http://").nth(1).unwrap_or_else(|| panic!("no admin line in:\n{out}"));
+    rest.lines().next().unwrap().trim().parse().unwrap()
+}
+
+/// GET `path` from `addr` on a new connection.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    let mut c = Client::connect(addr);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    c.read_response()
+}
+
+/// A free 127.0.0.1 port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test virtualenv's python; panics with what to run when missing.
+pub fn venv_python() -> PathBuf {
+    let py = repo().join("target/test-venv/bin/python");
+    assert!(py.exists(), "{} is missing: run tests/setup.sh", py.display());
+    py
+}
+
+/// One sample of /metrics: name, labels, value.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        print(json.dumps([s.name, s.labels, s.value]))
+"#;
+
+/// /metrics text parsed with prometheus_client (fails on anything it rejects).
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    use std::io::Write;
+    let mut child = Command::new(venv_python())
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the test virtualenv's python");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected /metrics (or is missing: run tests/setup.sh):\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let labels =
+                v[1].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().into())).collect();
+            Sample { name: v[0].as_str().unwrap().into(), labels, value: v[2].as_f64().unwrap() }
+        })
+        .collect()
+}
+
+/// Fetches and parses /metrics from the admin listener.
+pub fn metrics(admin: SocketAddr) -> Vec<Sample> {
+    let r = get(admin, "/metrics");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    parse_metrics(&r.text())
+}
+
+/// The value of the one sample named `name` whose labels include `labels`
+/// (0 when there is none); panics if several match.
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .collect();
+    assert!(found.len() <= 1, "several samples match {name} {labels:?}: {found:?}");
+    found.first().map(|s| s.value).unwrap_or(0.0)
+}
+
+/// Every sample named `name`.
+pub fn all<'a>(samples: &'a [Sample], name: &str) -> Vec<&'a Sample> {
+    samples.iter().filter(|s| s.name == name).collect()
+}
+
+/// The lines of `path` once it holds at least `n` (polled).
+pub fn wait_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    wait_until(30, &format!("{n} lines in {}", path.display()), || {
+        lines = std::fs::read_to_string(path).unwrap_or_default().lines().map(String::from).collect();
+        lines.len() >= n
+    });
+    lines
+}

@@ -1,0 +1,197 @@
+//! Observability with worker processes: the master's /metrics adds up every
+//! worker and keeps the counts of workers that died (a SIGKILLed worker does
+//! not make a counter go back), workers share one access-log file in whole
+//! lines, /readyz follows the workers, and the status page, loaded in
+//! headless Chromium, shows one row per worker (screenshot under target/).
+
+mod common;
+mod observe_support;
+use common::*;
+use observe_support::*;
+use std::net::SocketAddr;
+use std::process::Command;
+
+const API: &str = r#"
+import os, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+class Api:
+    def hello(self, request):
+        return "world"
+
+    def pid(self, request):
+        return str(os.getpid())
+
+    def fail(self, request):
+        raise KeyError("missing")
+
+    def wait(self, request):
+        open(os.path.join(HERE, "started"), "w").close()
+        while not os.path.exists(os.path.join(HERE, "go")):
+            time.sleep(0.01)
+        return "done"
+"#;
+
+fn project(extra: &str) -> Project {
+    Project::simple(
+        API,
+        &[("/hello", "hello"), ("/pid", "pid"), ("/fail", "fail"), ("/wait", "wait")],
+        &format!("\"workers\": 2, \"thread_count\": 1, {extra}"),
+    )
+}
+
+/// GET on a new connection, retrying the refusal a worker's closing listener can cause.
+fn get_retry(s: &Server, path: &str) -> Response {
+    for _ in 0..5 {
+        if let Ok(r) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.get(path))) {
+            return r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s.get(path)
+}
+
+#[test]
+fn the_master_adds_up_workers_and_keeps_the_counts_of_dead_ones() {
+    let p = project("");
+    let log = p.dir.join("access.log");
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0", "--access-log", log.to_str().unwrap()]);
+    let admin = admin_addr(&s);
+    for _ in 0..20 {
+        assert_eq!(get_retry(&s, "/hello").text(), "world");
+    }
+    let m = metrics(admin);
+    assert_eq!(value(&m, "pyrs_requests_total", &[("route", "/hello"), ("status", "2xx")]), 20.0);
+    assert_eq!(value(&m, "pyrs_request_duration_seconds_count", &[("route", "/hello")]), 20.0);
+    assert_eq!(value(&m, "pyrs_workers_up", &[]), 2.0);
+    assert_eq!(value(&m, "pyrs_worker_starts_total", &[]), 2.0);
+    let rss = all(&m, "pyrs_worker_resident_memory_bytes");
+    assert_eq!(rss.len(), 2, "{rss:?}");
+    assert!(rss.iter().all(|s| s.value > 1e6));
+    let uss = all(&m, "pyrs_worker_private_memory_bytes");
+    assert!(uss.len() == 2 && uss.iter().zip(&rss).all(|(u, r)| u.value > 0.0 && u.value < r.value), "{uss:?}");
+
+    // Kill a worker outright: its counts stay, the replacement adds to them.
+    let victim: i32 = get_retry(&s, "/pid").text().parse().unwrap();
+    // SAFETY: signalling the worker process this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait_until(30, "a replacement worker", || {
+        let m = metrics(admin);
+        assert!(value(&m, "pyrs_requests_total", &[("route", "/hello"), ("status", "2xx")]) >= 20.0);
+        value(&m, "pyrs_worker_starts_total", &[]) == 3.0 && value(&m, "pyrs_workers_up", &[]) == 2.0
+    });
+    for _ in 0..10 {
+        assert_eq!(get_retry(&s, "/hello").text(), "world");
+    }
+    let m = metrics(admin);
+    assert_eq!(value(&m, "pyrs_requests_total", &[("route", "/hello"), ("status", "2xx")]), 30.0);
+    assert_eq!(value(&m, "pyrs_requests_total", &[("route", "/pid"), ("status", "2xx")]), 1.0);
+    assert_eq!(value(&m, "pyrs_worker_exits_total", &[("reason", "crash")]), 1.0);
+    assert!(!all(&m, "pyrs_worker_resident_memory_bytes").iter().any(|s| s.labels["pid"] == victim.to_string()));
+
+    // Both workers wrote whole lines to the one file (the /pid line may have
+    // died with the SIGKILLed worker before its writer thread wrote it).
+    let lines = wait_lines(&log, 30);
+    assert!(lines.len() == 30 || lines.len() == 31, "{lines:#?}");
+    assert!(lines.iter().all(|l| l.starts_with("127.0.0.1 - - [") && l.contains(" rid=")), "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| l.contains("\"GET /hello HTTP/1.1\" 200 5 ")).count(), 30);
+    let pids: std::collections::HashSet<&str> =
+        lines.iter().filter_map(|l| l.split("rid=").nth(1)).map(|r| &r[..16]).collect();
+    assert!(pids.len() >= 2, "ids come from more than one process: {pids:?}");
+
+    // SIGUSR1 to the master reaches every worker.
+    std::fs::rename(&log, p.dir.join("access.log.1")).unwrap();
+    s.signal("USR1");
+    wait_until(30, "lines in the reopened file", || {
+        get_retry(&s, "/hello");
+        std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
+    });
+}
+
+#[test]
+fn readiness_follows_the_workers() {
+    let p = project("");
+    let slow = format!("{API}\nwhile not os.path.exists(os.path.join(HERE, 'loaded')):\n    time.sleep(0.01)\n");
+    std::fs::write(p.dir.join("main.py"), slow).unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg(p.file()).args(["--bind", "127.0.0.1:0", "--admin", &admin.to_string()]).env_remove("VIRTUAL_ENV");
+    let starting = std::thread::spawn(move || Server::spawn(cmd));
+    let mut seen = None;
+    wait_until(30, "the master's admin listener", || {
+        seen = std::net::TcpStream::connect(admin).ok().map(|_| get(admin, "/readyz"));
+        seen.is_some()
+    });
+    assert_eq!(seen.unwrap().status, 503, "no worker serves while the template loads");
+    std::fs::write(p.dir.join("loaded"), "").unwrap();
+    let mut s = starting.join().unwrap();
+    assert_eq!(get(admin, "/readyz").status, 200);
+    let addr = s.addr;
+    let waiter = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.send(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.read_response().text()
+    });
+    wait_until(10, "the /wait handler", || p.dir.join("started").exists());
+    s.signal("TERM");
+    wait_until(10, "/readyz 503 while stopping", || get(admin, "/readyz").status == 503);
+    assert_eq!(get(admin, "/healthz").status, 200);
+    std::fs::write(p.dir.join("go"), "").unwrap();
+    assert_eq!(waiter.join().unwrap(), "done");
+    assert!(s.wait_exit(30).success());
+}
+
+#[test]
+fn status_page_in_chromium_shows_one_row_per_worker() {
+    let chromium =
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let chromium = chromium.expect("Chromium is not installed: run tests/setup.sh (it installs Debian's chromium)");
+    let p = project("");
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    for _ in 0..5 {
+        get_retry(&s, "/hello");
+    }
+    let failed = get_retry(&s, "/fail");
+    assert_eq!(failed.status, 500);
+    let rid = failed.header("X-Request-Id").unwrap().to_string();
+    let url = format!("http://{admin}/");
+    let profile = p.dir.join("chromium-profile");
+    let shot = repo().join("target/status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1200,900",
+    ];
+    let run = |extra: &str| {
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(chromium)
+            .args(flags)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(extra)
+            .arg(&url)
+            .output()
+            .expect("run chromium");
+        assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = run("--dump-dom");
+    let rows = dom.matches("class=\"worker\"").count();
+    assert_eq!(rows, 2, "one row per worker:\n{dom}");
+    assert!(dom.contains("id=\"readiness\"") && dom.contains(">ready<"), "{dom}");
+    assert!(dom.contains("KeyError") && dom.contains(&rid), "the failing request's traceback and id:\n{dom}");
+    assert!(dom.contains(">/hello<"), "{dom}");
+    run(&format!("--screenshot={}", shot.display()));
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{} bytes", png.len());
+}
