@@ -29,8 +29,8 @@ use std::path::Path;
 pub struct Bridge {
     pub http_error: Py<PyType>,
     pub event_stream: Py<PyType>,
+    /// `pyrs.loads`: the JSON parser of the contract.
     pub json_loads: Py<PyAny>,
-    pub orjson_dumps: Option<Py<PyAny>>,
 }
 
 static BRIDGE: PyOnceLock<Bridge> = PyOnceLock::new();
@@ -40,11 +40,9 @@ pub fn bridge(py: Python<'_>) -> PyResult<&'static Bridge> {
         let module = py.import("pyrs")?;
         let http_error = module.getattr("HTTPError")?.cast_into::<PyType>().map_err(PyErr::from)?.unbind();
         let event_stream = module.getattr("EventStream")?.cast_into::<PyType>().map_err(PyErr::from)?.unbind();
-        let (json_loads, orjson_dumps) = match py.import("orjson") {
-            Ok(orjson) => (orjson.getattr("loads")?.unbind(), Some(orjson.getattr("dumps")?.unbind())),
-            Err(_) => (py.import("json")?.getattr("loads")?.unbind(), None),
-        };
-        Ok(Bridge { http_error, event_stream, json_loads, orjson_dumps })
+        let json_loads = module.getattr("loads")?.unbind();
+        json::init(py)?;
+        Ok(Bridge { http_error, event_stream, json_loads })
     })
 }
 
@@ -68,9 +66,15 @@ pub fn format_exception(py: Python<'_>, e: &PyErr) -> String {
     }
 }
 
-const HTTP_ERROR_SOURCE: &std::ffi::CStr = c"
+/// The parts of the `pyrs` module written in Python (the same text as in
+/// the pip-installable package's `_shared.py`, which a test compares).
+const MODULE_SOURCE: &std::ffi::CStr = c"
+import json as _json
+
+
 class HTTPError(Exception):
-    \"\"\"Raise HTTPError(status, message) in a handler to answer with that status.\"\"\"
+    \"\"\"Raise HTTPError(status, message) in a handler to answer with that status
+    (the body is the message, or the status's reason phrase without one).\"\"\"
 
     def __init__(self, status, message=None):
         super().__init__(status, message)
@@ -86,6 +90,28 @@ class Timeout(BaseException):
 
     A BaseException, like KeyboardInterrupt, so that 'except Exception:' in
     handler code does not swallow it.\"\"\"
+
+
+def _reject_constant(name):
+    raise ValueError(f'{name} is not valid JSON')
+
+
+def _finite_float(text):
+    value = float(text)
+    if value in (float('inf'), float('-inf')):
+        raise ValueError(f'number {text} is out of range')
+    return value
+
+
+_decoder = _json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
+
+
+def loads(data):
+    \"\"\"Parses JSON (str, or UTF-8 bytes) as request.json() does: integers of any
+    size exact, NaN, Infinity and out-of-range numbers refused (ValueError).\"\"\"
+    if not isinstance(data, str):
+        data = bytes(data).decode('utf-8')
+    return _decoder.decode(data)
 ";
 
 /// Creates the `pyrs` module handler code imports.
@@ -100,14 +126,26 @@ fn install_module(py: Python<'_>) -> PyResult<()> {
     let globals = PyDict::new(py);
     globals.set_item("__name__", "pyrs")?;
     globals.set_item("__builtins__", py.import("builtins")?)?;
-    py.run(HTTP_ERROR_SOURCE, Some(&globals), None)?;
-    m.add("HTTPError", globals.get_item("HTTPError")?)?;
+    py.run(MODULE_SOURCE, Some(&globals), None)?;
+    for name in ["HTTPError", "loads"] {
+        let item = globals.get_item(name)?.ok_or_else(|| PyRuntimeError::new_err(format!("pyrs.{name} missing")))?;
+        m.add(name, item)?;
+    }
+    m.add_function(pyo3::wrap_pyfunction!(dumps, &m)?)?;
     stream::install(py, &m)?;
     let timeout = globals.get_item("Timeout")?.ok_or_else(|| PyRuntimeError::new_err("pyrs.Timeout missing"))?;
     errors::set_timeout_class(py, timeout.clone().cast_into::<PyType>().map_err(PyErr::from)?.unbind());
     m.add("Timeout", timeout)?;
     py.import("sys")?.getattr("modules")?.set_item("pyrs", &m)?;
     Ok(())
+}
+
+/// `pyrs.dumps(value) -> bytes`: JSON as pyrs sends a returned dict or list.
+#[pyfunction]
+fn dumps<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let mut out = Vec::new();
+    json::dumps(value, &mut out)?;
+    Ok(pyo3::types::PyBytes::new(value.py(), &out))
 }
 
 /// What a route serves.

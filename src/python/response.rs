@@ -114,7 +114,12 @@ fn http_error_parts(py: Python<'_>, e: &PyErr) -> Option<(u16, String)> {
         return None;
     }
     let status = v.getattr("status").ok()?.extract::<u16>().ok().filter(|s| (200..=599).contains(s))?;
-    let message = v.getattr("message").ok().and_then(|m| m.str().ok()).map(|m| m.to_string_lossy().into_owned());
+    let message = v
+        .getattr("message")
+        .ok()
+        .filter(|m| !m.is_none())
+        .and_then(|m| m.str().ok())
+        .map(|m| m.to_string_lossy().into_owned());
     let mut body = message.unwrap_or_else(|| crate::http::encode::reason(status).to_string());
     body.push('\n');
     Some((status, body))
@@ -232,14 +237,7 @@ fn encode_body(
     }
     if body.cast::<PyDict>().is_ok() || body.cast::<PyList>().is_ok() {
         scratch.clear();
-        let b = bridge(py)?;
-        match &b.orjson_dumps {
-            Some(dumps) => {
-                let encoded = dumps.bind(py).call1((body,))?;
-                scratch.extend_from_slice(encoded.cast::<PyBytes>().map_err(PyErr::from)?.as_bytes());
-            }
-            None => super::json::encode(body, scratch)?,
-        }
+        super::json::dumps(body, scratch)?;
         let result = send(res, status, headers, ct, b"application/json", scratch);
         if scratch.capacity() > 1 << 20 {
             *scratch = Vec::new();
