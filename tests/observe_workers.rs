@@ -76,11 +76,22 @@ fn the_master_adds_up_workers_and_keeps_the_counts_of_dead_ones() {
     let victim: i32 = get_retry(&s, "/pid").text().parse().unwrap();
     // SAFETY: signalling the worker process this test started.
     unsafe { libc::kill(victim, libc::SIGKILL) };
-    wait_until(30, "a replacement worker", || {
+    let mut last = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
         let m = metrics(admin);
         assert!(value(&m, "pyrs_requests_total", &[("route", "/hello"), ("status", "2xx")]) >= 20.0);
-        value(&m, "pyrs_worker_starts_total", &[]) == 3.0 && value(&m, "pyrs_workers_up", &[]) == 2.0
-    });
+        let replaced = value(&m, "pyrs_worker_exits_total", &[("reason", "crash")]) >= 1.0
+            && value(&m, "pyrs_worker_starts_total", &[]) >= 3.0
+            && value(&m, "pyrs_workers_up", &[]) == 2.0;
+        if replaced {
+            break;
+        }
+        last = m;
+        assert!(std::time::Instant::now() < deadline, "no replacement worker: {last:#?}\n{}", s.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(last);
     for _ in 0..10 {
         assert_eq!(get_retry(&s, "/hello").text(), "world");
     }
