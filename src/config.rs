@@ -248,6 +248,7 @@ settings! {
     write_timeout: Duration = "seconds",
     max_connections: usize = "size",
     max_buffered_output: usize = "size",
+    max_memory_mb: u64 = "count",
     workers: usize = "workers",
     preload: bool = "boolean",
     max_requests: u64 = "count",
@@ -835,6 +836,15 @@ impl Config {
                 write_timeout: raw.write_timeout.unwrap_or(d.write_timeout),
                 max_connections: raw.max_connections.unwrap_or(d.max_connections),
                 max_buffered_output: raw.max_buffered_output.unwrap_or(d.max_buffered_output),
+                memory: match raw.max_memory_mb {
+                    Some(mb) => std::sync::Arc::new(crate::http::budget::MemoryBudget::new(
+                        usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+                    )),
+                    // Each worker process has its own budget: share the machine's.
+                    None => std::sync::Arc::new(crate::http::budget::MemoryBudget::new(
+                        crate::http::budget::MemoryBudget::default_limit() / raw.workers.unwrap_or(1).max(1),
+                    )),
+                },
             },
             workers: Workers {
                 count: raw.workers,
@@ -893,6 +903,7 @@ impl Config {
                     "write_timeout" => secs(l.write_timeout),
                     "max_connections" => json!(l.max_connections),
                     "max_buffered_output" => json!(l.max_buffered_output),
+                    "max_memory_mb" => json!(l.memory.limit() >> 20),
                     "workers" => json!(w.count),
                     "preload" => json!(w.preload),
                     "max_requests" => json!(w.max_requests),

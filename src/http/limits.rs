@@ -3,6 +3,8 @@
 //! methods a route may name. Kept here so that `http` depends on nothing
 //! else in the crate (the parser can be fuzzed and benchmarked alone).
 
+use super::budget::MemoryBudget;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a route without `methods` serves: the methods of RFC 9110 and PATCH
@@ -23,6 +25,8 @@ pub struct Limits {
     pub write_timeout: Duration,
     pub max_connections: usize,
     pub max_buffered_output: usize,
+    /// Shared by every connection of the process (clones share it).
+    pub memory: Arc<MemoryBudget>,
 }
 
 impl Default for Limits {
@@ -38,6 +42,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_buffered_output: 1024 * 1024,
+            memory: Arc::new(MemoryBudget::new(MemoryBudget::default_limit())),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! with by itself.
 
 pub mod body;
+pub mod budget;
 pub mod cookie;
 pub mod date;
 pub mod decode;

@@ -188,13 +188,20 @@ impl Output {
     /// back-pressure bounds).
     pub fn unsent(&self) -> usize {
         let files: u64 = self.segs.iter().map(|s| if let Seg::File { left, .. } = s { *left } else { 0 }).sum();
-        self.buffered().saturating_add(usize::try_from(files).unwrap_or(usize::MAX))
+        let tail = self.tail.len() - if self.segs.is_empty() { self.sent } else { 0 };
+        let ready: usize = self.segs.iter().map(|s| s.ready().len()).sum();
+        (ready + tail).saturating_add(usize::try_from(files).unwrap_or(usize::MAX))
     }
 
-    /// Bytes held in memory for this output and not yet written.
+    /// Bytes held in memory for this output and not yet written (a shared
+    /// body counts whole: it is held until its last byte is written).
     pub fn buffered(&self) -> usize {
         let tail = self.tail.len() - if self.segs.is_empty() { self.sent } else { 0 };
-        self.segs.iter().map(|s| s.ready().len()).sum::<usize>() + tail
+        let held = |s: &Seg| match s {
+            Seg::Shared { data, .. } => data.bytes().len(),
+            other => other.ready().len(),
+        };
+        self.segs.iter().map(held).sum::<usize>() + tail
     }
 
     pub fn written_total(&self) -> u64 {

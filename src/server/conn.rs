@@ -29,6 +29,8 @@ pub const MAX_QUEUED: u32 = 64;
 /// its last response, so that unread input does not reset the connection
 /// before the client has that response.
 pub const LINGER: Duration = Duration::from_secs(2);
+/// The answer to a request that arrives while the memory budget is spent.
+pub const BUDGET_SPENT: &str = "Service Unavailable: the server's memory budget is spent, retry later\n";
 /// Most bytes discarded while lingering.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
@@ -164,6 +166,14 @@ pub struct Conn<'r, T, S = TcpStream> {
     pub pull_queued: bool,
     /// Bytes read from the socket so far (for the metrics).
     pub bytes_read: u64,
+    /// Bytes of the memory budget this connection has charged (the event
+    /// loop keeps it in step with [`Conn::memory`]).
+    pub charged: usize,
+    /// Bytes reserved for the body being received (its declared length,
+    /// at most max_body_bytes).
+    body_reserved: usize,
+    /// Reading paused because the memory budget is spent.
+    pub budget_paused: bool,
 }
 
 /// The result of reading from the socket.
@@ -200,7 +210,24 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
             discarded: 0,
             pull_queued: false,
             bytes_read: 0,
+            charged: 0,
+            body_reserved: 0,
+            budget_paused: false,
         }
+    }
+
+    /// Bytes this connection holds that the memory budget counts: the body
+    /// being received (at least its declared length) and unsent output.
+    pub fn memory(&self) -> usize {
+        let body = match &self.state {
+            ReadState::Body { body, .. } => body.capacity().max(self.body_reserved),
+            _ => 0,
+        };
+        body + self.out.buffered()
+    }
+
+    fn receiving_unknown_length(&self) -> bool {
+        matches!(&self.state, ReadState::Body { head, .. } if head.framing == crate::http::Framing::Chunked)
     }
 
     /// Output is queued, or a response body is still being produced.
@@ -253,6 +280,14 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
                 self.read_paused = true;
                 return ReadOutcome::Open;
             }
+            if limits.memory.over() && self.receiving_unknown_length() {
+                // A body of unknown length would grow past the budget:
+                // resumed by the event loop once memory is freed.
+                self.read_paused = true;
+                self.budget_paused = true;
+                return ReadOutcome::Open;
+            }
+            self.budget_paused = false;
             self.read_paused = false;
             if self.parse_stalled {
                 self.parse_buffered(token, router, limits, jobs);
@@ -442,6 +477,19 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
                 RouteMatch::NotImplemented => (None, Some((501, "Not Implemented\n", None))),
             }
         };
+        let declared = match head.framing {
+            crate::http::Framing::Length(n) => usize::try_from(n).unwrap_or(usize::MAX).min(limits.max_body_bytes),
+            _ => 0,
+        };
+        if limits.memory.over() || !limits.memory.fits(declared as u64) {
+            // Past the process's memory budget: refused without reading the
+            // body or calling the application, and the connection closes.
+            let kind = JobKind::Reply { status: 503, body: BUDGET_SPENT, allow: None, head: Some(head.clone()) };
+            self.push_job(token, &head, false, kind, jobs);
+            self.state = ReadState::Done;
+            return;
+        }
+        self.body_reserved = declared;
         let decoder = BodyDecoder::new(head.framing, limits.max_body_bytes);
         if head.expect_continue {
             if route.is_some() {
@@ -848,6 +896,28 @@ mod tests {
         c.stream.input.push_back(data("hi"));
         c.read_ready(0, r, &l, &mut jobs, true);
         assert_eq!(jobs.iter().map(describe).collect::<Vec<_>>(), ["continue", "call /a POST body=\"hi\""]);
+    }
+
+    #[test]
+    fn a_spent_memory_budget_refuses_new_requests_and_bodies_that_do_not_fit() {
+        let r = leak_router();
+        let budget = std::sync::Arc::new(crate::http::budget::MemoryBudget::new(1000));
+        let l = Limits { memory: budget.clone(), ..Limits::default() };
+        let mut jobs = Vec::new();
+        let mut c = conn(vec![data("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 600\r\n\r\nxx")], 1 << 20);
+        c.read_ready(0, r, &l, &mut jobs, true);
+        assert!(jobs.is_empty() && c.receiving_body());
+        assert_eq!(c.memory(), 600, "the declared length is reserved");
+        budget.recharge(0, c.memory());
+        let mut d = conn(vec![data("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n")], 1 << 20);
+        d.read_ready(0, r, &l, &mut jobs, true);
+        assert_eq!(jobs.iter().map(describe).collect::<Vec<_>>(), ["reply 503"]);
+        assert!(!jobs[0].keep_alive);
+        jobs.clear();
+        budget.recharge(0, 400);
+        let mut e = conn(vec![data("GET /a HTTP/1.1\r\nHost: h\r\n\r\n")], 1 << 20);
+        e.read_ready(0, r, &l, &mut jobs, true);
+        assert_eq!(jobs.iter().map(describe).collect::<Vec<_>>(), ["reply 503"], "over budget: even a GET");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! connections. Streams of connections that went away are closed (a
 //! generator's `finally` runs) in the next locked phase.
 
-use super::conn::{Conn, Deadline, Job, JobKind, ReadOutcome};
+use super::conn::{Conn, Deadline, Job, JobKind, ReadOutcome, BUDGET_SPENT};
 use super::ThreadShared;
 use crate::app::{App, Responder, Route, Worker};
 use crate::http::body::BodyStream;
@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 
 pub const WAKER: Token = Token(usize::MAX);
 const TICK: Duration = Duration::from_millis(200);
+/// A connection's holdings are charged to the memory budget in steps of this.
+const CHARGE_STEP: usize = 64 * 1024;
 /// How long an idle connection stays open once shutdown begins.
 const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(1000);
 
@@ -220,6 +222,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         if let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             conn.out.take_streams(&mut self.closing);
+            self.limits.memory.recharge(conn.charged, 0);
             self.free.push(i);
             self.live -= 1;
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
@@ -288,7 +291,10 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     self.retire(i);
                     return;
                 }
-                if !conn.pull_queued && conn.out.wants_pull(self.limits.max_buffered_output) {
+                if !conn.pull_queued
+                    && conn.out.wants_pull(self.limits.max_buffered_output)
+                    && !self.limits.memory.over()
+                {
                     conn.pull_queued = true;
                     self.pulls.push(i);
                 }
@@ -321,7 +327,15 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         }
     }
 
+    /// Brings the memory budget in step with what connection `i` holds.
+    fn recharge(&mut self, i: usize) {
+        if let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) {
+            charge(conn, &self.limits.memory);
+        }
+    }
+
     fn update_deadline(&mut self, i: usize) {
+        self.recharge(i);
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
@@ -380,6 +394,27 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 Deadline::Idle | Deadline::Write | Deadline::Linger => self.close(i),
             }
         }
+        self.resume_after_budget();
+    }
+
+    /// Once the memory budget has room again, resumes what it paused:
+    /// reading bodies of unknown length and pulling streams.
+    fn resume_after_budget(&mut self) {
+        if self.limits.memory.limit() == 0 || self.limits.memory.over() {
+            return;
+        }
+        for i in 0..self.conns.len() {
+            let Some(conn) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if !conn.pull_queued && conn.out.wants_pull(self.limits.max_buffered_output) {
+                conn.pull_queued = true;
+                self.pulls.push(i);
+            }
+            if conn.budget_paused {
+                self.read_one(i);
+            }
+        }
     }
 
     /// Stops taking new requests: each connection is closed after its next
@@ -426,7 +461,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 continue;
             }
             conn.pull_queued = false;
-            if !conn.out.wants_pull(self.limits.max_buffered_output) {
+            if !conn.out.wants_pull(self.limits.max_buffered_output) || self.limits.memory.over() {
                 continue;
             }
             match conn.out.pull() {
@@ -510,6 +545,14 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 JobKind::Continue => {
                     encode::continue_response(conn.out.tail());
                 }
+                JobKind::Call { .. } if self.limits.memory.over() => {
+                    // Past the memory budget (other requests of this batch
+                    // filled it): refused without calling the application.
+                    let ctx = ResponseContext { keep_alive: false, ..ctx };
+                    core(conn.out.tail(), 503, &id_header, BUDGET_SPENT, self.date.value(), ctx);
+                    conn.close_after = true;
+                    conn.served_any = true;
+                }
                 JobKind::Call { route, mut req } => {
                     route_index = route.id;
                     route_label = Some(route.pattern.as_str());
@@ -526,6 +569,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                             }
                             context::enter(route.id, &rid);
                             w.handle(route, req, res);
+                            // Charged now, so that the next job of the batch sees it.
+                            charge(conn, &self.limits.memory);
                             if context::leave() {
                                 self.obs.metrics.exception(route.id);
                             }
@@ -592,6 +637,18 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
     /// The route index that stands for "no route" in the metrics.
     fn router_len(&self) -> usize {
         self.shared.observer.labels.len().saturating_sub(1)
+    }
+}
+
+/// Brings the memory budget in step with what `conn` holds. Holdings under
+/// CHARGE_STEP count as nothing, so ordinary requests never touch the
+/// shared counter.
+fn charge<T>(conn: &mut Conn<'_, T>, budget: &crate::http::budget::MemoryBudget) {
+    let now = conn.memory();
+    let now = if now < CHARGE_STEP { 0 } else { now };
+    if now != conn.charged {
+        budget.recharge(conn.charged, now);
+        conn.charged = now;
     }
 }
 
