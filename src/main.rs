@@ -31,6 +31,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     let cfg = Config::load_layered(&cli.project, cli.env, cli.flags).map_err(|e| e.to_string())?;
     pyrs::logging::init(cfg.log_level);
+    pyrs::http::encode::set_server_header(cfg.server_header);
     for name in &cli.unknown_env {
         log::warn!("environment variable {name} is not a pyrs setting (ignored)");
     }

@@ -11,6 +11,7 @@
 
 use super::Version;
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the encoder needs to know about the request being answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,18 @@ pub struct ResponseWriter<'a> {
     closes: Option<&'a Cell<bool>>,
     /// Receives the status and body size once the head is finished.
     sent: Option<&'a Cell<Sent>>,
+    /// Where pyrs's `Server` line is, until a handler's replaces it.
+    server_at: Option<usize>,
+}
+
+const SERVER_LINE: &[u8] = b"Server: pyrs\r\n";
+
+/// Whether responses carry `Server: pyrs` (the `server_header` setting).
+static SERVER_HEADER: AtomicBool = AtomicBool::new(true);
+
+/// Sets the `server_header` setting for this process (once, at start-up).
+pub fn set_server_header(on: bool) {
+    SERVER_HEADER.store(on, Ordering::Relaxed);
 }
 
 /// What a response said, for the access log and the metrics.
@@ -130,10 +143,14 @@ impl<'a> ResponseWriter<'a> {
     pub fn begin(out: &'a mut Vec<u8>, status: u16, date: &[u8], ctx: ResponseContext) -> Self {
         let start = out.len();
         push_status(out, status);
-        out.extend_from_slice(b"Server: pyrs\r\nDate: ");
+        let server_at = SERVER_HEADER.load(Ordering::Relaxed).then(|| {
+            out.extend_from_slice(SERVER_LINE);
+            out.len() - SERVER_LINE.len()
+        });
+        out.extend_from_slice(b"Date: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
-        ResponseWriter { out, start, status, ctx, has_content_type: false, closes: None, sent: None }
+        ResponseWriter { out, start, status, ctx, has_content_type: false, closes: None, sent: None, server_at }
     }
 
     /// Records in `sent` the status and body size of this response.
@@ -169,6 +186,12 @@ impl<'a> ResponseWriter<'a> {
         }
         if name.eq_ignore_ascii_case(b"content-type") {
             self.has_content_type = true;
+        }
+        if name.eq_ignore_ascii_case(b"server") {
+            // The handler's Server header replaces pyrs's.
+            if let Some(at) = self.server_at.take() {
+                self.out.drain(at..at + SERVER_LINE.len());
+            }
         }
         self.out.extend_from_slice(name);
         self.out.extend_from_slice(b": ");
@@ -301,6 +324,19 @@ mod tests {
 
     const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
     const KA: ResponseContext = ResponseContext { keep_alive: true, head_only: false, version: Version::Http11 };
+
+    #[test]
+    fn a_handler_server_header_replaces_pyrs_s() {
+        let mut out = b"earlier".to_vec();
+        let mut w = ResponseWriter::begin(&mut out, 200, DATE, KA);
+        w.header(b"X-A", b"1").unwrap();
+        w.header(b"server", b"mine/1.0").unwrap();
+        w.finish(b"text/plain", b"");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "earlierHTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-A: 1\r\nserver: mine/1.0\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
 
     #[test]
     fn basic_response() {

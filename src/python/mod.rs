@@ -4,6 +4,7 @@
 //! Each pool thread attaches to the interpreter once for its whole life and
 //! releases the GIL whenever it waits or does socket I/O (`Worker::unlocked`).
 
+pub mod cookies;
 pub mod errors;
 pub mod file;
 pub mod interpreter;
@@ -106,6 +107,13 @@ def _finite_float(text):
 _decoder = _json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
 
 
+def redirect(url, status=302):
+    \"\"\"A response that sends the client to `url` (301, 302, 303, 307 or 308).\"\"\"
+    if status not in (301, 302, 303, 307, 308):
+        raise ValueError(f'redirect status must be 301, 302, 303, 307 or 308, not {status!r}')
+    return Response(None, status=status, headers=[('Location', url)])
+
+
 def loads(data):
     \"\"\"Parses JSON (str, or UTF-8 bytes) as request.json() does: integers of any
     size exact, NaN, Infinity and out-of-range numbers refused (ValueError).\"\"\"
@@ -126,8 +134,9 @@ fn install_module(py: Python<'_>) -> PyResult<()> {
     let globals = PyDict::new(py);
     globals.set_item("__name__", "pyrs")?;
     globals.set_item("__builtins__", py.import("builtins")?)?;
+    globals.set_item("Response", m.getattr("Response")?)?;
     py.run(MODULE_SOURCE, Some(&globals), None)?;
-    for name in ["HTTPError", "loads"] {
+    for name in ["HTTPError", "loads", "redirect"] {
         let item = globals.get_item(name)?.ok_or_else(|| PyRuntimeError::new_err(format!("pyrs.{name} missing")))?;
         m.add(name, item)?;
     }

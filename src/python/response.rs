@@ -31,6 +31,8 @@ pub struct PyResponse {
     pub headers: Option<Py<PyAny>>,
     #[pyo3(get, set)]
     pub content_type: Option<String>,
+    /// `Set-Cookie` values from `set_cookie`/`delete_cookie`, in call order.
+    pub cookies: Vec<String>,
 }
 
 #[pymethods]
@@ -44,11 +46,84 @@ impl PyResponse {
         headers: Option<Py<PyAny>>,
         content_type: Option<String>,
     ) -> Self {
-        PyResponse { body: body.unwrap_or_else(|| py.None()), status, headers, content_type }
+        PyResponse { body: body.unwrap_or_else(|| py.None()), status, headers, content_type, cookies: Vec::new() }
+    }
+
+    /// Adds a `Set-Cookie` header. `expires` is a Unix time or a datetime
+    /// (naive: UTC); `samesite` is "Lax", "Strict", "None" or None.
+    #[pyo3(signature = (name, value="", *, max_age=None, expires=None, path=Some("/".to_string()), domain=None, secure=false, httponly=false, samesite=Some("Lax".to_string())))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_cookie(
+        &mut self,
+        name: &str,
+        value: &str,
+        max_age: Option<i64>,
+        expires: Option<&Bound<'_, PyAny>>,
+        path: Option<String>,
+        domain: Option<String>,
+        secure: bool,
+        httponly: bool,
+        samesite: Option<String>,
+    ) -> PyResult<()> {
+        let expires = match expires {
+            None => None,
+            Some(e) => Some(unix_time(e)?),
+        };
+        let spec = super::cookies::CookieSpec {
+            name,
+            value,
+            max_age,
+            expires,
+            path: path.as_deref(),
+            domain: domain.as_deref(),
+            secure,
+            httponly,
+            samesite: samesite.as_deref(),
+        };
+        self.cookies.push(super::cookies::render(&spec).map_err(PyValueError::new_err)?);
+        Ok(())
+    }
+
+    /// Adds a `Set-Cookie` header that removes the cookie (same `path` and
+    /// `domain` as it was set with).
+    #[pyo3(signature = (name, *, path=Some("/".to_string()), domain=None))]
+    fn delete_cookie(&mut self, name: &str, path: Option<String>, domain: Option<String>) -> PyResult<()> {
+        let spec = super::cookies::CookieSpec {
+            name,
+            value: "",
+            max_age: Some(0),
+            expires: Some(0),
+            path: path.as_deref(),
+            domain: domain.as_deref(),
+            secure: false,
+            httponly: false,
+            samesite: None,
+        };
+        self.cookies.push(super::cookies::render(&spec).map_err(PyValueError::new_err)?);
+        Ok(())
     }
 
     fn __repr__(&self) -> String {
         format!("<pyrs.Response status={}>", self.status)
+    }
+}
+
+/// Seconds since the epoch of an int, a float or a datetime (naive: UTC).
+fn unix_time(e: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if let Ok(dt) = e.cast::<pyo3::types::PyDateTime>() {
+        let dt = if dt.getattr("tzinfo")?.is_none() {
+            let utc = e.py().import("datetime")?.getattr("timezone")?.getattr("utc")?;
+            let kwargs = PyDict::new(e.py());
+            kwargs.set_item("tzinfo", utc)?;
+            dt.call_method("replace", (), Some(&kwargs))?
+        } else {
+            dt.clone().into_any()
+        };
+        return Ok(dt.call_method0("timestamp")?.extract::<f64>()?.floor() as i64);
+    }
+    match e.extract::<f64>() {
+        Ok(t) if t.is_finite() => Ok(t.floor() as i64),
+        _ => Err(PyTypeError::new_err("expires must be a Unix time (int or float) or a datetime")),
     }
 }
 
@@ -165,7 +240,10 @@ fn encode_value(
                 PyValueError::new_err(format!("status {} is not a final HTTP status (200-599)", r.status)).into()
             );
         }
-        let headers = r.headers.as_ref().map(|h| h.bind(py).clone());
+        let headers = match (r.headers.as_ref(), r.cookies.is_empty()) {
+            (h, true) => h.map(|h| h.bind(py).clone()),
+            (h, false) => Some(with_cookies(py, h.map(|h| h.bind(py)), &r.cookies)?),
+        };
         let body = r.body.bind(py);
         let ct = r.content_type.as_deref();
         if body.is_none() {
@@ -200,6 +278,33 @@ fn encode_value(
         return send(res, 204, None, None, b"", b"");
     }
     encode_body(py, value, 200, None, None, res, scratch, origin)
+}
+
+/// The handler's headers (a dict, a list of pairs or None) followed by one
+/// `Set-Cookie` pair per cookie, as a list of pairs.
+fn with_cookies<'py>(
+    py: Python<'py>,
+    headers: Option<&Bound<'py, PyAny>>,
+    cookies: &[String],
+) -> PyResult<Bound<'py, PyAny>> {
+    let list = PyList::empty(py);
+    match headers {
+        Some(h) if h.cast::<PyDict>().is_ok() => {
+            for item in h.cast::<PyDict>()?.items() {
+                list.append(item)?;
+            }
+        }
+        Some(h) if !h.is_none() => {
+            for item in h.try_iter()? {
+                list.append(item?)?;
+            }
+        }
+        _ => {}
+    }
+    for c in cookies {
+        list.append(("Set-Cookie", c.as_str()))?;
+    }
+    Ok(list.into_any())
 }
 
 fn status_of(status: &Bound<'_, PyAny>) -> PyResult<u16> {
