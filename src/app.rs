@@ -35,6 +35,11 @@ pub trait App: Send + Sync + 'static {
 
     /// Called once after every pool thread has stopped.
     fn shutdown(&self) {}
+
+    /// Interrupts the handler running on the thread with pthread id
+    /// `thread` (past `timeout`), if `still` is true once that is safe to
+    /// decide (for Python: with the interpreter lock held). May block.
+    fn interrupt(&self, _thread: u64, _still: &dyn Fn() -> bool) {}
 }
 
 /// One pool thread's view of the application.

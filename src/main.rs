@@ -5,6 +5,8 @@ use pyrs::cli::Cli;
 use pyrs::config::Config;
 use pyrs::observe::{self, metrics::Region, view::RouteLabel, Health, LocalSource, Observer};
 use pyrs::python::{interpreter, PyApp};
+use pyrs::server::activity::Activity;
+use pyrs::server::timeout::{self, HandlerTimeout};
 use pyrs::server::{self, listener, signals::SignalPipe, ServerConfig};
 use pyrs::workers;
 use std::io::Write;
@@ -52,8 +54,8 @@ fn run(cli: Cli) -> Result<(), String> {
 
     let w = &cfg.workers;
     let defaults = pyrs::config::Workers::default();
-    if w.max_requests != 0 || w.max_rss_mb != 0 || w.timeout != defaults.timeout || w.preload != defaults.preload {
-        log::warn!("preload, timeout, max_requests and max_rss_mb apply only with worker processes (set workers)");
+    if w.max_requests != 0 || w.max_rss_mb != 0 || w.preload != defaults.preload {
+        log::warn!("preload, max_requests and max_rss_mb apply only with worker processes (set workers)");
     }
 
     // Rust owns SIGINT/SIGTERM; install before Python starts.
@@ -96,15 +98,32 @@ fn run(cli: Cli) -> Result<(), String> {
     pyrs::say!("Address: {}, port: {}, threads: {}", bound.ip(), bound.port(), cfg.thread_count);
     pyrs::say!("Listening on http://{bound}");
 
+    let activity = Arc::new(Activity::new(cfg.thread_count));
     let server_cfg = ServerConfig {
         thread_count: cfg.thread_count,
         tcp_nodelay: cfg.tcp_nodelay,
         shutdown_timeout: cfg.shutdown_timeout,
         limits: cfg.limits.clone(),
-        activity: None,
+        activity: Some(activity.clone()),
         observer: Arc::new(observer),
     };
     let app = Arc::new(app);
+    // A single process cannot replace itself: a handler stuck past the grace
+    // is logged, and its thread stays busy (new connections go to the others).
+    let handler_timeout = HandlerTimeout {
+        timeout: cfg.workers.timeout,
+        grace: HandlerTimeout::grace_for(cfg.workers.timeout),
+        routes: cfg.modules.iter().map(|r| r.path.clone()).collect(),
+        on_stuck: Box::new(|run, route| {
+            log::error!(
+                "handler for route {route} still runs after {:.1} s despite pyrs.Timeout (stuck outside Python \
+                 bytecode); its thread stays busy (with workers it would be replaced)",
+                run.elapsed.as_secs_f64()
+            )
+        }),
+    };
+    timeout::start(app.clone(), activity, handler_timeout)
+        .map_err(|e| format!("cannot start the timeout thread: {e}"))?;
     server::serve(app.clone(), listener, signals, server_cfg).map_err(|e| format!("server failed: {e}"))?;
     pyrs::app::App::shutdown(&*app);
     log::info!("stopped");

@@ -96,3 +96,47 @@ fn identical_tracebacks_are_logged_once_per_interval_with_a_count() {
     assert_eq!(counted, 199, "{err}");
     assert!(err.contains("route /boom (main.Api.boom) raised: ValueError at"), "{err}");
 }
+
+const SLOW: &str = r#"
+import time
+
+class Api:
+    def spin(self, request):
+        try:
+            while True:
+                pass
+        except Exception:
+            return "swallowed"  # pyrs.Timeout is no Exception: never reached
+
+    def stuck(self, request):
+        time.sleep(float(request.query.get("s", "30")))
+        return "woke"
+
+    def hello(self, request):
+        return "world"
+"#;
+
+#[test]
+fn timeout_in_a_single_process_raises_pyrs_timeout_answers_503_and_the_thread_serves_on() {
+    let p = Project::simple(SLOW, &[("/spin", "spin"), ("/stuck", "stuck"), ("/hello", "hello")], "\"timeout\": 1,");
+    let s = Server::start(&p, &["--threads", "2"]);
+    let mut c = s.connect();
+    c.send(b"GET /spin HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!((r.status, r.text()), (503, "Handler timed out\n".to_string()), "{}", s.stderr());
+    // The same thread (same connection) answers the next request.
+    assert_eq!(c.read_response().text(), "world");
+    s.wait_stderr("route /spin (main.Api.spin) timed out", 5);
+    let err = s.stderr();
+    assert!(err.contains("handler for route /spin has run for"), "{err}");
+    assert!(err.contains("in spin") && err.contains("pyrs.Timeout"), "the stack where it hung: {err}");
+    // Stuck in C code: the exception waits; after the grace it is logged, and
+    // the other thread keeps serving.
+    let mut stuck = s.connect();
+    stuck.send(b"GET /stuck?s=4 HTTP/1.1\r\nHost: t\r\n\r\n");
+    s.wait_stderr("handler for route /stuck still runs after", 10);
+    assert_eq!(s.get("/hello").text(), "world");
+    // When the sleep returns, the pending pyrs.Timeout ends the handler.
+    assert_eq!(stuck.read_response().status, 503);
+    assert_eq!(s.get("/hello").text(), "world");
+}

@@ -140,20 +140,30 @@ fn unsafe_kill(pid: i32, sig: &str) {
 }
 
 #[test]
-fn a_handler_past_timeout_gets_its_worker_replaced() {
+fn a_handler_past_timeout_gets_pyrs_timeout_and_one_stuck_in_c_gets_its_worker_replaced() {
     let p = Project::simple(API, &routes(), "\"workers\": 2, \"timeout\": 1,");
     let s = Server::start(&p, &[]);
+    // Pure Python: interrupted with pyrs.Timeout, answered 503; the worker serves on.
     let mut spinner = s.connect();
-    spinner.send(b"GET /spin HTTP/1.1\r\nHost: t\r\n\r\n");
-    // Other requests keep being answered by the other worker meanwhile.
+    spinner.send(b"GET /spin HTTP/1.1\r\nHost: t\r\n\r\nGET /pid HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = spinner.read_response();
+    assert_eq!((r.status, r.text()), (503, "Handler timed out\n".to_string()), "{}", s.stderr());
+    assert_eq!(spinner.read_response().status, 200);
+    s.wait_stderr("route /spin (main.Api.spin) timed out", 5);
+    assert!(s.stderr().contains("in spin"), "the stack where it hung is logged: {}", s.stderr());
+    assert!(!s.stderr().contains("killed"), "{}", s.stderr());
+    // Stuck in C (time.sleep ignores the exception): killed after the grace, replaced at once.
+    let mut stuck = s.connect();
+    stuck.send(b"GET /sleep?s=60 HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Other requests keep being answered meanwhile.
     for _ in 0..20 {
         assert_eq!(s.get("/version").text(), "v1");
     }
-    s.wait_stderr("handler for route /spin has run for", 5);
-    assert!(spinner.try_read_response().is_none(), "the spinning request cannot be answered");
+    s.wait_stderr("killed for a handler for route /sleep stuck past timeout; replacing it at once", 10);
+    assert!(stuck.try_read_response().is_none(), "the stuck request cannot be answered");
+    assert!(s.stderr().contains("timeout kills by route so far: /sleep: 1"), "{}", s.stderr());
     wait_until(5, "a replacement worker", || up_count(&s) >= 3);
     assert_eq!(pids(&s, 30).len(), 2);
-    assert!(s.stderr().contains("killed by signal"), "{}", s.stderr());
 }
 
 #[test]
@@ -283,6 +293,7 @@ fn max_rss_mb_recycles_a_worker() {
     let p = Project::simple(API, &routes(), "\"workers\": 1, \"max_rss_mb\": 1,");
     let s = Server::start(&p, &[]);
     let first = pid_of(&s);
-    s.wait_stderr("asking to be replaced: resident memory", 5);
+    s.wait_stderr("private memory", 5);
+    s.wait_stderr("at once and replacing it", 5);
     wait_until(5, "a recycled worker", || pid_of(&s) != first);
 }

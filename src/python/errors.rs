@@ -10,8 +10,29 @@ use crate::observe::context;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 static TIMEOUT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// Interrupts sent so far (pool threads compare it after each handler).
+static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts an interrupt about to be sent.
+pub fn note_interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// After a handler returned: if an interrupt was sent since `seen`, one may
+/// still be pending for this thread (the handler ended before reaching the
+/// next bytecode); clear it so it cannot hit the next request.
+pub fn clear_late_interrupt(seen: &mut u64) {
+    let now = INTERRUPTS.load(Ordering::Acquire);
+    if now != *seen {
+        *seen = now;
+        // SAFETY: the calling pool thread holds the interpreter lock; a null
+        // exception clears this thread's pending asynchronous exception.
+        unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(libc::pthread_self() as std::ffi::c_long, std::ptr::null_mut()) };
+    }
+}
 
 /// Remembers the `pyrs.Timeout` class (set when the module is created).
 pub fn set_timeout_class(py: Python<'_>, class: Py<PyType>) {

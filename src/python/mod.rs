@@ -298,7 +298,7 @@ impl App for PyApp {
     fn run_worker(&self, _index: usize, body: &mut dyn FnMut(&mut PyWorker<'_>)) {
         // Attach once for the thread's whole life (attaching per request costs ~9 us).
         Python::attach(|py| {
-            let mut worker = PyWorker { py, scratch: Vec::new(), _app: std::marker::PhantomData };
+            let mut worker = PyWorker { py, scratch: Vec::new(), interrupts_seen: 0, _app: std::marker::PhantomData };
             body(&mut worker);
         });
     }
@@ -319,12 +319,30 @@ impl App for PyApp {
             interpreter::run_atexit(py);
         });
     }
+
+    /// Raises `pyrs.Timeout` in the handler running on `thread`.
+    fn interrupt(&self, thread: u64, still: &dyn Fn() -> bool) {
+        Python::attach(|py| {
+            // With the interpreter lock held the pool thread cannot finish
+            // its handler, so the check stays true until the exception is set.
+            if !still() {
+                return;
+            }
+            if let Some(class) = errors::timeout_class(py) {
+                errors::note_interrupt();
+                // SAFETY: called with the interpreter attached; the class is a live type object.
+                unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(thread as std::ffi::c_long, class.as_ptr()) };
+            }
+        });
+    }
 }
 
 /// One pool thread, attached to the interpreter.
 pub struct PyWorker<'w> {
     py: Python<'w>,
     scratch: Vec<u8>,
+    /// `errors::INTERRUPTS` when this thread last looked.
+    interrupts_seen: u64,
     _app: std::marker::PhantomData<&'w PyApp>,
 }
 
@@ -349,6 +367,7 @@ impl Worker for PyWorker<'_> {
             Ok(r) => (method.bind(py).call1((&r,)), Some(r)),
             Err(e) => (Err(e), None),
         };
+        errors::clear_late_interrupt(&mut self.interrupts_seen);
         response::write(py, outcome, route, label, request.as_ref(), res, &mut self.scratch);
     }
 }

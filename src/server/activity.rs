@@ -1,7 +1,7 @@
 //! What each pool thread is doing right now, readable from other threads:
-//! which route's handler it is running and since when, and how many requests
-//! the process has answered. The worker watchdog reads it to enforce
-//! `timeout` and `max_requests`.
+//! which route's handler it is running and since when, its thread id, and
+//! how many requests the process has answered. The timeout watchdog reads it
+//! to enforce `timeout`, the worker watchdog for `max_requests`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,6 +11,19 @@ pub struct ThreadActivity {
     /// Microseconds since `Activity::epoch` when the current handler began, plus one; 0 when idle.
     busy_since: AtomicU64,
     route: AtomicUsize,
+    /// The thread's pthread id (CPython's `threading.get_ident()`), once it runs.
+    ident: AtomicU64,
+}
+
+/// One handler run, as the timeout watchdog sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy {
+    pub thread: usize,
+    /// Identifies this run (its start); a later run of the thread differs.
+    pub token: u64,
+    pub elapsed: Duration,
+    pub route: usize,
+    pub ident: u64,
 }
 
 #[derive(Debug)]
@@ -25,7 +38,11 @@ impl Activity {
         Activity {
             epoch: Instant::now(),
             threads: (0..threads)
-                .map(|_| ThreadActivity { busy_since: AtomicU64::new(0), route: AtomicUsize::new(0) })
+                .map(|_| ThreadActivity {
+                    busy_since: AtomicU64::new(0),
+                    route: AtomicUsize::new(0),
+                    ident: AtomicU64::new(0),
+                })
                 .collect(),
             requests: AtomicU64::new(0),
         }
@@ -33,6 +50,38 @@ impl Activity {
 
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64 + 1
+    }
+
+    /// Records the calling thread as pool thread `thread`.
+    pub fn register_thread(&self, thread: usize) {
+        if let Some(t) = self.threads.get(thread) {
+            // SAFETY: pthread_self has no preconditions.
+            t.ident.store(unsafe { libc::pthread_self() } as u64, Ordering::Release);
+        }
+    }
+
+    /// Every handler running now.
+    pub fn busy(&self) -> Vec<Busy> {
+        let now = self.now();
+        self.threads
+            .iter()
+            .enumerate()
+            .filter_map(|(thread, t)| {
+                let since = t.busy_since.load(Ordering::Acquire);
+                (since != 0).then(|| Busy {
+                    thread,
+                    token: since,
+                    elapsed: Duration::from_micros(now.saturating_sub(since)),
+                    route: t.route.load(Ordering::Relaxed),
+                    ident: t.ident.load(Ordering::Acquire),
+                })
+            })
+            .collect()
+    }
+
+    /// True while `run` is still the handler its thread runs.
+    pub fn still_running(&self, run: &Busy) -> bool {
+        self.threads.get(run.thread).is_some_and(|t| t.busy_since.load(Ordering::Acquire) == run.token)
     }
 
     /// Thread `thread` starts running the handler of route `route`.

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod event_loop;
 pub mod listener;
 pub mod signals;
+pub mod timeout;
 
 use crate::app::App;
 use crate::http::date::DateCache;
@@ -107,10 +108,13 @@ pub fn serve<A: App>(
         shared.push(s.clone());
         let app = app.clone();
         let limits = cfg.limits.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("pyrs-{index}"))
-            .stack_size(POOL_STACK_SIZE)
-            .spawn(move || event_loop::run_thread(&*app, index, thread_poll, limits, &s))?;
+        let handle =
+            std::thread::Builder::new().name(format!("pyrs-{index}")).stack_size(POOL_STACK_SIZE).spawn(move || {
+                if let Some(a) = &s.activity {
+                    a.register_thread(index);
+                }
+                event_loop::run_thread(&*app, index, thread_poll, limits, &s)
+            })?;
         handles.push(handle);
     }
 

@@ -22,8 +22,16 @@ pub enum Message {
     Up { slot: usize, gen: u64, pid: i32 },
     /// A worker could not start; it exits 1 after sending this.
     Fatal { slot: usize, gen: u64, pid: i32, message: String },
-    /// A worker asks to be replaced (max_requests, max_rss_mb).
+    /// A worker asks to be replaced (max_requests); it drains once its
+    /// replacement listens.
     Recycle { slot: usize, gen: u64, pid: i32, reason: String },
+    /// A worker is over `max_rss_mb`: replace it and stop it at once.
+    Over { slot: usize, gen: u64, pid: i32, reason: String },
+    /// A worker is alive (every second, from its watchdog thread).
+    Beat { slot: usize, gen: u64, pid: i32 },
+    /// A worker is about to kill itself: a handler for `route` stayed stuck
+    /// past `timeout` and the grace after `pyrs.Timeout`.
+    Timeout { slot: usize, gen: u64, pid: i32, route: String },
 }
 
 impl Message {
@@ -35,6 +43,9 @@ impl Message {
             Message::Up { slot, gen, pid } => format!("up {slot} {gen} {pid}"),
             Message::Fatal { slot, gen, pid, message } => format!("fatal {slot} {gen} {pid} {}", flat(message)),
             Message::Recycle { slot, gen, pid, reason } => format!("recycle {slot} {gen} {pid} {}", flat(reason)),
+            Message::Over { slot, gen, pid, reason } => format!("over {slot} {gen} {pid} {}", flat(reason)),
+            Message::Beat { slot, gen, pid } => format!("beat {slot} {gen} {pid}"),
+            Message::Timeout { slot, gen, pid, route } => format!("timeout {slot} {gen} {pid} {}", flat(route)),
         };
         if line.len() > MAX_LINE - 1 {
             let mut cut = MAX_LINE - 1;
@@ -64,6 +75,9 @@ impl Message {
             "up" => Message::Up { slot, gen, pid },
             "fatal" => Message::Fatal { slot, gen, pid, message: rest },
             "recycle" => Message::Recycle { slot, gen, pid, reason: rest },
+            "over" => Message::Over { slot, gen, pid, reason: rest },
+            "beat" => Message::Beat { slot, gen, pid },
+            "timeout" => Message::Timeout { slot, gen, pid, route: rest },
             _ => return None,
         })
     }
@@ -109,6 +123,9 @@ mod tests {
             Message::Up { slot: 1, gen: 2, pid: 11 },
             Message::Fatal { slot: 0, gen: 1, pid: 12, message: "post_fork raised:\nValueError: x".into() },
             Message::Recycle { slot: 3, gen: 1, pid: 13, reason: "served 1000 requests".into() },
+            Message::Over { slot: 3, gen: 1, pid: 13, reason: "private memory 120 MB".into() },
+            Message::Beat { slot: 2, gen: 4, pid: 14 },
+            Message::Timeout { slot: 1, gen: 1, pid: 15, route: "/users/{id}".into() },
         ];
         for m in msgs {
             let line = m.encode();

@@ -1,8 +1,14 @@
 //! The supervisor. Pure Rust: it never starts Python, so it stays small and
 //! cannot be wedged by handler code. It owns the port, starts a template per
-//! code generation, keeps one worker per slot alive (with backoff, and a stop
-//! when workers keep failing at start-up), recycles workers on request, and
-//! turns signals into graceful stops, rolling reloads and scaling.
+//! code generation, keeps one worker per slot alive, recycles workers on
+//! request, and turns signals into graceful stops, rolling reloads and scaling.
+//!
+//! Restart policy: only a start-up in which no worker ever served stops the
+//! server (a slot failing 3 times in a row); once any worker has served, a
+//! failing slot retries with capped backoff (0.1 s doubling to 10 s) and
+//! logs each failure while the healthy workers keep serving. A worker killed
+//! for a handler stuck past `timeout`, or for a missed heartbeat (stopped,
+//! wedged), is replaced at once: those are not crash loops.
 
 use super::ipc::{self, Message};
 use super::{ENV_BIND, ENV_GENERATION, ENV_MASTER_PID, ENV_ROLE};
@@ -30,6 +36,8 @@ const STATUS: Token = Token(1);
 const MAX_START_FAILURES: u32 = 3;
 /// A worker that lived this long resets its slot's failure count.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// A serving worker silent for this long (no heartbeat) is killed and replaced.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -43,6 +51,10 @@ struct WorkerProc {
     gen: u64,
     state: State,
     born: Instant,
+    /// Its last heartbeat (or birth).
+    last_beat: Instant,
+    /// Why the master or the worker itself killed it, when that is no crash.
+    killed_for: Option<String>,
 }
 
 struct Template {
@@ -72,6 +84,10 @@ struct Master<'a> {
     workers: HashMap<i32, WorkerProc>,
     slots: Vec<Slot>,
     announced: bool,
+    /// Some worker reached `up` at least once: failures no longer stop the server.
+    ever_up: bool,
+    /// Workers killed for a handler stuck past timeout, by route.
+    timeout_kills: HashMap<String, u64>,
     stopping: Option<Instant>,
     last_fatal: Option<String>,
     pending_line: String,
@@ -139,6 +155,8 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         workers: HashMap::new(),
         slots: (0..count).map(|_| Slot { wanted: true, failures: 0, respawn_at: None, pending: false }).collect(),
         announced: false,
+        ever_up: false,
+        timeout_kills: HashMap::new(),
         stopping: None,
         last_fatal: None,
         pending_line: String::new(),
@@ -160,6 +178,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         }
         m.read_status()?;
         m.reap()?;
+        m.check_heartbeats();
         m.respawn_due();
         if let Some(since) = m.stopping {
             let alive = m.workers.len() + m.templates.len();
@@ -201,6 +220,11 @@ impl Master<'_> {
         if self.stopping.is_some() {
             t = Duration::from_millis(50);
         }
+        // A respawn waits for a loaded template (announced by a status line):
+        // without one, its time passing is no reason to wake (no busy loop).
+        if !self.templates.iter().any(|t| t.ready && t.commands.is_some()) {
+            return t;
+        }
         let now = Instant::now();
         for s in &self.slots {
             if let Some(at) = s.respawn_at {
@@ -208,6 +232,27 @@ impl Master<'_> {
             }
         }
         t
+    }
+
+    /// Kills serving workers whose heartbeat stopped (SIGSTOP, a wedged
+    /// process): their watchdog thread runs inside them, so only the master
+    /// can notice.
+    fn check_heartbeats(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        for (&pid, w) in self.workers.iter_mut() {
+            if w.state == State::Up && w.killed_for.is_none() && w.last_beat.elapsed() > HEARTBEAT_TIMEOUT {
+                log::error!(
+                    "worker {pid} (slot {}) sent no heartbeat for {:.1} s (stopped or wedged); killing and replacing it",
+                    w.slot,
+                    w.last_beat.elapsed().as_secs_f64()
+                );
+                w.killed_for = Some("no heartbeat".into());
+                // SAFETY: signalling a child process.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 
     fn spawn_template(&mut self) -> Result<(), String> {
@@ -395,7 +440,9 @@ impl Master<'_> {
             }
             Message::Born { slot, gen, pid } => {
                 self.fleet.born(pid, slot);
-                self.workers.insert(pid, WorkerProc { slot, gen, state: State::Starting, born: Instant::now() });
+                let now = Instant::now();
+                let w = WorkerProc { slot, gen, state: State::Starting, born: now, last_beat: now, killed_for: None };
+                self.workers.insert(pid, w);
                 if let Some(s) = self.slots.get_mut(slot) {
                     s.pending = false;
                 }
@@ -403,8 +450,10 @@ impl Master<'_> {
             Message::Up { slot, gen, pid } => {
                 if let Some(w) = self.workers.get_mut(&pid) {
                     w.state = State::Up;
+                    w.last_beat = Instant::now();
                 }
                 self.fleet.up(pid);
+                self.ever_up = true;
                 log::info!("worker {pid} (slot {slot}, generation {gen}) up");
                 // The new worker listens: older ones in its slot may drain now
                 // (replaced by a newer generation: a reload; else a recycle).
@@ -425,6 +474,34 @@ impl Master<'_> {
                     log::info!("recycling worker {pid} (slot {slot}): {reason}");
                     self.spawn_worker(slot);
                 }
+            }
+            Message::Over { slot, pid, reason, .. } => {
+                // Replace it, and stop it now rather than once the replacement
+                // listens: memory grows while it keeps accepting.
+                let current = self.workers.get(&pid).is_some_and(|w| w.state == State::Up);
+                if current && self.stopping.is_none() {
+                    log::warn!("stopping worker {pid} (slot {slot}) at once and replacing it: {reason}");
+                    if !self.slots[slot].pending {
+                        self.spawn_worker(slot);
+                    }
+                    if let Some(w) = self.workers.get_mut(&pid) {
+                        w.state = State::Draining;
+                        self.fleet.draining(pid, "max_rss_mb");
+                        // SAFETY: signalling a child process.
+                        unsafe { libc::kill(pid, libc::SIGTERM) };
+                    }
+                }
+            }
+            Message::Beat { pid, .. } => {
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.last_beat = Instant::now();
+                }
+            }
+            Message::Timeout { pid, route, .. } => {
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.killed_for = Some(format!("a handler for route {route} stuck past timeout"));
+                }
+                *self.timeout_kills.entry(route).or_default() += 1;
             }
         }
         Ok(())
@@ -493,11 +570,23 @@ impl Master<'_> {
             return Ok(());
         }
         let slot = w.slot;
+        if let Some(why) = &w.killed_for {
+            // Not a crash loop: replaced at once, whatever the slot's history.
+            let kills = self.timeout_kills.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>();
+            log::warn!(
+                "worker {pid} (slot {slot}, generation {}) {how}: killed for {why}; replacing it at once \
+                 (timeout kills by route so far: {})",
+                w.gen,
+                if kills.is_empty() { "none".to_string() } else { kills.join(", ") }
+            );
+            self.slots[slot].respawn_at = self.slots[slot].wanted.then(Instant::now);
+            return Ok(());
+        }
         log::warn!("worker {pid} (slot {slot}, generation {}) {how}; replacing it", w.gen);
         let s = &mut self.slots[slot];
         if w.state == State::Starting {
             s.failures += 1;
-            if s.failures >= MAX_START_FAILURES {
+            if s.failures >= MAX_START_FAILURES && !self.ever_up {
                 let why = self.last_fatal.clone().unwrap_or(how);
                 self.stopping = Some(Instant::now());
                 self.kill_all(libc::SIGTERM);
@@ -516,6 +605,9 @@ impl Master<'_> {
         } else {
             Duration::from_millis(100 << (s.failures - 1).min(7)).min(Duration::from_secs(10))
         };
+        if s.failures > 0 {
+            log::warn!("slot {slot}: {} failure(s) in a row; next worker in {:.1} s", s.failures, delay.as_secs_f64());
+        }
         s.respawn_at = Some(Instant::now() + delay);
         if !self.slots[slot].wanted {
             self.slots[slot].respawn_at = None;

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::observe::{Health, Observer};
 use crate::python::PyApp;
 use crate::server::activity::Activity;
+use crate::server::timeout::{self, HandlerTimeout};
 use crate::server::{self, listener, signals::SignalPipe, ServerConfig};
 use pyo3::prelude::*;
 use std::net::SocketAddr;
@@ -75,13 +76,33 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
     let watchdog = Watchdog {
         activity: activity.clone(),
         id,
-        timeout: cfg.workers.timeout,
         max_requests,
-        max_rss_bytes: cfg.workers.max_rss_mb * 1024 * 1024,
-        routes: cfg.modules.iter().map(|r| r.path.clone()).collect(),
+        max_private_bytes: cfg.workers.max_rss_mb * 1024 * 1024,
     };
     if let Err(e) = std::thread::Builder::new().name("pyrs-watchdog".into()).spawn(move || watchdog.run()) {
         return fatal(format!("cannot start the watchdog thread: {e}"));
+    }
+    // A handler still stuck after pyrs.Timeout and the grace: tell the master
+    // (it replaces this worker at once and counts the route), then die.
+    let handler_timeout = HandlerTimeout {
+        timeout: cfg.workers.timeout,
+        grace: HandlerTimeout::grace_for(cfg.workers.timeout),
+        routes: cfg.modules.iter().map(|r| r.path.clone()).collect(),
+        on_stuck: Box::new(move |run, route| {
+            log::error!(
+                "worker {pid}: handler for route {route} still runs after {:.1} s despite pyrs.Timeout (stuck \
+                 outside Python bytecode); killing the worker",
+                run.elapsed.as_secs_f64()
+            );
+            report(Message::Timeout { slot: id.slot, gen: id.gen, pid, route: route.to_string() });
+            // The line must reach stderr before the process dies.
+            crate::logging::flush(crate::logging::EXIT_NOW_FLUSH);
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }),
+    };
+    if let Err(e) = timeout::start(app.clone(), activity.clone(), handler_timeout) {
+        return fatal(format!("cannot start the timeout thread: {e}"));
     }
     report(Message::Up { slot: id.slot, gen: id.gen, pid });
     log::info!("worker {pid} (slot {}, generation {}) serving", id.slot, id.gen);
@@ -116,23 +137,27 @@ fn jitter(max: u64) -> u64 {
     seed % (max + 1)
 }
 
+/// How often the watchdog looks (parent, heartbeat, limits).
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// How often the master hears that this worker is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
 struct Watchdog {
     activity: Arc<Activity>,
     id: Identity,
-    timeout: Duration,
     max_requests: u64,
-    max_rss_bytes: u64,
-    routes: Vec<String>,
+    max_private_bytes: u64,
 }
 
 impl Watchdog {
     fn run(self) {
         let pid = std::process::id() as i32;
+        let (slot, gen) = (self.id.slot, self.id.gen);
         let mut recycle_asked = false;
         let mut stop_asked = false;
-        let mut last_rss_check = Instant::now();
+        let mut last_beat: Option<Instant> = None;
         loop {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(WATCH_EVERY);
             // SAFETY: getppid and kill have no memory-safety preconditions.
             let parent = unsafe { libc::getppid() };
             if parent != self.id.master_pid && !stop_asked {
@@ -140,46 +165,59 @@ impl Watchdog {
                 stop_asked = true;
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
-            if let Some((busy, route)) = self.activity.longest_busy() {
-                if busy > self.timeout {
-                    let route = self.routes.get(route).map(String::as_str).unwrap_or("?");
-                    log::error!(
-                        "worker {pid}: handler for route {route} has run for {:.1} s (timeout {:.1} s); killing the worker",
-                        busy.as_secs_f64(),
-                        self.timeout.as_secs_f64()
-                    );
-                    // The line must reach stderr before the process dies.
-                    crate::logging::flush(crate::logging::EXIT_NOW_FLUSH);
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
+            // The heartbeat comes from this thread, not from the pool: a
+            // worker stopped as a whole (SIGSTOP, swapped out) goes silent,
+            // one busy in long handlers does not (timeout handles those).
+            if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
+                last_beat = Some(Instant::now());
+                let _ = ipc::send(STATUS_FD, &Message::Beat { slot, gen, pid });
             }
             if recycle_asked {
                 continue;
             }
-            let mut reason = None;
             if self.max_requests > 0 && self.activity.requests() >= self.max_requests {
-                reason =
-                    Some(format!("served {} requests (max_requests {})", self.activity.requests(), self.max_requests));
+                let reason =
+                    format!("served {} requests (max_requests {})", self.activity.requests(), self.max_requests);
+                log::info!("worker {pid}: asking to be replaced: {reason}");
+                let _ = ipc::send(STATUS_FD, &Message::Recycle { slot, gen, pid, reason });
+                recycle_asked = true;
+                continue;
             }
-            if self.max_rss_bytes > 0 && last_rss_check.elapsed() >= Duration::from_secs(1) {
-                last_rss_check = Instant::now();
-                if let Some(rss) = resident_bytes() {
-                    if rss > self.max_rss_bytes {
-                        reason = Some(format!(
-                            "resident memory {} MB exceeds max_rss_mb {}",
-                            rss >> 20,
-                            self.max_rss_bytes >> 20
-                        ));
+            // Private memory (USS): what this worker alone holds. Pages shared
+            // with the template (the preloaded model) are not counted.
+            if self.max_private_bytes > 0 {
+                if let Some(private) = private_bytes() {
+                    if private > self.max_private_bytes {
+                        let reason = format!(
+                            "private memory {} MB exceeds max_rss_mb {}",
+                            private >> 20,
+                            self.max_private_bytes >> 20
+                        );
+                        log::warn!("worker {pid}: {reason}; stopping at once and asking to be replaced");
+                        let _ = ipc::send(STATUS_FD, &Message::Over { slot, gen, pid, reason });
+                        recycle_asked = true;
                     }
                 }
             }
-            if let Some(reason) = reason {
-                log::info!("worker {pid}: asking to be replaced: {reason}");
-                let _ = ipc::send(STATUS_FD, &Message::Recycle { slot: self.id.slot, gen: self.id.gen, pid, reason });
-                recycle_asked = true;
-            }
         }
     }
+}
+
+/// This process's private memory (USS: its private clean and dirty pages),
+/// from /proc/self/smaps_rollup.
+pub fn private_bytes() -> Option<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let mut kib = 0u64;
+    let mut found = false;
+    for line in rollup.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(name), Some(value)) = (parts.next(), parts.next()) else { continue };
+        if matches!(name, "Private_Clean:" | "Private_Dirty:") {
+            kib += value.parse::<u64>().ok()?;
+            found = true;
+        }
+    }
+    found.then_some(kib * 1024)
 }
 
 /// This process's resident set size, from /proc/self/statm.
