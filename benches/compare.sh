@@ -57,11 +57,8 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.tsv
 : >"$RESULTS"
 
-say() { printf '%s\n' "$*" >&2; }
-die() {
-    say "error: $*"
-    exit 1
-}
+# say, die, start_server, stop_server, cleanup, rss_mb, cpu_ticks, wrk_row (and the EXIT trap).
+source "$ROOT/benches/lib.sh"
 
 for tool in cargo wrk taskset curl setsid pgrep "$PYTHON"; do
     command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk; taskset, setsid: util-linux; pgrep: procps)"
@@ -78,82 +75,6 @@ if awk -v l="${LOAD_BEFORE%% *}" -v n="$ncpu" 'BEGIN {exit !(l > n / 4)}'; then
 fi
 
 # ---- servers -------------------------------------------------------------
-
-declare -A PID=() PORT=()
-STARTED=()
-
-stop_server() {
-    local name=$1 pid=${PID[$1]:-}
-    [[ -n $pid ]] || return 0
-    # Each server runs in its own process group (setsid): signal the group.
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset "PID[$name]"
-}
-
-cleanup() {
-    local name
-    for name in "${STARTED[@]}"; do
-        stop_server "$name"
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start_server NAME PORT DIR CMD...: runs CMD in DIR on CPU $SERVER_CPU and
-# waits until it answers HTTP on PORT.
-start_server() {
-    local name=$1 port=$2 dir=$3
-    shift 3
-    (cd "$dir" && exec setsid nice -n "$NICE" taskset -c "$SERVER_CPU" "$@") >"$OUT/$name.log" 2>&1 &
-    PID[$name]=$!
-    PORT[$name]=$port
-    STARTED+=("$name")
-    for _ in $(seq 300); do
-        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/hello"; then
-            return 0
-        fi
-        if ! kill -0 "${PID[$name]}" 2>/dev/null; then
-            say "$name exited before answering; its log ($OUT/$name.log):"
-            tail -n 20 "$OUT/$name.log" >&2
-            unset "PID[$name]"
-            return 1
-        fi
-        sleep 0.1
-    done
-    say "$name did not answer on port $port within 30 s"
-    stop_server "$name"
-    return 1
-}
-
-# Resident memory of a server: the sum over the processes of its group, in MB.
-rss_mb() {
-    local pid=${PID[$1]:-} total=0 p kb
-    [[ -n $pid ]] || {
-        echo 0
-        return
-    }
-    for p in $(pgrep -g "$pid"); do
-        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
-        total=$((total + ${kb:-0}))
-    done
-    echo $(((total + 512) / 1024))
-}
-
-# CPU time (user + system, clock ticks) used so far by a server's processes.
-cpu_ticks() {
-    local pid=${PID[$1]:-} total=0 p t
-    for p in $(pgrep -g "$pid"); do
-        t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
-}
 
 # Answers of one server to the benchmark routes, checked before any load.
 smoke_test() {
@@ -195,23 +116,7 @@ run_wrk() {
     nice -n "$NICE" taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$duration" --latency "${args[@]}" >"$raw" 2>&1 || true
     cpu1=$(cpu_ticks "$name")
     [[ $round == warmup ]] && return 0
-    awk -v server="$name" -v test="$test" -v round="$round" -v ticks=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" '
-        function ms(v) {
-            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-            if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
-            return v + 0
-        }
-        /^Requests\/sec:/ { rps = $2 }
-        / requests in / { n = $1 }
-        /^ +99%/ { p99 = ms($2) }
-        /Non-2xx or 3xx responses:/ { why = why "non-2xx=" $NF ";" }
-        /Socket errors:/ { sub(/^ *Socket errors: */, ""); gsub(/ /, ""); why = why "socket-errors(" $0 ");" }
-        END {
-            if (rps == "" || rps + 0 == 0) why = why "no-requests;"
-            us = n > 0 ? ticks * 1e6 / hz / n : 0
-            printf "%s\t%s\t%s\t%.2f\t%.3f\t%s\t%s\t%.2f\n", server, test, round, rps + 0, p99 + 0, why == "" ? "valid" : "INVALID", why, us
-        }' "$raw" >>"$RESULTS"
+    wrk_row "$name" "$test" "$round" $((cpu1 - cpu0)) "$raw" >>"$RESULTS"
     say "  $(tail -n 1 "$RESULTS" | cut -f1-7 | tr '\t' ' ')"
 }
 
