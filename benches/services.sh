@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The model-serving examples measured against the way such services are served today (issue 12).
 #
-#   benches/services.sh                     # 3 services x 6 servers, 3 rounds of 10 s (about 25 minutes)
+#   benches/services.sh                     # 3 services x 6 servers, 3 rounds of 10 s (about 22 minutes)
 #   BENCH_DURATION=3s BENCH_ROUNDS=1 BENCH_SERVICES=spellcheck benches/services.sh   # quick look
 #
 # For each service (examples/spellcheck, classifier, usernames), the SAME service class
