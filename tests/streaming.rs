@@ -377,3 +377,35 @@ fn a_stream_then_a_pipelined_request_keep_their_order() {
     let (status, _) = c.head();
     assert_eq!(status, "HTTP/1.1 200 OK");
 }
+
+#[test]
+fn a_generator_stuck_between_items_is_seen_by_the_worker_timeout() {
+    let src = r#"
+import time
+
+class Api:
+    def stuck(self, request):
+        yield "first"
+        time.sleep(600)
+        yield "never"
+
+    def small(self, request):
+        return "small"
+"#;
+    let p = Project::simple(src, &[("/stuck", "stuck"), ("/small", "small")], "\"workers\": 1, \"timeout\": 1,");
+    let s = Server::start(&p, &[]);
+    let mut c = ChunkReader::open(&s, "GET /stuck HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.head();
+    assert_eq!(c.chunk().unwrap(), b"first");
+    s.wait_stderr("handler for route /stuck has run for", 60);
+    // The replacement worker serves.
+    wait_until(60, "a replacement worker", || {
+        connect(s.addr).is_ok_and(|mut t| {
+            t.set_read_timeout(Some(RESPONSE_WAIT)).unwrap();
+            t.write_all(b"GET /small HTTP/1.1\r\nHost: h\r\n\r\n").is_ok() && {
+                let mut b = [0u8; 12];
+                read_retry(&mut t, &mut b).is_ok_and(|n| n == 12 && &b[9..12] == b"200")
+            }
+        })
+    });
+}

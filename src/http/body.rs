@@ -44,6 +44,12 @@ pub trait BodyStream: Send {
     /// away, or the response has no body: HEAD, 204, 304). Runs with the
     /// application locked. A generator's `finally` blocks run here.
     fn close(&mut self) {}
+
+    /// The route that produced the stream (the worker watchdog names it
+    /// while an item is pulled).
+    fn route(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A stream of items known in advance (tests and native handlers).

@@ -320,6 +320,11 @@ impl Output {
         None
     }
 
+    /// The route of the stream [`Output::pull`] would pull, when it says.
+    pub fn next_stream_route(&mut self) -> Option<usize> {
+        self.next_stream().and_then(|s| s.stream.route())
+    }
+
     /// True when a stream is next and less than `max_buffered` bytes wait.
     pub fn wants_pull(&self, max_buffered: usize) -> bool {
         let next_open = self

@@ -165,7 +165,7 @@ pub fn write<T>(
         }
     };
     let start = res.out.mark();
-    let origin = Origin { pattern: &route.pattern, label, request };
+    let origin = Origin { pattern: &route.pattern, label, request, route_id: route.id };
     match encode_value(py, &value, &mut res, scratch, origin) {
         Ok(()) => {}
         Err(why) => {
@@ -207,6 +207,7 @@ struct Origin<'a, 'py> {
     pattern: &'a str,
     label: &'a str,
     request: Option<&'a Bound<'py, super::request::PyRequest>>,
+    route_id: usize,
 }
 
 fn encode_value(
@@ -358,7 +359,7 @@ fn encode_body(
     // Iterators, generators and other iterables (of str or bytes) stream.
     if let Ok(iter) = body.try_iter() {
         let who = format!("route {} ({})", origin.pattern, origin.label);
-        let stream = Body::Stream(Box::new(super::stream::PyStream::new(iter, who)));
+        let stream = Body::Stream(Box::new(super::stream::PyStream::new(iter, who, origin.route_id)));
         if is_events {
             // Proxies and browsers must not cache or buffer an event stream; a
             // handler that passes its own headers decides for itself.

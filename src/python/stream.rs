@@ -88,11 +88,12 @@ pub struct PyStream {
     iter: Py<PyIterator>,
     /// `route (module.Class.method)`, for logs.
     label: String,
+    route: usize,
 }
 
 impl PyStream {
-    pub fn new(iter: Bound<'_, PyIterator>, label: String) -> Self {
-        PyStream { iter: iter.unbind(), label }
+    pub fn new(iter: Bound<'_, PyIterator>, label: String, route: usize) -> Self {
+        PyStream { iter: iter.unbind(), label, route }
     }
 }
 
@@ -117,6 +118,10 @@ impl BodyStream for PyStream {
                 }
             }
         })
+    }
+
+    fn route(&self) -> Option<usize> {
+        Some(self.route)
     }
 
     fn close(&mut self) {

@@ -100,6 +100,13 @@ impl Activity {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Thread `thread` finished pulling a stream item (not a request).
+    pub fn end_pull(&self, thread: usize) {
+        if let Some(t) = self.threads.get(thread) {
+            t.busy_since.store(0, Ordering::Release);
+        }
+    }
+
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }

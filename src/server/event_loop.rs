@@ -464,7 +464,16 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             if !conn.out.wants_pull(self.limits.max_buffered_output) || self.limits.memory.over() {
                 continue;
             }
-            match conn.out.pull() {
+            // The watchdog sees a pull like a handler call of the stream's route.
+            let route = conn.out.next_stream_route();
+            if let (Some(a), Some(id)) = (&self.shared.activity, route) {
+                a.begin(self.index, id);
+            }
+            let pulled = conn.out.pull();
+            if let (Some(a), Some(_)) = (&self.shared.activity, route) {
+                a.end_pull(self.index);
+            }
+            match pulled {
                 PullResult::Idle => continue,
                 PullResult::Item | PullResult::Ended => {}
                 PullResult::Failed => conn.cut(),
