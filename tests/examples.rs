@@ -170,6 +170,12 @@ fn project_template_serves_its_api() {
     assert_eq!(server.post("/echo", b"ping").body, b"ping");
     assert_eq!(server.get("/hello").text(), "world");
     assert_eq!(server.get("/hello?name=Ada").text(), "Ada");
+    assert_eq!(server.get("/users/42?tag=a&tag=b").text(), r#"{"id":42,"tags":["a","b"]}"#);
+    let r = server.request(
+        "POST /login HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\nname=Ada",
+    );
+    assert_eq!((r.status, r.header("location")), (303, Some("/hello?name=Ada")));
+    assert_eq!(r.header("set-cookie"), Some("user=Ada; HttpOnly; SameSite=Lax; Path=/; Max-Age=3600"));
     assert_eq!(server.get("/").status, 200);
     assert_eq!(server.get("/missing").status, 404);
 }

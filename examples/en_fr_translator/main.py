@@ -17,6 +17,7 @@ Routes (see project.pyrs):
 
 import os
 import re
+from typing import Any
 
 import pyrs
 
@@ -56,9 +57,9 @@ not know pass through unchanged (and are listed in "unknown").
 """
 
 
-def load_table(path):
+def load_table(path: str) -> dict[str, str]:
     """Reads ENGLISH<TAB>FRENCH lines; '#' comments and blank lines are skipped."""
-    table = {}
+    table: dict[str, str] = {}
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
@@ -76,7 +77,7 @@ def load_table(path):
     return table
 
 
-def match_case(source_words, french, sentence_start):
+def match_case(source_words: list[str], french: str, sentence_start: bool) -> str:
     """Gives `french` the capitalisation of the English source words.
 
     ALL CAPS stays all caps; a capitalised word gives a capitalised translation,
@@ -97,7 +98,7 @@ def match_case(source_words, french, sentence_start):
     return french[:1].upper() + french[1:]
 
 
-def elide(pieces):
+def elide(pieces: list[list[str]]) -> None:
     """Applies French elision in place: ["le", " "], ["homme", ...] -> ["l'", ""], ...
 
     `pieces` is a list of [text, separator_after] pairs.
@@ -113,17 +114,17 @@ def elide(pieces):
 class Translator:
     """Holds the word table; one instance serves every route."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.table = load_table(DATA_FILE)
         # flush: stdout is a pipe under a supervisor, and this line should
         # show up before "Listening on", not at exit.
         print(f"en_fr_translator: loaded {len(self.table)} entries from {DATA_FILE}", flush=True)
 
-    def translate_text(self, text):
+    def translate_text(self, text: str) -> tuple[str, list[str]]:
         """Returns (translation, unknown words in order of first appearance)."""
         parts = WORD.split(text)
         pieces = [["", parts[0]]]  # [text, separator after it]
-        unknown = []
+        unknown: list[str] = []
         sentence_start = True
         i = 1
         while i < len(parts):
@@ -147,7 +148,7 @@ class Translator:
         elide(pieces)
         return "".join(text + sep for text, sep in pieces), unknown
 
-    def _source(self, request):
+    def _source(self, request: pyrs.Request) -> str:
         if request.method == "GET":
             q = request.query.get("q")
             if q is None:
@@ -158,17 +159,17 @@ class Translator:
         except UnicodeDecodeError:
             raise pyrs.HTTPError(400, "the request body must be UTF-8 text")
 
-    def translate(self, request):
+    def translate(self, request: pyrs.Request) -> str:
         """/translate: the translation as text/plain; charset=utf-8."""
         translation, _ = self.translate_text(self._source(request))
         return translation
 
-    def translate_json(self, request):
+    def translate_json(self, request: pyrs.Request) -> dict[str, Any]:
         """/translate.json: {"source", "translation", "unknown"}."""
         source = self._source(request)
         translation, unknown = self.translate_text(source)
         return {"source": source, "translation": translation, "unknown": unknown}
 
-    def usage(self, request):
+    def usage(self, request: pyrs.Request) -> tuple[str, int]:
         """Every other path: how to use this example."""
         return (USAGE, 200 if request.path == "/" else 404)

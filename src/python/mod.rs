@@ -67,60 +67,15 @@ pub fn format_exception(py: Python<'_>, e: &PyErr) -> String {
     }
 }
 
-/// The parts of the `pyrs` module written in Python (the same text as in
-/// the pip-installable package's `_shared.py`, which a test compares).
-const MODULE_SOURCE: &std::ffi::CStr = c"
-import json as _json
+/// The parts of the `pyrs` module written in Python: the very file the
+/// pip-installable package imports, so both behave the same.
+const MODULE_SOURCE: &str = include_str!("../../python/pyrs/_shared.py");
 
-
-class HTTPError(Exception):
-    \"\"\"Raise HTTPError(status, message) in a handler to answer with that status
-    (the body is the message, or the status's reason phrase without one).\"\"\"
-
-    def __init__(self, status, message=None):
-        super().__init__(status, message)
-        self.status = status
-        self.message = message
-
-    def __str__(self):
-        return f'{self.status}: {self.message}' if self.message is not None else str(self.status)
-
-
-class Timeout(BaseException):
-    \"\"\"Raised by pyrs inside a handler that runs past its timeout; answered 503.
-
-    A BaseException, like KeyboardInterrupt, so that 'except Exception:' in
-    handler code does not swallow it.\"\"\"
-
-
-def _reject_constant(name):
-    raise ValueError(f'{name} is not valid JSON')
-
-
-def _finite_float(text):
-    value = float(text)
-    if value in (float('inf'), float('-inf')):
-        raise ValueError(f'number {text} is out of range')
-    return value
-
-
-_decoder = _json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
-
-
-def redirect(url, status=302):
-    \"\"\"A response that sends the client to `url` (301, 302, 303, 307 or 308).\"\"\"
-    if status not in (301, 302, 303, 307, 308):
-        raise ValueError(f'redirect status must be 301, 302, 303, 307 or 308, not {status!r}')
-    return Response(None, status=status, headers=[('Location', url)])
-
-
-def loads(data):
-    \"\"\"Parses JSON (str, or UTF-8 bytes) as request.json() does: integers of any
-    size exact, NaN, Infinity and out-of-range numbers refused (ValueError).\"\"\"
-    if not isinstance(data, str):
-        data = bytes(data).decode('utf-8')
-    return _decoder.decode(data)
-";
+/// Runs Python source text as a module body in `globals`.
+pub fn run_source(py: Python<'_>, source: &str, globals: &Bound<'_, PyDict>) -> PyResult<()> {
+    let code = std::ffi::CString::new(source).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    py.run(&code, Some(globals), None)
+}
 
 /// Creates the `pyrs` module handler code imports.
 fn install_module(py: Python<'_>) -> PyResult<()> {
@@ -135,7 +90,7 @@ fn install_module(py: Python<'_>) -> PyResult<()> {
     globals.set_item("__name__", "pyrs")?;
     globals.set_item("__builtins__", py.import("builtins")?)?;
     globals.set_item("Response", m.getattr("Response")?)?;
-    py.run(MODULE_SOURCE, Some(&globals), None)?;
+    run_source(py, MODULE_SOURCE, &globals)?;
     for name in ["HTTPError", "loads", "redirect"] {
         let item = globals.get_item(name)?.ok_or_else(|| PyRuntimeError::new_err(format!("pyrs.{name} missing")))?;
         m.add(name, item)?;

@@ -1,0 +1,97 @@
+"""pytest suite of pyrs.testing (run by tests/python_package.rs, so by .ci/run)."""
+
+import dataclasses
+import os
+from typing import Any, Iterator
+
+import pyrs
+import pytest
+from pyrs.testing import Client
+
+TEMPLATE = os.path.join(os.path.dirname(__file__), "..", "..", "project_template", "project.pyrs")
+
+
+class Api:
+    def hello(self, request: pyrs.Request) -> str:
+        return "hello " + request.query.get("name", "world")
+
+    def data(self, request: pyrs.Request) -> dict[str, Any]:
+        return {"got": request.json(), "method": request.method}
+
+    def login(self, request: pyrs.Request) -> pyrs.Response:
+        r = pyrs.redirect("/hello", status=303)
+        r.set_cookie("user", request.form["name"], httponly=True)
+        return r
+
+    def whoami(self, request: pyrs.Request) -> str:
+        return request.cookies.get("user", "nobody")
+
+    def events(self, request: pyrs.Request) -> pyrs.EventStream:
+        def gen() -> Iterator[Any]:
+            yield "one"
+            yield {"event": "tick", "data": {"n": 2}}
+
+        return pyrs.EventStream(gen())
+
+    def fail(self, request: pyrs.Request) -> None:
+        raise pyrs.HTTPError(409)
+
+    def crash(self, request: pyrs.Request) -> None:
+        raise RuntimeError("boom")
+
+
+def test_handler_class_routes_each_method() -> None:
+    c = Client(Api)
+    r = c.get("/hello?name=Ada")
+    assert (r.status, r.text, r.header("content-type")) == (200, "hello Ada", "text/plain; charset=utf-8")
+    assert c.post("/data", json={"n": 2**70}).json() == {"got": {"n": 2**70}, "method": "POST"}
+    assert c.post("/data", body="{bad").status == 400
+    assert c.get("/nope").status == 404
+    assert c.request("get", "/hello").status == 501
+
+
+def test_forms_cookies_redirects() -> None:
+    c = Client(Api)
+    r = c.post("/login", form={"name": "ada"})
+    assert r.status == 303 and r.header("location") == "/hello"
+    assert r.header_all("set-cookie") == ["user=ada; HttpOnly; SameSite=Lax; Path=/"]
+    assert c.get("/whoami", cookies={"user": "ada"}).text == "ada"
+
+
+def test_errors_as_the_server_sends_them() -> None:
+    c = Client(Api)
+    assert (c.get("/fail").status, c.get("/fail").text) == (409, "Conflict\n")
+    r = c.get("/crash")
+    assert (r.status, r.text) == (500, "Internal Server Error\n")
+    assert r.error is not None and "RuntimeError: boom" in r.error
+
+
+def test_event_stream_format() -> None:
+    r = Client(Api).get("/events")
+    assert r.header("content-type") == "text/event-stream"
+    assert r.text == 'data: one\n\nevent: tick\ndata: {"n":2}\n\n'
+
+
+def test_project_template_through_its_project_file() -> None:
+    c = Client(TEMPLATE)
+    assert c.get("/hello?name=Ada").text == "Ada"
+    assert c.post("/echo", body=b"ping").body == b"ping"
+    assert c.get("/users/42?tag=a&tag=b").json() == {"id": 42, "tags": ["a", "b"]}
+    assert c.get("/users/x").status == 400
+    r = c.post("/login", form={"name": "Ada"})
+    assert (r.status, r.header("location")) == (303, "/hello?name=Ada")
+    assert c.get("/missing").status == 404
+    assert c.put("/hello").status == 405
+
+
+def test_json_contract_matches_the_server_s() -> None:
+    @dataclasses.dataclass
+    class P:
+        x: int
+
+    assert pyrs.dumps({"f": [0.1, 1e20, 1e-7, 1e-5], "p": P(1), 1: None}) == b'{"f":[0.1,1e+20,1e-7,0.00001],"p":{"x":1},"1":null}'
+    with pytest.raises(ValueError):
+        pyrs.dumps([float("nan")])
+    with pytest.raises(ValueError):
+        pyrs.loads("[NaN]")
+    assert pyrs.loads(b"123456789012345678901234567890") == 123456789012345678901234567890
