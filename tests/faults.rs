@@ -140,3 +140,40 @@ fn timeout_in_a_single_process_raises_pyrs_timeout_answers_503_and_the_thread_se
     assert_eq!(stuck.read_response().status, 503);
     assert_eq!(s.get("/hello").text(), "world");
 }
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn after_a_burst_idle_memory_goes_back_to_the_os() {
+    // Clients that ask for 256 KB responses and reset the connection: the
+    // responses were built, then freed; glibc kept the memory (2000 such
+    // clients left 370 MB resident).
+    let api = "class Api:\n    def big(self, r):\n        return bytes(bytearray(256 * 1024))\n    def hello(self, r):\n        return 'world'\n";
+    let p = Project::simple(api, &[("/big", "big"), ("/hello", "hello")], "");
+    let s = Server::start(&p, &["--threads", "2"]);
+    assert_eq!(s.get("/hello").text(), "world");
+    let base = rss_kib(s.child.id());
+    let conns: Vec<std::net::TcpStream> = (0..400)
+        .map(|_| {
+            let mut c = connect(s.addr).unwrap();
+            std::io::Write::write_all(&mut c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n".repeat(4).as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    // The responses nobody reads pile up in the server.
+    wait_until(30, "the burst to grow memory", || rss_kib(s.child.id()) > base + 50 * 1024);
+    for c in conns {
+        // A reset, not a FIN: SO_LINGER 0.
+        let _ = socket2::SockRef::from(&c).set_linger(Some(std::time::Duration::ZERO));
+    }
+    assert_eq!(s.get("/hello").text(), "world");
+    wait_until(30, "idle memory back near its start", || rss_kib(s.child.id()) < base + 30 * 1024);
+}

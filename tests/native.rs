@@ -53,6 +53,8 @@ fn exchange(addr: SocketAddr, raw: &[u8]) -> (String, Vec<u8>) {
 #[test]
 fn native_app_through_the_core() {
     let app = NativeApp::echo_example()
+        .route("/panic", None, |_, _| panic!("a bug in a handler"))
+        .unwrap()
         .route("/users/{id}", Some(&["GET"]), |req, res| {
             let id = req.params.iter().find(|(k, _)| k == "id").map(|(_, v)| v.as_str()).unwrap_or("");
             native::text(res, 200, &format!("user {id}"))
@@ -128,6 +130,16 @@ fn native_app_through_the_core() {
     };
     assert!(String::from_utf8_lossy(&pending[..end]).contains("Content-Length: 5"));
     assert_eq!(pending.len(), end + 4);
+
+    // A panic in a handler call is contained to its request: 500, and the
+    // same pool thread serves on.
+    for _ in 0..4 {
+        let (head, _) = exchange(addr, b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 500"), "{head}");
+        let (_, body) = exchange(addr, b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(body, b"world");
+    }
+    assert!(!server.is_finished());
 
     // SIGTERM (caught by the server's handler, not fatal to this process): serve returns.
     signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();

@@ -51,9 +51,17 @@ pub fn format_line(level: log::Level, message: &str) -> String {
     format!("{time}.{:03} {level:<5} pyrs[{}] {message}\n", now.subsec_millis(), std::process::id())
 }
 
-/// Installs the logger; later calls only change the level.
+/// Installs the logger (and a panic hook that logs through it); later calls
+/// only change the level.
 pub fn init(level: LevelFilter) {
-    let _ = log::set_logger(&LOGGER);
+    if log::set_logger(&LOGGER).is_ok() {
+        // The default hook writes to stderr directly, which can block.
+        std::panic::set_hook(Box::new(|info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("unnamed");
+            line(format_line(log::Level::Error, &format!("thread {name} panicked: {info}")));
+        }));
+    }
     log::set_max_level(level);
 }
 

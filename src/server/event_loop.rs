@@ -568,6 +568,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     req.id = rid;
                     let stopping = &self.shared.shutdown;
                     let closes = Cell::new(false);
+                    let before = conn.out.mark();
                     let res = Responder::new(&mut conn.out, self.date.value(), ctx, stopping, &closes)
                         .with_request_id(rid.as_bytes())
                         .recording(&sent);
@@ -577,7 +578,23 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                                 a.begin(self.index, route.id);
                             }
                             context::enter(route.id, &rid);
-                            w.handle(route, req, res);
+                            // A panic in one call is contained to its request.
+                            let handled =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.handle(route, req, res)));
+                            if handled.is_err() {
+                                log::error!("route {}: the handler call panicked; answered 500", route.pattern);
+                                conn.out.rollback(before);
+                                let ctx = ResponseContext { keep_alive: false, ..ctx };
+                                core(
+                                    conn.out.tail(),
+                                    500,
+                                    &id_header,
+                                    "Internal Server Error\n",
+                                    self.date.value(),
+                                    ctx,
+                                );
+                                conn.close_after = true;
+                            }
                             // Charged now, so that the next job of the batch sees it.
                             charge(conn, &self.limits.memory);
                             if context::leave() {

@@ -12,6 +12,7 @@ pub mod event_loop;
 pub mod listener;
 pub mod signals;
 pub mod timeout;
+pub mod trim;
 
 use crate::app::App;
 use crate::http::date::DateCache;
@@ -35,6 +36,8 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the acceptor looks after its threads and memory when idle.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const BUSY_BODY: &str = "Server too busy\n";
 /// Pool threads run handler code, so they get the stack Python's main thread
 /// has (8 MiB, like the usual `ulimit -s`): deep recursion in a handler
@@ -128,12 +131,17 @@ pub fn serve<A: App>(
         date: DateCache::new(),
         busy: Vec::new(),
         obs: cfg.observer.thread(0),
+        accepted: 0,
     };
     cfg.observer.health.serving();
     let mut events = Events::with_capacity(256);
     let mut stopping: Option<Instant> = None;
+    // A pool thread ended on its own (a panic outside any request).
+    let mut thread_died = false;
+    let mut trim = trim::Trim::new();
     loop {
         let mut timeout = acceptor.paused_until.map(|t| t.saturating_duration_since(Instant::now()));
+        timeout = Some(timeout.map_or(HOUSEKEEPING, |t| t.min(HOUSEKEEPING)));
         if stopping.is_some() {
             timeout = Some(Duration::from_millis(20));
         }
@@ -179,6 +187,26 @@ pub fn serve<A: App>(
                 _ => {}
             }
         }
+        if stopping.is_none() && handles.iter().any(|h| h.is_finished()) {
+            // Its connections are lost and new ones would be too: stop
+            // serving (the others drain) and exit non-zero, so that a
+            // supervisor (pyrs's master, systemd) starts a whole process.
+            log::error!("a pool thread died; stopping the server (exit status 1)");
+            thread_died = true;
+            stopping = Some(Instant::now());
+            cfg.observer.health.draining();
+            if let Some(mut l) = listener.take() {
+                let _ = poll.registry().deregister(&mut l);
+            }
+            for s in &shared {
+                s.shutdown.store(true, Ordering::Release);
+                let _ = s.waker.wake();
+            }
+        }
+        if stopping.is_none() {
+            let open = shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum();
+            trim.tick(acceptor.accepted, open);
+        }
         if stopping.is_none() && acceptor.paused_until.is_some_and(|t| Instant::now() >= t) {
             acceptor.paused_until = None;
             if let Some(l) = &listener {
@@ -208,6 +236,9 @@ pub fn serve<A: App>(
     if !unfinished.is_empty() {
         log::warn!("{} thread(s) still busy after shutdown_timeout; exiting without them", unfinished.len());
     }
+    if thread_died {
+        return Err(io::Error::other("a pool thread died"));
+    }
     cfg.observer.finish();
     Ok(())
 }
@@ -223,6 +254,8 @@ struct Acceptor<'a> {
     /// The 503 answer for connections past max_connections.
     busy: Vec<u8>,
     obs: ThreadObserver,
+    /// Connections accepted so far (dispatched or refused).
+    accepted: u64,
 }
 
 impl Acceptor<'_> {
@@ -257,6 +290,7 @@ impl Acceptor<'_> {
     }
 
     fn dispatch(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+        self.accepted += 1;
         let total: usize = self.shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum();
         if total >= self.max_connections {
             self.warn(&format!(

@@ -116,12 +116,16 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         observer,
     };
     let served = py.detach(|| server::serve(app.clone(), listener, signals, server_cfg));
-    if let Err(e) = served {
-        log::error!("worker {pid}: server failed: {e}");
-    }
+    let code = match served {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("worker {pid}: server failed: {e}");
+            1
+        }
+    };
     crate::app::App::shutdown(&*app);
     log::info!("worker {pid} (slot {}) stopped", id.slot);
-    0
+    code
 }
 
 /// A random number in 0..=max (max_requests_jitter), from the pid and clock.
