@@ -71,6 +71,9 @@ class Api:
 
     def echo(self, request):
         return {"got": request.json()}
+
+    def events(self, request):
+        return pyrs.EventStream([{"data": {"s": "é", "f": [1e-7, 0.1], "n": 2**70}}])
 "#;
 
 const CASES: usize = 7;
@@ -95,6 +98,7 @@ fn start(with_orjson: bool) -> (Project, Server) {
         {"path": "/unserializable", "module": "main", "class": "Api", "handler": "unserializable"},
         {"path": "/bad_key", "module": "main", "class": "Api", "handler": "bad_key"},
         {"path": "/echo", "module": "main", "class": "Api", "handler": "echo"},
+        {"path": "/events", "module": "main", "class": "Api", "handler": "events"},
     ] }"#;
     let shim = "raise ImportError('orjson is hidden for this test')\n";
     let p = Project::new(&[("main.py", API), ("project.pyrs", pyrs), ("no_orjson/orjson/__init__.py", shim)]);
@@ -141,6 +145,16 @@ fn same_bytes_with_and_without_orjson() {
         let (a, b) = (String::from_utf8_lossy(&a[n]), String::from_utf8_lossy(&b[n]));
         assert_eq!(a, b, "case {n}: with orjson vs without");
         assert_eq!(a, EXPECTED[n], "case {n}");
+    }
+    // EventStream's JSON data follows the same contract.
+    for s in [&with, &without] {
+        let mut c = s.connect();
+        c.send(b"GET /events HTTP/1.0\r\n\r\n");
+        let raw = String::from_utf8(c.read_to_close()).unwrap();
+        assert!(
+            raw.ends_with("\r\n\r\ndata: {\"s\":\"é\",\"f\":[1e-7,0.1],\"n\":1180591620717411303424}\n\n"),
+            "{raw}"
+        );
     }
 }
 

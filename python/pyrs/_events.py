@@ -1,9 +1,12 @@
 # pyrs.EventStream. The server runs this very file (src/python/stream.rs includes it);
 # the package imports it.
-import json as _json
+try:
+    dumps  # type: ignore[used-before-def]  # noqa: B018 (pyrs.dumps, defined by the server)
+except NameError:
+    from pyrs._json import dumps
 
 def _sse_lines(field, value):
-    text = value if isinstance(value, str) else _json.dumps(value, separators=(',', ':'))
+    text = value if isinstance(value, str) else dumps(value).decode('utf-8')
     lines = text.replace('\r\n', '\n').replace('\r', '\n').split('\n')
     return ''.join(f'{field}: {line}\n' for line in lines)
 
@@ -37,7 +40,7 @@ class EventStream:
     """Server-Sent Events from an iterable, sent as text/event-stream with no buffering.
 
     Each item is a str or bytes (the event's data; newlines make several data: lines), any other
-    JSON-serialisable value (sent as JSON data), a dict with any of 'data', 'event', 'id', 'retry'
+    JSON-serialisable value (sent as JSON data, by pyrs's JSON contract), a dict with any of 'data', 'event', 'id', 'retry'
     and 'comment', or None (a keep-alive comment line). retry= sends a reconnection delay first.
     """
 

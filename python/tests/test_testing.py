@@ -70,6 +70,7 @@ def test_event_stream_format() -> None:
     r = Client(Api).get("/events")
     assert r.header("content-type") == "text/event-stream"
     assert r.text == 'data: one\n\nevent: tick\ndata: {"n":2}\n\n'
+    assert "".join(pyrs.EventStream([{"data": {"s": "é", "f": 1e-7}}])) == 'data: {"s":"é","f":1e-7}\n\n'
 
 
 def test_project_template_through_its_project_file() -> None:

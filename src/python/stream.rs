@@ -18,6 +18,7 @@ pub fn install(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     let globals = PyDict::new(py);
     globals.set_item("__name__", "pyrs")?;
     globals.set_item("__builtins__", py.import("builtins")?)?;
+    globals.set_item("dumps", m.getattr("dumps")?)?;
     super::run_source(py, EVENT_STREAM_SOURCE, &globals)?;
     m.add("EventStream", globals.get_item("EventStream")?)?;
     Ok(())
