@@ -4,7 +4,8 @@
 //!   pyrs.testing give the same bytes (Date and X-Request-Id aside);
 //! - its pytest suite (python/tests) passes;
 //! - `mypy --strict` passes on project_template and the examples that are
-//!   typed (echo, en_fr_translator);
+//!   typed (echo, en_fr_translator, spellcheck, autocomplete; classifier,
+//!   layered and usernames are not yet);
 //! - its version is Cargo.toml's.
 
 mod common;
@@ -156,9 +157,15 @@ fn pytest_suite_of_pyrs_testing_passes() {
 
 #[test]
 fn mypy_strict_passes_on_the_template_and_typed_examples() {
-    for dir in ["project_template", "examples/echo", "examples/en_fr_translator"] {
+    for dir in [
+        "project_template",
+        "examples/echo",
+        "examples/en_fr_translator",
+        "examples/spellcheck",
+        "examples/autocomplete",
+    ] {
         let (ok, out) = run(Command::new(venv_bin("mypy"))
-            .args(["--strict", "--no-incremental", "--cache-dir", "/dev/null", "main.py"])
+            .args(["--strict", "--no-incremental", "--cache-dir", "/dev/null", "."])
             .current_dir(repo().join(dir)));
         assert!(ok && out.contains("Success"), "mypy --strict in {dir}:\n{out}");
     }

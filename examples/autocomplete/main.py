@@ -6,6 +6,8 @@ Routes (project.pyrs):
 The prefix index is built once, in __init__, before pyrs forks its workers.
 """
 
+from typing import Any
+
 import pyrs
 
 from service import BadQuery, Completer
@@ -18,7 +20,7 @@ USAGE = """pyrs autocomplete example: marisa-trie over 82,834 English words, ran
 
 
 class Autocomplete:
-    def __init__(self):
+    def __init__(self) -> None:
         self.completer = Completer()
         print(
             f"autocomplete: indexed {self.completer.words} words "
@@ -26,7 +28,7 @@ class Autocomplete:
             flush=True,
         )
 
-    def complete(self, request):
+    def complete(self, request: pyrs.Request) -> dict[str, Any]:
         k = request.query.get("k", "10")
         try:
             if not k.isdigit():
@@ -35,5 +37,5 @@ class Autocomplete:
         except BadQuery as e:
             raise pyrs.HTTPError(400, str(e)) from None
 
-    def usage(self, request):
+    def usage(self, request: pyrs.Request) -> tuple[str, int]:
         return (USAGE, 200 if request.path == "/" else 404)

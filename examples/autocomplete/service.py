@@ -15,8 +15,9 @@ from the trie and sorts them.
 
 import importlib.resources
 import time
+from typing import Any, Sequence
 
-import marisa_trie
+import marisa_trie  # type: ignore[import-not-found]
 
 MAX_K = 50
 MAX_PREFIX_CHARS = 50
@@ -27,10 +28,10 @@ class BadQuery(ValueError):
     """A request the service refuses: a 400."""
 
 
-def read_frequency_list():
+def read_frequency_list() -> list[tuple[str, int]]:
     """(word, count) pairs of symspellpy's English frequency dictionary."""
     path = importlib.resources.files("symspellpy") / "frequency_dictionary_en_82_765.txt"
-    pairs = []
+    pairs: list[tuple[str, int]] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
             parts = line.split()
@@ -40,7 +41,7 @@ def read_frequency_list():
 
 
 class Completer:
-    def __init__(self):
+    def __init__(self) -> None:
         started = time.perf_counter()
         pairs = read_frequency_list()
         # Most frequent first, then alphabetical: the order answers are given in.
@@ -48,22 +49,22 @@ class Completer:
         self.count = dict(pairs)
         self.trie = marisa_trie.Trie(self.count)
         ranked = [w for w, _ in pairs]
-        completions = {}
+        completions: dict[str, int] = {}
         for w in ranked:
             for i in range(1, len(w) + 1):
                 p = w[:i]
                 completions[p] = completions.get(p, 0) + 1
-        self.top = {p: [] for p, n in completions.items() if n > PRECOMPUTED_ABOVE}
+        lists: dict[str, list[str]] = {p: [] for p, n in completions.items() if n > PRECOMPUTED_ABOVE}
         for w in ranked:
             for i in range(1, len(w) + 1):
-                top = self.top.get(w[:i])
+                top = lists.get(w[:i])
                 if top is not None and len(top) < MAX_K:
                     top.append(w)
-        self.top = {p: tuple(ws) for p, ws in self.top.items()}
+        self.top: dict[str, tuple[str, ...]] = {p: tuple(ws) for p, ws in lists.items()}
         self.words = len(ranked)
         self.load_seconds = time.perf_counter() - started
 
-    def complete(self, prefix, k=10):
+    def complete(self, prefix: str, k: int = 10) -> dict[str, Any]:
         """{"prefix", "completions": [{"word", "count"}]}: the k most frequent
         words that start with `prefix` (lower-cased), most frequent first."""
         prefix = prefix.strip().lower()
@@ -73,7 +74,7 @@ class Completer:
             raise BadQuery(f"prefix longer than {MAX_PREFIX_CHARS} characters")
         if not 1 <= k <= MAX_K:
             raise BadQuery(f"k must be between 1 and {MAX_K}")
-        words = self.top.get(prefix)
+        words: Sequence[str] | None = self.top.get(prefix)
         if words is None:
             count = self.count
             words = sorted(self.trie.keys(prefix), key=lambda w: (-count[w], w))

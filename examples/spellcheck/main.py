@@ -8,6 +8,8 @@ The dictionary is loaded once, in __init__, before pyrs forks its workers;
 they all share that one copy.
 """
 
+from typing import Any
+
 import pyrs
 
 from service import BadQuery, SpellService
@@ -21,14 +23,14 @@ USAGE = """pyrs spellcheck example: symspellpy, English, edit distance 2.
 
 
 class Spellcheck:
-    def __init__(self):
+    def __init__(self) -> None:
         self.service = SpellService()
         print(
             f"spellcheck: loaded {self.service.words} words in {self.service.load_seconds:.1f} s",
             flush=True,
         )
 
-    def correct(self, request):
+    def correct(self, request: pyrs.Request) -> Any:
         try:
             if request.method == "POST":
                 return self.service.correct_batch(request.json())
@@ -39,5 +41,5 @@ class Spellcheck:
         except BadQuery as e:
             raise pyrs.HTTPError(400, str(e)) from None
 
-    def usage(self, request):
+    def usage(self, request: pyrs.Request) -> tuple[str, int]:
         return (USAGE, 200 if request.path == "/" else 404)

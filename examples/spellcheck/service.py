@@ -9,8 +9,9 @@ Granian (WSGI) and Tornado for comparison.
 
 import importlib.resources
 import time
+from typing import Any
 
-from symspellpy import SymSpell, Verbosity
+from symspellpy import SymSpell, Verbosity  # type: ignore[import-untyped]
 
 MAX_EDIT_DISTANCE = 2
 # Longest query accepted (characters). Compound correction costs grow with
@@ -27,7 +28,7 @@ class BadQuery(ValueError):
 
 
 class SpellService:
-    def __init__(self):
+    def __init__(self) -> None:
         started = time.perf_counter()
         self.sym = SymSpell(max_dictionary_edit_distance=MAX_EDIT_DISTANCE, prefix_length=7)
         data = importlib.resources.files("symspellpy")
@@ -40,7 +41,7 @@ class SpellService:
         self.words = len(self.sym.words)
         self.load_seconds = time.perf_counter() - started
 
-    def correct(self, query, max_suggestions=5):
+    def correct(self, query: Any, max_suggestions: int = 5) -> dict[str, Any]:
         """One query: a single word gets its closest dictionary words (word
         mode); several words are corrected as a whole, splitting and joining
         words where that reads better (compound mode).
@@ -65,7 +66,7 @@ class SpellService:
         else:
             mode = "compound"
             items = self.sym.lookup_compound(text, max_edit_distance=MAX_EDIT_DISTANCE, transfer_casing=True)
-        suggestions = [{"term": s.term, "distance": s.distance, "count": s.count} for s in items]
+        suggestions: list[dict[str, Any]] = [{"term": s.term, "distance": s.distance, "count": s.count} for s in items]
         best = suggestions[0] if suggestions else None
         return {
             "q": query,
@@ -75,7 +76,7 @@ class SpellService:
             "suggestions": suggestions,
         }
 
-    def correct_batch(self, queries):
+    def correct_batch(self, queries: Any) -> list[dict[str, Any]]:
         """A list of queries (at most MAX_BATCH) -> a list of `correct` results."""
         if not isinstance(queries, list):
             raise BadQuery('the body must be a JSON list of strings, e.g. ["speling", "whereis th elove"]')
