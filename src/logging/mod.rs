@@ -17,7 +17,7 @@
 //! never blocks and is cheap when lines are dropped. [`flush`] before exit.
 
 pub mod repeats;
-mod writer;
+pub mod writer;
 
 use log::{LevelFilter, Log, Metadata, Record};
 use std::time::Duration;

@@ -204,12 +204,21 @@ impl AccessFormat {
     fn request_field(&self, out: &mut Vec<u8>, f: &Field, head: Option<&RequestHead>, remote: SocketAddr) {
         let text = |out: &mut Vec<u8>, v: &[u8]| escape(out, v, self.json);
         match (f, head) {
-            (Field::RemoteAddr, _) => {
-                let _ = write!(out, "{}", remote.ip());
-            }
-            (Field::RemotePort, _) => {
-                let _ = write!(out, "{}", remote.port());
-            }
+            (Field::RemoteAddr, _) => match remote.ip() {
+                // Without the formatting machinery: this runs for every line.
+                std::net::IpAddr::V4(v4) => {
+                    for (i, octet) in v4.octets().into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(b'.');
+                        }
+                        push_num(out, u64::from(octet));
+                    }
+                }
+                ip => {
+                    let _ = write!(out, "{ip}");
+                }
+            },
+            (Field::RemotePort, _) => push_num(out, u64::from(remote.port())),
             (Field::Method, Some(h)) => text(out, h.method().as_bytes()),
             (Field::Path, Some(h)) => text(out, h.path().as_bytes()),
             (Field::Query, Some(h)) => text(out, h.query().as_bytes()),
@@ -304,6 +313,10 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Client bytes: printable ASCII as is; quotes, backslashes, control bytes
 /// and bytes >= 0x80 escaped.
 pub fn escape(out: &mut Vec<u8>, v: &[u8], json: bool) {
+    if v.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        out.extend_from_slice(v);
+        return;
+    }
     for &b in v {
         match b {
             b'"' | b'\\' if json => out.extend_from_slice(&[b'\\', b]),

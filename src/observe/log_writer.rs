@@ -6,8 +6,8 @@
 //!
 //! A file is opened with O_APPEND and every write(2) holds whole lines, so
 //! several worker processes can share one file. SIGUSR1 makes the writer
-//! reopen the file (after logrotate moved it). On stderr, writes are cut at
-//! line ends into pieces of at most PIPE_BUF bytes so lines stay whole on a pipe.
+//! reopen the file (after logrotate moved it). Lines for stderr go through
+//! the log's own queue (`logging::writer`), so they never mix with log lines.
 
 use super::metrics::{Region, P_ACCESS_LOG_DROPPED};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -24,7 +24,8 @@ use std::time::Duration;
 const QUEUE: usize = 256;
 /// A thread's buffer is handed over early past this size.
 pub const FLUSH_AT: usize = 256 * 1024;
-const PIPE_BUF: usize = 4096;
+/// Most bytes handed to the log queue at once (it cuts longer "lines").
+const STDERR_PIECE: usize = 32 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -32,38 +33,19 @@ pub enum Target {
     File(PathBuf),
 }
 
-enum Output {
-    Stderr,
-    File { path: PathBuf, file: File },
+struct Output {
+    path: PathBuf,
+    file: File,
 }
 
 fn open(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).mode(0o644).open(path)
 }
 
-impl Output {
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Output::File { file, .. } => file.write_all(buf),
-            Output::Stderr => {
-                let mut err = io::stderr().lock();
-                let mut rest = buf;
-                while !rest.is_empty() {
-                    let mut cut = rest.len().min(PIPE_BUF);
-                    if cut < rest.len() {
-                        cut = rest[..cut].iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(cut);
-                    }
-                    err.write_all(&rest[..cut])?;
-                    rest = &rest[cut..];
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
 /// The shared end: threads send buffers, get empty ones back.
 pub struct LogSink {
+    /// Lines go to stderr through the log queue instead of the writer thread.
+    stderr: bool,
     tx: Sender<Vec<u8>>,
     spare: Receiver<Vec<u8>>,
     region: Region,
@@ -74,25 +56,43 @@ impl LogSink {
     /// Opens `target` (a file is created if missing) and starts the writer.
     /// `reopen` is the flag SIGUSR1 sets.
     pub fn start(target: &Target, reopen: Arc<AtomicBool>, region: Region) -> Result<Arc<LogSink>, String> {
-        let output = match target {
-            Target::Stderr => Output::Stderr,
-            Target::File(path) => Output::File {
-                path: path.clone(),
-                file: open(path).map_err(|e| format!("cannot open the access log {}: {e}", path.display()))?,
-            },
-        };
         let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(QUEUE);
         let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Vec<u8>>(QUEUE);
-        let handle = std::thread::Builder::new()
-            .name("pyrs-access-log".into())
-            .spawn(move || run(output, rx, spare_tx, reopen))
-            .map_err(|e| format!("cannot start the access-log thread: {e}"))?;
-        Ok(Arc::new(LogSink { tx, spare: spare_rx, region, writer: Mutex::new(Some(handle)) }))
+        let mut handle = None;
+        if let Target::File(path) = target {
+            let file = open(path).map_err(|e| format!("cannot open the access log {}: {e}", path.display()))?;
+            let output = Output { path: path.clone(), file };
+            let spawned = std::thread::Builder::new()
+                .name("pyrs-access-log".into())
+                .spawn(move || run(output, rx, spare_tx, reopen))
+                .map_err(|e| format!("cannot start the access-log thread: {e}"))?;
+            handle = Some(spawned);
+        }
+        Ok(Arc::new(LogSink {
+            stderr: *target == Target::Stderr,
+            tx,
+            spare: spare_rx,
+            region,
+            writer: Mutex::new(handle),
+        }))
     }
 
     /// Hands `buf` (whole lines) to the writer and leaves an empty buffer in its place.
     pub fn submit(&self, buf: &mut Vec<u8>) {
         if buf.is_empty() {
+            return;
+        }
+        if self.stderr {
+            let mut rest = &buf[..];
+            while !rest.is_empty() {
+                let mut cut = rest.len().min(STDERR_PIECE);
+                if cut < rest.len() {
+                    cut = rest[..cut].iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(cut);
+                }
+                crate::logging::writer::line(String::from_utf8_lossy(&rest[..cut]).into_owned());
+                rest = &rest[cut..];
+            }
+            buf.clear();
             return;
         }
         let fresh = self.spare.try_recv().unwrap_or_default();
@@ -128,14 +128,12 @@ fn run(mut output: Output, rx: Receiver<Vec<u8>>, spare: Sender<Vec<u8>>, reopen
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(200));
         if reopen.swap(false, Ordering::AcqRel) {
-            if let Output::File { path, file } = &mut output {
-                match open(path) {
-                    Ok(f) => {
-                        *file = f;
-                        log::info!("access log reopened: {}", path.display());
-                    }
-                    Err(e) => log::error!("cannot reopen the access log {}: {e}", path.display()),
+            match open(&output.path) {
+                Ok(f) => {
+                    output.file = f;
+                    log::info!("access log reopened: {}", output.path.display());
                 }
+                Err(e) => log::error!("cannot reopen the access log {}: {e}", output.path.display()),
             }
         }
         let mut buf = match msg {
@@ -144,7 +142,7 @@ fn run(mut output: Output, rx: Receiver<Vec<u8>>, spare: Sender<Vec<u8>>, reopen
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        match output.write(&buf) {
+        match output.file.write_all(&buf) {
             Ok(()) => failing = false,
             Err(e) => {
                 if !failing {

@@ -36,6 +36,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use view::{RouteLabel, View, WorkerRow};
 
+/// Set (to anything) to record no metrics: only `benches/observe.sh` does,
+/// to measure what recording costs. Not a setting.
+pub const NO_METRICS_ENV: &str = "PYRS_INTERNAL_BENCH_NO_METRICS";
+
 /// Whether this process serves: starting, serving, or draining after SIGTERM.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -139,8 +143,12 @@ impl Observer {
     /// The part one thread uses: row 0 is the acceptor's, row `i + 1` pool thread `i`'s.
     pub fn thread(&self, row: usize) -> ThreadObserver {
         context::set_region(self.region.clone());
+        let mut metrics = self.region.thread(row);
+        if std::env::var_os(NO_METRICS_ENV).is_some() {
+            metrics.disable();
+        }
         ThreadObserver {
-            metrics: self.region.thread(row),
+            metrics,
             ids: IdGenerator::new(self.seed, row, self.threads + 1),
             access: self.access.clone(),
             pending: Pending::default(),
