@@ -4,8 +4,7 @@
 //!   pyrs.testing give the same bytes (Date and X-Request-Id aside);
 //! - its pytest suite (python/tests) passes;
 //! - `mypy --strict` passes on project_template and the examples that are
-//!   typed (echo, en_fr_translator, spellcheck, autocomplete; classifier,
-//!   layered and usernames are not yet);
+//!   typed (all but examples/layered, not yet);
 //! - its version is Cargo.toml's.
 
 mod common;
@@ -163,6 +162,8 @@ fn mypy_strict_passes_on_the_template_and_typed_examples() {
         "examples/en_fr_translator",
         "examples/spellcheck",
         "examples/autocomplete",
+        "examples/classifier",
+        "examples/usernames",
     ] {
         let (ok, out) = run(Command::new(venv_bin("mypy"))
             .args(["--strict", "--no-incremental", "--cache-dir", "/dev/null", "."])

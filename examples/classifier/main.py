@@ -9,6 +9,8 @@ answer holds what scikit-learn returns (numpy.str_ categories, numpy.float64
 probabilities), unconverted.
 """
 
+from typing import Any
+
 import pyrs
 
 from service import BadTitle, ProductClassifier
@@ -21,7 +23,7 @@ USAGE = """pyrs classifier example: scikit-learn TF-IDF + logistic regression, 1
 
 
 class Classifier:
-    def __init__(self):
+    def __init__(self) -> None:
         self.service = ProductClassifier()
         print(
             f"classifier: trained on {self.service.trained_on} titles in {self.service.train_seconds:.1f} s "
@@ -29,7 +31,7 @@ class Classifier:
             flush=True,
         )
 
-    def classify(self, request):
+    def classify(self, request: pyrs.Request) -> Any:
         body = request.json()
         try:
             if isinstance(body, dict) and "title" in body:
@@ -40,5 +42,5 @@ class Classifier:
         except BadTitle as e:
             raise pyrs.HTTPError(400, str(e)) from None
 
-    def usage(self, request):
+    def usage(self, request: pyrs.Request) -> tuple[str, int]:
         return (USAGE, 200 if request.path == "/" else 404)

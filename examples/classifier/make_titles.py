@@ -9,6 +9,7 @@ so that the classifier has to weigh the evidence rather than look up one word.
 
 import os
 import random
+from typing import Iterator
 
 SEED = 12
 PER_CATEGORY = 400
@@ -91,11 +92,11 @@ BRANDS = "Acme|Nordwind|Brightline|Koru|Everpeak|Lumio|Tessera|Halden|Orbita|Van
 SHARED = "black|white|grey|blue|red|green|premium|classic|new|2-pack|set of 2|large|small|pro|deluxe|eco".split("|")
 
 
-def titles(rng):
+def titles(rng: random.Random) -> Iterator[tuple[str, str]]:
     for category, words in CATEGORIES.items():
         things = words["things"].split("|")
         details = words["details"].split("|")
-        seen = set()
+        seen: set[str] = set()
         while len(seen) < PER_CATEGORY:
             parts = [rng.choice(BRANDS)]
             if rng.random() < 0.6:
@@ -111,7 +112,7 @@ def titles(rng):
                 yield category, title
 
 
-def main():
+def main() -> None:
     rng = random.Random(SEED)
     rows = list(titles(rng))
     rng.shuffle(rows)

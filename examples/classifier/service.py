@@ -10,6 +10,7 @@ of `predict_proba`, with no conversion; the server encodes them.
 
 import os
 import time
+from typing import Any
 
 # One BLAS/OpenMP thread per process: a server runs one process per core, and
 # on a busy machine the libraries' spinning thread pools made training 20x
@@ -19,10 +20,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
-from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+from sklearn.feature_extraction.text import TfidfVectorizer  # type: ignore[import-untyped]  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]  # noqa: E402
+from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]  # noqa: E402
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = 3
@@ -34,9 +35,10 @@ class BadTitle(ValueError):
     """A title the service refuses: a 400."""
 
 
-def read_titles(path=os.path.join(HERE, "titles.tsv")):
+def read_titles(path: str = os.path.join(HERE, "titles.tsv")) -> tuple[list[str], list[str]]:
     """(titles, categories) from a CATEGORY<TAB>TITLE file ('#' lines skipped)."""
-    titles, categories = [], []
+    titles: list[str] = []
+    categories: list[str] = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             if line.startswith("#") or not line.strip():
@@ -48,7 +50,7 @@ def read_titles(path=os.path.join(HERE, "titles.tsv")):
 
 
 class ProductClassifier:
-    def __init__(self):
+    def __init__(self) -> None:
         started = time.perf_counter()
         titles, categories = read_titles()
         self.model = make_pipeline(
@@ -62,11 +64,11 @@ class ProductClassifier:
         self.accuracy = float(np.mean(self.model.predict(titles) == np.array(categories)))
         self.train_seconds = time.perf_counter() - started
 
-    def classify(self, title):
+    def classify(self, title: Any) -> dict[str, Any]:
         """{"title", "top": [{"category", "probability"}] * 3}, most likely first."""
         return self.classify_batch([title])[0]
 
-    def classify_batch(self, titles):
+    def classify_batch(self, titles: Any) -> list[dict[str, Any]]:
         if not isinstance(titles, list) or not titles:
             raise BadTitle('give {"title": "..."} or {"titles": ["...", ...]}')
         if len(titles) > MAX_BATCH:
@@ -78,7 +80,7 @@ class ProductClassifier:
                 raise BadTitle(f"a title is at most {MAX_TITLE_CHARS} characters")
         probabilities = self.model.predict_proba(titles)
         classes = self.model.classes_
-        answers = []
+        answers: list[dict[str, Any]] = []
         for title, p in zip(titles, probabilities):
             best = np.argsort(p)[::-1][:TOP]
             answers.append(

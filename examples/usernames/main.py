@@ -11,6 +11,7 @@ next to this file.
 """
 
 import os
+from typing import Any
 
 import pyrs
 
@@ -27,7 +28,7 @@ USAGE = """pyrs usernames example: an rbloom Bloom filter of 3,000,000 taken nam
 
 
 class Usernames:
-    def __init__(self):
+    def __init__(self) -> None:
         db = os.environ.get("USERNAMES_DB") or os.path.join(HERE, "registered.sqlite3")
         self.service = UsernameService(db)
         print(
@@ -36,16 +37,16 @@ class Usernames:
             flush=True,
         )
 
-    def post_fork(self):
+    def post_fork(self) -> None:
         self.service.reconnect()
 
-    def available(self, request):
+    def available(self, request: pyrs.Request) -> dict[str, Any]:
         try:
             return self.service.available(request.query.get("name", ""))
         except BadName as e:
             raise pyrs.HTTPError(400, str(e)) from None
 
-    def register(self, request):
+    def register(self, request: pyrs.Request) -> tuple[dict[str, Any], int]:
         body = request.json()
         if not isinstance(body, dict) or "name" not in body:
             raise pyrs.HTTPError(400, 'the body must be {"name": "..."}')
@@ -55,8 +56,8 @@ class Usernames:
             raise pyrs.HTTPError(400, str(e)) from None
         return (answer, 201 if created else 409)
 
-    def health(self, request):
+    def health(self, request: pyrs.Request) -> dict[str, int]:
         return self.service.stats()
 
-    def usage(self, request):
+    def usage(self, request: pyrs.Request) -> tuple[str, int]:
         return (USAGE, 200 if request.path == "/" else 404)

@@ -3,6 +3,8 @@ names and N from 0 to 299, 3,000,000 names in all (olivia.smith0 ...
 asher.powell299). Deterministic, so every process and every reload generates
 the same set, and tests and the README can name taken and free names."""
 
+from typing import Iterator
+
 FIRST = """olivia emma ava sophia isabella mia amelia harper evelyn abigail emily elizabeth sofia ella
 madison scarlett victoria aria grace chloe camila penelope riley layla lillian nora zoey mila aubrey
 hannah lily addison eleanor natalie luna savannah brooklyn leah zoe stella hazel ellie paisley audrey
@@ -24,7 +26,7 @@ NUMBERS = 300
 assert len(FIRST) == 100 and len(LAST) == 100 and len(set(FIRST)) == 100 and len(set(LAST)) == 100
 
 
-def generated():
+def generated() -> Iterator[str]:
     """Yields the 3,000,000 taken names."""
     for first in FIRST:
         for last in LAST:

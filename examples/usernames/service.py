@@ -22,6 +22,7 @@ import re
 import sqlite3
 import threading
 import time
+from typing import Any
 
 from rbloom import Bloom
 
@@ -37,28 +38,28 @@ class BadName(ValueError):
     """Not a valid username: a 400."""
 
 
-def normalise(name):
+def normalise(name: Any) -> str:
     if not isinstance(name, str):
         raise BadName("name must be a string")
-    name = name.strip().lower()
-    if not NAME.fullmatch(name):
+    text = name.strip().lower()
+    if not NAME.fullmatch(text):
         raise BadName("a name is 3 to 32 characters: a-z, 0-9, '.', '_' or '-', starting with a letter or digit")
-    return name
+    return text
 
 
 class UsernameService:
-    def __init__(self, db_path):
+    def __init__(self, db_path: str) -> None:
         started = time.perf_counter()
         self.db_path = db_path
         self.taken = frozenset(names.generated())
         self.bloom = Bloom(len(self.taken) + REGISTRATION_HEADROOM, FALSE_POSITIVE_RATE)
         self.bloom.update(self.taken)
-        self.registered = set()
+        self.registered: set[str] = set()
         self._lock = threading.Lock()
-        self._conn = None
-        self._conn_pid = None
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid: int | None = None
         self._seen_id = 0  # highest registration row already in memory
-        self._data_version = None
+        self._data_version: int | None = None
         with self._lock:
             self._catch_up()
         # No connection crosses a fork: each process opens its own (SQLite's rule).
@@ -67,7 +68,7 @@ class UsernameService:
 
     # -- storage --------------------------------------------------------------
 
-    def _db(self):
+    def _db(self) -> sqlite3.Connection:
         """This process's connection (opened on first use after a fork)."""
         if self._conn is None or self._conn_pid != os.getpid():
             conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -81,18 +82,18 @@ class UsernameService:
             self._conn, self._conn_pid, self._data_version = conn, os.getpid(), None
         return self._conn
 
-    def _close(self):
+    def _close(self) -> None:
         if self._conn is not None and self._conn_pid == os.getpid():
             self._conn.close()
         self._conn = self._conn_pid = None
 
-    def reconnect(self):
+    def reconnect(self) -> None:
         """After a fork: a connection of this process's own (the template's
         was closed before forking); opening it now reports a bad path at once."""
         with self._lock:
             self._db()
 
-    def _catch_up(self):
+    def _catch_up(self) -> None:
         """Adds registrations committed by other processes since the last look.
         Called with the lock held."""
         db = self._db()
@@ -108,7 +109,7 @@ class UsernameService:
 
     # -- the API ---------------------------------------------------------------
 
-    def available(self, name):
+    def available(self, name: Any) -> dict[str, Any]:
         """{"name", "available", "checked"}: "checked" is "bloom" when the
         filter alone answered (the name is certainly free), "exact" when the
         exact sets confirmed a filter hit."""
@@ -120,7 +121,7 @@ class UsernameService:
             taken = name in self.taken or name in self.registered
         return {"name": name, "available": not taken, "checked": "exact"}
 
-    def register(self, name):
+    def register(self, name: Any) -> tuple[bool, dict[str, Any]]:
         """(True, answer) when `name` is now registered to the caller, (False,
         answer) when it was already taken (by the generated set, or by an
         earlier registration in any worker)."""
@@ -139,7 +140,7 @@ class UsernameService:
             self.bloom.add(name)
         return True, {"name": name, "registered": True}
 
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         with self._lock:
             self._catch_up()
             return {"pid": os.getpid(), "taken": len(self.taken), "registered": len(self.registered)}
