@@ -3,8 +3,8 @@
 //! - the same handler cases through the real server and through
 //!   pyrs.testing give the same bytes (Date and X-Request-Id aside);
 //! - its pytest suite (python/tests) passes;
-//! - `mypy --strict` passes on project_template and the examples that are
-//!   typed (all but examples/layered, not yet);
+//! - `mypy --strict` passes on project_template and on every examples/*/
+//!   with a main.py (found on disk, so a new example is checked too);
 //! - its version is Cargo.toml's.
 
 mod common;
@@ -156,19 +156,21 @@ fn pytest_suite_of_pyrs_testing_passes() {
 
 #[test]
 fn mypy_strict_passes_on_the_template_and_typed_examples() {
-    for dir in [
-        "project_template",
-        "examples/echo",
-        "examples/en_fr_translator",
-        "examples/spellcheck",
-        "examples/autocomplete",
-        "examples/classifier",
-        "examples/usernames",
-    ] {
+    // The template and every example with Python code, found on disk, so a new example is checked too.
+    let mut dirs = vec![repo().join("project_template")];
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(repo().join("examples"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("main.py").exists())
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 2, "{examples:?}");
+    dirs.extend(examples);
+    for dir in dirs {
         let (ok, out) = run(Command::new(venv_bin("mypy"))
             .args(["--strict", "--no-incremental", "--cache-dir", "/dev/null", "."])
-            .current_dir(repo().join(dir)));
-        assert!(ok && out.contains("Success"), "mypy --strict in {dir}:\n{out}");
+            .current_dir(&dir));
+        assert!(ok && out.contains("Success"), "mypy --strict in {}:\n{out}", dir.display());
     }
 }
 

@@ -17,10 +17,10 @@ Routes (project.pyrs):
 Configuration: REDIS_URL (redis://127.0.0.1:6379/0), LAYERED_DB (catalogue.sqlite3 next to this file).
 """
 
-import json
 import os
 import sys
 import time
+from typing import Any, Callable
 
 import pyrs
 import redis
@@ -33,7 +33,7 @@ CACHE_SECONDS = 60
 
 
 class ProductController:
-    def __init__(self):
+    def __init__(self) -> None:
         self.redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
         db_path = os.environ.get("LAYERED_DB") or os.path.join(HERE, "catalogue.sqlite3")
         self.service = ProductService(ProductDao(db_path))
@@ -48,11 +48,11 @@ class ProductController:
         self.cache.close()
         print(f"layered: {self.service.count()} products in {db_path}; {state}", flush=True)
 
-    def _connect_cache(self):
+    def _connect_cache(self) -> "redis.Redis":
         # Short timeouts: a stuck cache must not hold requests for long.
         return redis.Redis.from_url(self.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
-    def post_fork(self):
+    def post_fork(self) -> None:
         """In each worker: new Redis and SQLite connections of its own (a
         socket or a SQLite handle shared with another process would mix the
         two processes' traffic)."""
@@ -61,22 +61,22 @@ class ProductController:
 
     # -- the cache -------------------------------------------------------------
 
-    def _cache_error(self, e):
+    def _cache_error(self, e: Exception) -> None:
         now = time.monotonic()
         if now - self._last_cache_error > 10:  # at most one line per 10 s
             self._last_cache_error = now
             print(f"layered: Redis error, serving uncached: {e}", file=sys.stderr, flush=True)
 
-    def _cached(self, key, load):
+    def _cached(self, key: str, load: Callable[[], Any]) -> tuple[bytes, str]:
         """The JSON of `load()`, from Redis when cached there: (bytes, X-Cache)."""
         try:
-            body = self.cache.get(key)
-            if body is not None:
-                return body, "HIT"
+            cached = self.cache.get(key)
+            if isinstance(cached, bytes):
+                return cached, "HIT"
         except redis.RedisError as e:
             self._cache_error(e)
-            return json.dumps(load(), separators=(",", ":")).encode(), "BYPASS"
-        body = json.dumps(load(), separators=(",", ":")).encode()
+            return pyrs.dumps(load()), "BYPASS"
+        body = pyrs.dumps(load())
         try:
             self.cache.set(key, body, ex=CACHE_SECONDS)
         except redis.RedisError as e:
@@ -84,7 +84,7 @@ class ProductController:
             return body, "BYPASS"
         return body, "MISS"
 
-    def _invalidate(self, *keys):
+    def _invalidate(self, *keys: str) -> None:
         try:
             self.cache.delete(*keys)
         except redis.RedisError as e:
@@ -94,17 +94,17 @@ class ProductController:
     # -- the routes --------------------------------------------------------------
 
     @staticmethod
-    def _answer(body, cache_state, status=200):
+    def _answer(body: bytes, cache_state: str, status: int = 200) -> pyrs.Response:
         return pyrs.Response(body, status=status, headers={"X-Cache": cache_state}, content_type="application/json")
 
     @staticmethod
-    def _id(request):
+    def _id(request: pyrs.Request) -> int:
         product_id = request.params["id"]
         if not product_id.isdigit() or len(product_id) > 18:
             raise pyrs.HTTPError(404, f"no product {product_id}")
         return int(product_id)
 
-    def product(self, request):
+    def product(self, request: pyrs.Request) -> Any:
         product_id = self._id(request)
         try:
             if request.method == "PUT":
@@ -118,7 +118,7 @@ class ProductController:
         except Invalid as e:
             raise pyrs.HTTPError(400, str(e)) from None
 
-    def products(self, request):
+    def products(self, request: pyrs.Request) -> Any:
         try:
             if request.method == "POST":
                 product = self.service.create(request.json())
@@ -131,9 +131,9 @@ class ProductController:
         except Invalid as e:
             raise pyrs.HTTPError(400, str(e)) from None
 
-    def health(self, request):
+    def health(self, request: pyrs.Request) -> dict[str, Any]:
         try:
-            cache = {"ok": True, "client_id": self.cache.client_id()}
+            cache: dict[str, Any] = {"ok": True, "client_id": self.cache.client_id()}
         except redis.RedisError as e:
             cache = {"ok": False, "error": str(e)}
         return {"pid": os.getpid(), "products": self.service.count(), "redis": cache}
