@@ -5,7 +5,7 @@
 //! - its pytest suite (python/tests) passes;
 //! - `mypy --strict` passes on project_template and on every examples/*/
 //!   with a main.py (found on disk, so a new example is checked too);
-//! - its version is Cargo.toml's.
+//! - its version is Cargo.toml's, and inside the server the built-in module wins.
 
 mod common;
 use common::*;
@@ -142,6 +142,17 @@ fn server_and_pyrs_testing_answer_with_the_same_bytes() {
         let testing = String::from_utf8_lossy(&testing.chars().map(|c| c as u8).collect::<Vec<u8>>()).into_owned();
         assert_eq!(from_server[i], comparable(&testing), "case {i}: {} {}", case.0, case.1);
     }
+}
+
+#[test]
+fn inside_the_server_the_built_in_module_wins() {
+    // The virtualenv has the package installed; handler code still gets the server's module.
+    let venv = repo().join("target/test-venv");
+    assert!(venv_bin("python").exists());
+    let project = Project { dir: repo().join("tests/pyrs_conformance") };
+    let server = Server::start_with(&project, &["--venv", venv.to_str().unwrap()], &[("PYTHONDONTWRITEBYTECODE", "1")]);
+    let want = format!(r#"{{"built_in":true,"version":"{}"}}"#, env!("CARGO_PKG_VERSION"));
+    assert_eq!(server.get("/which").text(), want);
 }
 
 #[test]

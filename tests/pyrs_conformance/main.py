@@ -74,3 +74,7 @@ class Api:
 
     def json_echo(self, request: pyrs.Request) -> dict[str, Any]:
         return {"got": request.json()}
+
+    def which(self, request: pyrs.Request) -> dict[str, Any]:
+        """Which pyrs module handler code got (not one of the compared cases)."""
+        return {"built_in": not hasattr(pyrs, "__file__"), "version": pyrs.__version__}
