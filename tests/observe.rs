@@ -108,6 +108,9 @@ fn metrics_count_exactly_what_was_sent() {
     assert!(value(&m, "pyrs_received_bytes_total", &[]) >= 13.0 * 30.0);
     assert!(value(&m, "pyrs_sent_bytes_total", &[]) >= 13.0 * 100.0);
     assert!(value(&m, "pyrs_gil_wait_seconds_total", &[]) >= 0.0);
+    for name in ["pyrs_open_connections", "pyrs_access_log_dropped_lines_total", "pyrs_log_dropped_lines_total"] {
+        assert_eq!(all(&m, name).len(), 1, "{name}");
+    }
     let pid = s.child.id().to_string();
     assert!(value(&m, "pyrs_worker_resident_memory_bytes", &[("pid", &pid)]) > 1e6);
     assert!(value(&m, "pyrs_worker_private_memory_bytes", &[("pid", &pid)]) > 0.0);

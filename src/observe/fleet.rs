@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Why a worker exited (the `reason` label of `pyrs_worker_exits_total`).
-pub const EXIT_REASONS: [&str; 6] = ["shutdown", "reload", "recycle", "scale_down", "crash", "start_failure"];
+pub const EXIT_REASONS: [&str; 7] =
+    ["shutdown", "reload", "recycle", "scale_down", "crash", "timeout", "start_failure"];
 
 struct Member {
     slot: usize,

@@ -197,6 +197,13 @@ impl Region {
         }
     }
 
+    /// Sets a process-row value (one writer).
+    pub fn set_process(&self, index: usize, v: u64) {
+        if index < PROCESS_WORDS {
+            self.word(HEADER_WORDS + index).store(v, Ordering::Relaxed);
+        }
+    }
+
     pub fn protocol_error(&self, status: u16) {
         if let Some(i) = PROTOCOL_STATUSES.iter().position(|&s| s == status) {
             self.add_process(i, 1);

@@ -68,7 +68,7 @@ pub fn render(v: &View) -> String {
     for (i, s) in PROTOCOL_STATUSES.iter().enumerate() {
         let _ = writeln!(o, "pyrs_protocol_errors_total{{status=\"{s}\"}} {}", t.process(i));
     }
-    let simple: [(&str, &str, &str, String); 6] = [
+    let simple: [(&str, &str, &str, String); 7] = [
         (
             "pyrs_requests_in_flight",
             "gauge",
@@ -89,6 +89,12 @@ pub fn render(v: &View) -> String {
             "counter",
             "Access-log lines dropped because the writer fell behind.",
             t.process(P_ACCESS_LOG_DROPPED).to_string(),
+        ),
+        (
+            "pyrs_log_dropped_lines_total",
+            "counter",
+            "Log lines dropped because stderr did not keep up.",
+            t.process(P_LOG_DROPPED).to_string(),
         ),
     ];
     for (name, kind, help, value) in simple {

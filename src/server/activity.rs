@@ -13,7 +13,11 @@ pub struct ThreadActivity {
     route: AtomicUsize,
     /// The thread's pthread id (CPython's `threading.get_ident()`), once it runs.
     ident: AtomicU64,
+    /// The running request's id (ASCII, 8 bytes a word, zero-padded), for the timeout log.
+    request_id: [AtomicU64; ID_WORDS],
 }
+
+const ID_WORDS: usize = crate::http::request_id::MAX_LEN / 8;
 
 /// One handler run, as the timeout watchdog sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,7 @@ impl Activity {
                     busy_since: AtomicU64::new(0),
                     route: AtomicUsize::new(0),
                     ident: AtomicU64::new(0),
+                    request_id: std::array::from_fn(|_| AtomicU64::new(0)),
                 })
                 .collect(),
             requests: AtomicU64::new(0),
@@ -90,6 +95,37 @@ impl Activity {
             t.route.store(route, Ordering::Relaxed);
             t.busy_since.store(self.now(), Ordering::Release);
         }
+    }
+
+    /// Thread `thread`'s current request has id `id` (call before [`Activity::begin`]).
+    pub fn set_request_id(&self, thread: usize, id: &[u8]) {
+        if let Some(t) = self.threads.get(thread) {
+            let mut chunks = id.chunks(8);
+            for word in &t.request_id {
+                let mut w = [0u8; 8];
+                let Some(c) = chunks.next() else {
+                    word.store(0, Ordering::Relaxed);
+                    break;
+                };
+                w[..c.len()].copy_from_slice(c);
+                word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The id of the request thread `thread` runs (as last set).
+    pub fn request_id(&self, thread: usize) -> String {
+        let Some(t) = self.threads.get(thread) else { return String::new() };
+        let mut bytes = Vec::with_capacity(32);
+        for word in &t.request_id {
+            let w = word.load(Ordering::Relaxed).to_le_bytes();
+            let n = w.iter().position(|&b| b == 0).unwrap_or(8);
+            bytes.extend_from_slice(&w[..n]);
+            if n < 8 {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Thread `thread` finished its handler.
@@ -143,5 +179,16 @@ mod tests {
         a.end(1);
         assert_eq!(a.longest_busy(), None);
         assert_eq!(a.requests(), 2);
+    }
+
+    #[test]
+    fn keeps_the_running_request_id() {
+        let a = Activity::new(1);
+        a.set_request_id(0, b"0123456789abcdef-x");
+        assert_eq!(a.request_id(0), "0123456789abcdef-x");
+        a.set_request_id(0, b"short");
+        assert_eq!(a.request_id(0), "short");
+        a.set_request_id(0, &[b'z'; 128]);
+        assert_eq!(a.request_id(0).len(), 128);
     }
 }

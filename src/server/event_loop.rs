@@ -369,6 +369,11 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
     fn tick(&mut self) {
         let now = Instant::now();
         self.next_tick = now + TICK;
+        if self.index == 0 {
+            // Log lines the stderr queue dropped, for /metrics.
+            let dropped = crate::logging::writer::dropped();
+            self.shared.observer.region.set_process(crate::observe::metrics::P_LOG_DROPPED, dropped);
+        }
         self.date.refresh();
         for i in 0..self.conns.len() {
             let Some(conn) = self.conns[i].as_mut() else {
@@ -575,6 +580,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     match worker.as_deref_mut() {
                         Some(w) => {
                             if let Some(a) = &self.shared.activity {
+                                a.set_request_id(self.index, rid.as_bytes());
                                 a.begin(self.index, route.id);
                             }
                             context::enter(route.id, &rid);

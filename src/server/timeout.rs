@@ -56,9 +56,10 @@ fn watch<A: App>(app: &Arc<A>, activity: &Arc<Activity>, t: &HandlerTimeout) {
             } else if run.elapsed >= t.timeout && !interrupted.contains(&run.token) {
                 interrupted.push(run.token);
                 log::warn!(
-                    "handler for route {route} has run for {:.1} s (timeout {:.1} s): raising pyrs.Timeout in it",
+                    "handler for route {route} has run for {:.1} s (timeout {:.1} s): raising pyrs.Timeout in it rid={}",
                     run.elapsed.as_secs_f64(),
-                    t.timeout.as_secs_f64()
+                    t.timeout.as_secs_f64(),
+                    activity.request_id(run.thread)
                 );
                 // The interrupt may wait for the interpreter lock, which a
                 // stuck handler can hold: never in this thread.

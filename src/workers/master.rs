@@ -498,6 +498,7 @@ impl Master<'_> {
                 }
             }
             Message::Timeout { pid, route, .. } => {
+                self.fleet.draining(pid, "timeout");
                 if let Some(w) = self.workers.get_mut(&pid) {
                     w.killed_for = Some(format!("a handler for route {route} stuck past timeout"));
                 }
