@@ -40,6 +40,10 @@ pub trait App: Send + Sync + 'static {
     /// `thread` (past `timeout`), if `still` is true once that is safe to
     /// decide (for Python: with the interpreter lock held). May block.
     fn interrupt(&self, _thread: u64, _still: &dyn Fn() -> bool) {}
+
+    /// The server is idle after a burst: release what can be released
+    /// (Python: objects dropped without the GIL). May block.
+    fn idle(&self) {}
 }
 
 /// One pool thread's view of the application.

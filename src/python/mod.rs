@@ -275,6 +275,12 @@ impl App for PyApp {
         });
     }
 
+    /// Taking the GIL once frees the Python objects pyo3 could only queue
+    /// for release when connections holding them closed without it.
+    fn idle(&self) {
+        Python::attach(|_py| {});
+    }
+
     /// Raises `pyrs.Timeout` in the handler running on `thread`.
     fn interrupt(&self, thread: u64, still: &dyn Fn() -> bool) {
         Python::attach(|py| {

@@ -205,7 +205,9 @@ pub fn serve<A: App>(
         }
         if stopping.is_none() {
             let open = shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum();
-            trim.tick(acceptor.accepted, open);
+            if trim.tick(acceptor.accepted, open) {
+                trim::release(&app);
+            }
         }
         if stopping.is_none() && acceptor.paused_until.is_some_and(|t| Instant::now() >= t) {
             acceptor.paused_until = None;

@@ -3,9 +3,12 @@
 //! the process stays at its peak RSS (2000 reset 256 KB responses left
 //! 370 MB resident). The acceptor calls [`Trim::tick`] about once a second
 //! with the connections accepted so far and open now; once neither changed
-//! for a second after one did, it runs `malloc_trim(0)`, which returns every
-//! arena's free pages. It never runs while connections come and go, and at
-//! most once per quiet spell.
+//! for a second after one did, [`release`] runs in a short-lived thread: the
+//! application's `idle` (Python: take the GIL once, which frees the objects
+//! of connections closed without it, such as `bytes` bodies), then
+//! `malloc_trim(0)`, which returns every arena's free pages. It never runs
+//! while connections come and go, and at most once per quiet spell; the
+//! acceptor never waits for it (the GIL may be busy).
 
 use std::time::{Duration, Instant};
 
@@ -32,8 +35,8 @@ impl Trim {
         Self::default()
     }
 
-    /// Connections accepted so far and open now. Trims when they stopped
-    /// changing a while ago; returns true when it did.
+    /// Connections accepted so far and open now. True when they stopped
+    /// changing a while ago: time to [`release`] memory.
     pub fn tick(&mut self, accepted: u64, open: usize) -> bool {
         if (accepted, open) != self.seen {
             self.seen = (accepted, open);
@@ -45,9 +48,21 @@ impl Trim {
             return false;
         }
         self.pending = false;
+        true
+    }
+}
+
+/// Frees what `app` holds for closed connections, then returns free heap
+/// pages to the OS; in its own thread.
+pub fn release<A: crate::app::App>(app: &std::sync::Arc<A>) {
+    let app = app.clone();
+    let spawned = std::thread::Builder::new().name("pyrs-trim".into()).spawn(move || {
+        app.idle();
         // SAFETY: malloc_trim has no preconditions; glibc locks each arena.
         unsafe { libc::malloc_trim(0) };
-        true
+    });
+    if let Err(e) = spawned {
+        log::debug!("cannot start the memory trim thread: {e}");
     }
 }
 
