@@ -307,6 +307,19 @@ impl Output {
         true
     }
 
+    /// Everything queued before the first reserved slot is written: nothing
+    /// can be written until [`Output::fill`].
+    pub fn awaits_slot(&self) -> bool {
+        for seg in &self.segs {
+            match seg {
+                Seg::Pending(_) => return true,
+                s if s.done() => continue,
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// The stream that is next to produce output: the first segment that is
     /// not plain bytes, when it is an open stream.
     fn next_stream(&mut self) -> Option<&mut StreamSeg> {
@@ -666,8 +679,10 @@ mod tests {
         let slot = out.reserve();
         out.tail().extend_from_slice(b"third");
         let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
+        assert!(!out.awaits_slot(), "first| is still to be written");
         assert_eq!(drain(&mut out, &mut w), Stop::Pending);
         assert_eq!(w.got, b"first|");
+        assert!(out.awaits_slot());
         assert!(out.fill(slot, |o| {
             o.tail().extend_from_slice(b"second:");
             o.push_shared(Box::new(b"body|".to_vec()));

@@ -574,6 +574,10 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
     pub fn wanted_deadline(&self) -> Option<Deadline> {
         if self.lingering {
             Some(Deadline::Linger)
+        } else if self.out.awaits_slot() {
+            // A response still being produced (a reserved slot): no write is
+            // pending, and the application owns the time it takes.
+            None
         } else if self.has_pending_output() {
             Some(Deadline::Write)
         } else if self.in_flight > 0 {
@@ -918,6 +922,25 @@ mod tests {
         let mut e = conn(vec![data("GET /a HTTP/1.1\r\nHost: h\r\n\r\n")], 1 << 20);
         e.read_ready(0, r, &l, &mut jobs, true);
         assert_eq!(jobs.iter().map(describe).collect::<Vec<_>>(), ["reply 503"], "over budget: even a GET");
+    }
+
+    #[test]
+    fn a_reserved_slot_holds_the_connection_open_without_a_write_deadline() {
+        let r = leak_router();
+        let l = Limits::default();
+        let mut c = conn(vec![data("GET /a HTTP/1.1\r\nHost: h\r\n\r\n")], 1 << 20);
+        let mut jobs = Vec::new();
+        c.read_ready(0, r, &l, &mut jobs, true);
+        c.in_flight -= 1;
+        let slot = c.out.reserve();
+        c.flush().unwrap();
+        assert_eq!(c.wanted_deadline(), None, "the application owns the time a deferred response takes");
+        assert!(!c.is_idle() && !c.finished());
+        assert!(c.out.fill(slot, |o| o.tail().extend_from_slice(b"late answer")));
+        assert_eq!(c.wanted_deadline(), Some(Deadline::Write));
+        assert_eq!(c.flush().unwrap(), (Stop::Empty, true));
+        assert_eq!(c.stream.written, b"late answer");
+        assert_eq!(c.wanted_deadline(), Some(Deadline::Idle));
     }
 
     #[test]
