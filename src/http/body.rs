@@ -67,6 +67,30 @@ impl<I: Iterator<Item = Vec<u8>> + Send> BodyStream for IterStream<I> {
     }
 }
 
+/// What connections let go of that belongs to the application: streams
+/// to close and shared bytes to drop, both with the application locked
+/// (for Python: a generator's `finally` runs, and a `bytes` object is freed
+/// at once instead of waiting for the interpreter's next pass).
+#[derive(Default)]
+pub struct Released {
+    pub streams: Vec<Box<dyn BodyStream>>,
+    pub shared: Vec<Box<dyn SharedBytes>>,
+}
+
+impl Released {
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty() && self.shared.is_empty()
+    }
+
+    /// Closes the streams and drops the rest (application locked).
+    pub fn release(&mut self) {
+        for mut stream in self.streams.drain(..) {
+            stream.close();
+        }
+        self.shared.clear();
+    }
+}
+
 /// A body queued after its head instead of being copied into the output buffer.
 pub enum Body {
     Shared(Box<dyn SharedBytes>),

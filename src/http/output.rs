@@ -9,7 +9,7 @@
 //! of a response that will be produced later (by another thread, or an
 //! awaited coroutine): everything after it waits until [`Output::fill`].
 
-use super::body::{BodyStream, Pulled, SharedBytes};
+use super::body::{BodyStream, Pulled, Released, SharedBytes};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
@@ -167,6 +167,8 @@ pub struct Output {
     written_total: u64,
     /// Reused buffer for one pulled item before it is framed.
     scratch: Vec<u8>,
+    /// Shared bodies fully written, to be dropped with the application locked.
+    retired: Vec<Box<dyn SharedBytes>>,
 }
 
 impl Output {
@@ -397,16 +399,31 @@ impl Output {
 
     /// Removes every open stream (to be closed by the caller, with the
     /// application locked) and everything queued: the connection is going.
-    pub fn take_streams(&mut self, into: &mut Vec<Box<dyn BodyStream>>) {
+    pub fn take_streams(&mut self, into: &mut Released) {
         for seg in self.segs.drain(..) {
-            if let Seg::Stream(s) = seg {
-                if s.state == StreamState::Open {
-                    into.push(s.stream);
-                }
+            match seg {
+                Seg::Stream(s) if s.state == StreamState::Open => into.streams.push(s.stream),
+                Seg::Shared { data, .. } => into.shared.push(data),
+                _ => {}
             }
         }
+        into.shared.append(&mut self.retired);
         self.tail.clear();
         self.sent = 0;
+    }
+
+    /// Hands over the shared bodies written since the last call.
+    pub fn take_retired(&mut self, into: &mut Released) {
+        into.shared.append(&mut self.retired);
+    }
+
+    /// Removes the fully written segments at the front.
+    fn pop_done(&mut self) {
+        while self.segs.front().is_some_and(Seg::done) {
+            if let Some(Seg::Shared { data, .. }) = self.segs.pop_front() {
+                self.retired.push(data);
+            }
+        }
     }
 
     /// Writes as much as `w` takes; stops at a stream that needs a pull, an
@@ -414,9 +431,7 @@ impl Output {
     /// was written.
     pub fn write_to<W: Sink + ?Sized>(&mut self, w: &mut W) -> io::Result<(Stop, bool)> {
         let mut progressed = false;
-        while self.segs.front().is_some_and(Seg::done) {
-            self.segs.pop_front();
-        }
+        self.pop_done();
         loop {
             let result = match self.segs.front_mut() {
                 None if self.sent == self.tail.len() => {
@@ -527,9 +542,7 @@ impl Output {
                 break;
             }
         }
-        while self.segs.front().is_some_and(Seg::done) {
-            self.segs.pop_front();
-        }
+        self.pop_done();
         if let Some(Seg::Stream(s)) = self.segs.front_mut() {
             if s.pos == s.buf.len() {
                 s.buf.clear();
@@ -697,9 +710,10 @@ mod tests {
         let mut out = Output::new();
         out.push_stream(items(&["a"]), true);
         out.tail().extend_from_slice(b"x");
-        let mut taken = Vec::new();
+        out.push_shared(Box::new(b"shared".to_vec()));
+        let mut taken = Released::default();
         out.take_streams(&mut taken);
-        assert_eq!(taken.len(), 1);
+        assert_eq!((taken.streams.len(), taken.shared.len()), (1, 1));
         assert!(out.is_empty());
     }
 

@@ -16,7 +16,7 @@
 use super::conn::{Conn, Deadline, Job, JobKind, ReadOutcome, BUDGET_SPENT};
 use super::ThreadShared;
 use crate::app::{App, Responder, Route, Worker};
-use crate::http::body::BodyStream;
+use crate::http::body::Released;
 use crate::http::date::DateCache;
 use crate::http::encode::{self, ResponseContext, Sent};
 use crate::http::output::{PullResult, Stop};
@@ -55,8 +55,9 @@ pub struct EventLoop<'r, T> {
     jobs: Vec<Job<'r, T>>,
     /// Connections whose next stream is to be pulled in the locked phase.
     pulls: Vec<usize>,
-    /// Streams of closed connections, closed in the locked phase.
-    closing: Vec<Box<dyn BodyStream>>,
+    /// Streams of closed connections and written shared bodies: closed and
+    /// dropped in the locked phase.
+    closing: Released,
     date: DateCache,
     router: &'r Router<Route<T>>,
     limits: Limits,
@@ -94,7 +95,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             dirty: Vec::new(),
             jobs: Vec::new(),
             pulls: Vec::new(),
-            closing: Vec::new(),
+            closing: Released::default(),
             date: DateCache::new(),
             router,
             limits,
@@ -283,6 +284,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 if progressed {
                     conn.deadline = None;
                 }
+                conn.out.take_retired(&mut self.closing);
                 if stop == Stop::Cut {
                     // A stream failed: what preceded it is sent; close without
                     // the rest, so the client sees the response is incomplete.
@@ -450,9 +452,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
 
     /// Closes the streams of connections that went away (application locked).
     fn close_streams(&mut self) {
-        for mut stream in self.closing.drain(..) {
-            stream.close();
-        }
+        self.closing.release();
     }
 
     /// Pulls one item from each stream that asked for one (application locked).
