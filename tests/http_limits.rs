@@ -309,6 +309,11 @@ fn slowloris_500_connections_are_closed_in_time_while_others_are_served() {
     // runs slower there); still far below "never".
     let slack = Duration::from_secs(5);
     let s = start("", &["--header-timeout", "1"]);
+    // Counted once a request was served: the pool's own descriptors are
+    // created after "Listening on".
+    let mut first = Raw::connect(s.addr);
+    first.send(get("/hello", "").as_bytes());
+    assert_eq!(first.response(false), text("world"));
     let baseline = open_fds(&s);
     let addr = s.addr;
     // A normal client keeps making requests meanwhile.
