@@ -153,6 +153,7 @@ impl Observer {
             access: self.access.clone(),
             pending: Pending::default(),
             lines: Vec::new(),
+            oldest: None,
         }
     }
 
@@ -175,7 +176,12 @@ pub struct ThreadObserver {
     access: Option<(AccessFormat, Arc<LogSink>)>,
     pending: Pending,
     lines: Vec<u8>,
+    /// When the oldest line not yet handed over was written.
+    oldest: Option<std::time::Instant>,
 }
+
+/// Lines are handed to the writer once they are this old (or `log_writer::FLUSH_AT` bytes).
+const HAND_OVER_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl ThreadObserver {
     pub fn logging(&self) -> bool {
@@ -193,17 +199,32 @@ impl ThreadObserver {
     pub fn finish_line(&mut self, outcome: &Outcome<'_>) {
         if let Some((fmt, sink)) = &self.access {
             fmt.finish(&self.pending, &mut self.lines, outcome);
+            if self.oldest.is_none() {
+                self.oldest = Some(std::time::Instant::now());
+            }
             if self.lines.len() >= log_writer::FLUSH_AT {
                 sink.submit(&mut self.lines);
+                self.oldest = None;
             }
         }
     }
 
-    /// Hands this turn's lines to the writer (once per loop turn).
+    /// Called once per loop turn: hands the buffered lines to the writer
+    /// when the oldest is [`HAND_OVER_AFTER`] old (one hand-over, one write,
+    /// per batch of turns: waking the writer every turn would cost more than
+    /// formatting the lines).
     pub fn flush(&mut self) {
+        if self.oldest.is_some_and(|t| t.elapsed() >= HAND_OVER_AFTER) {
+            self.flush_now();
+        }
+    }
+
+    /// Hands the buffered lines to the writer now (at exit).
+    pub fn flush_now(&mut self) {
         if let Some((_, sink)) = &self.access {
             sink.submit(&mut self.lines);
         }
+        self.oldest = None;
     }
 }
 

@@ -121,7 +121,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             conn.out.take_streams(&mut self.closing);
         }
         self.close_streams();
-        self.obs.flush();
+        self.obs.flush_now();
         log::debug!("thread {} stopped", self.index);
     }
 
@@ -149,7 +149,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     return Phase::Exit;
                 }
             }
-            // This turn's access-log lines go to the writer in one hand-over.
+            // Buffered access-log lines go to the writer (one hand-over per 100 ms at most).
             self.obs.flush();
             let timeout =
                 if locked_work { Duration::ZERO } else { self.next_tick.saturating_duration_since(Instant::now()) };

@@ -318,7 +318,7 @@ impl Acceptor<'_> {
                 date: self.date.value(),
             };
             self.obs.finish_line(&outcome);
-            self.obs.flush();
+            self.obs.flush_now();
             // Best effort: the socket is new, so its send buffer has room. Reading
             // what the client already sent lets the close be a FIN, not a reset
             // that could destroy the 503 on its way.
