@@ -73,6 +73,10 @@ pub fn respond<E: From<InvalidHeader>>(
     how: &Presentation<'_>,
     headers: impl FnOnce(&mut ResponseWriter<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
+    if !crate::http::encode::is_field_value(how.content_type.as_bytes()) {
+        // A handler's content_type goes into the head as it is.
+        return Err(InvalidHeader { name: "Content-Type".into() }.into());
+    }
     let Opened { file, meta } = opened;
     let plan = if how.status == 200 { file::plan(&meta, cond) } else { Plan::Full };
     let status = match plan {

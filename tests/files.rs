@@ -23,6 +23,9 @@ class Api:
         return pyrs.FileResponse(os.path.join(HERE, "public", "data.txt"), filename="résumé 1.txt",
                                  content_type="application/x-custom", headers={"X-Extra": "1"})
 
+    def evil_type(self, request):
+        return pyrs.FileResponse(os.path.join(HERE, "public", "data.txt"), content_type="text/plain\r\nInjected: 1")
+
     def missing(self, request):
         return pyrs.FileResponse(os.path.join(HERE, "nope.bin"))
 
@@ -37,6 +40,7 @@ fn project() -> Project {
   "modules": [
     {"path": "/data", "module": "main", "class": "Api", "handler": "data"},
     {"path": "/download", "module": "main", "class": "Api", "handler": "download"},
+    {"path": "/evil_type", "module": "main", "class": "Api", "handler": "evil_type"},
     {"path": "/missing", "module": "main", "class": "Api", "handler": "missing"},
     {"path": "/huge", "module": "main", "class": "Api", "handler": "huge"},
     {"path": "/static/*", "static": "public"},
@@ -112,6 +116,20 @@ fn file_responses_carry_validators_and_answer_conditions_and_ranges() {
     let r = s.get("/missing");
     assert_eq!(r.status, 404);
     s.wait_stderr("nope.bin", 30);
+}
+
+#[test]
+fn a_content_type_with_crlf_is_never_sent() {
+    let p = project();
+    let s = Server::start(&p, &[]);
+    let mut c = s.connect();
+    c.send(b"GET /evil_type HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 500);
+    assert!(r.header("Injected").is_none(), "{:?}", r.headers);
+    s.wait_stderr("invalid response header \"Content-Type\"", 5);
+    c.send(b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
 }
 
 #[test]

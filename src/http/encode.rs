@@ -126,6 +126,12 @@ pub fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Whether `value` may be sent as a header field value: no CR, LF, NUL or
+/// other control characters (tab allowed).
+pub fn is_field_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| b >= b' ' && b != 0x7f || b == b'\t')
+}
+
 fn push_status(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&[
@@ -169,8 +175,7 @@ impl<'a> ResponseWriter<'a> {
     /// call [`ResponseWriter::abort`]).
     pub fn header(&mut self, name: &[u8], value: &[u8]) -> Result<(), InvalidHeader> {
         let valid_name = !name.is_empty() && name.iter().all(|&b| is_token_byte(b));
-        let valid_value = value.iter().all(|&b| b >= b' ' && b != 0x7f || b == b'\t');
-        if !valid_name || !valid_value {
+        if !valid_name || !is_field_value(value) {
             return Err(InvalidHeader { name: String::from_utf8_lossy(name).into_owned() });
         }
         if name.eq_ignore_ascii_case(b"connection") {
@@ -280,7 +285,8 @@ pub enum SendBody {
     Chunked,
 }
 
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+/// Appends `n` in decimal, without allocating.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
