@@ -88,7 +88,7 @@ fn run(cli: Cli) -> Result<(), String> {
             labels: RouteLabel::for_routes(&cfg.modules),
             health: health.clone(),
         };
-        observe::admin::start(addr, Arc::new(source))?;
+        observe::admin::start(listener::bind(addr, 64), Arc::new(source))?;
     }
     let observer = Observer::new(&cfg.observe, &cfg.modules, cfg.thread_count, region, health)?;
 

@@ -376,3 +376,39 @@ fn access_log_to_stderr_and_admin_refuses_other_addresses() {
     let r = get(format!("127.0.0.1:{port}").parse().unwrap(), "/healthz");
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn a_trickling_admin_client_is_cut_off_and_probes_are_answered_again() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let p = project("");
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    // One byte every 200 ms, never ending the head: the admin thread must
+    // drop this client (after its 5 s head deadline), not serve it forever.
+    let mut slow = std::net::TcpStream::connect(admin).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nX-Pad: ").unwrap();
+    let start = Instant::now();
+    let mut cut_off = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        if slow.write_all(b"a").is_err() {
+            cut_off = true;
+            break;
+        }
+        match slow.read(&mut [0u8; 64]) {
+            Ok(_) => {
+                cut_off = true;
+                break;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                cut_off = true;
+                break;
+            }
+        }
+    }
+    assert!(cut_off, "the admin listener still served a client trickling its head after 60 s");
+    assert_eq!(get(admin, "/healthz").status, 200);
+}

@@ -4,9 +4,9 @@
 //! connection with short timeouts, answered and closed.
 
 use super::view::Source;
-use crate::config::Limits;
 use crate::http::date::DateCache;
 use crate::http::encode::{self, ResponseContext, ResponseWriter};
+use crate::http::limits::Limits;
 use crate::http::Version;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The whole request head must arrive within this, however it trickles in:
+/// one slow client must not hold the admin thread (and the probes behind it).
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Is `addr` acceptable for the admin listener? Loopback only, unless allowed.
@@ -28,17 +31,12 @@ pub fn check_address(addr: SocketAddr, allow_remote: bool) -> Result<(), String>
     }
 }
 
-/// Binds the admin address (errors name it).
-pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    let l = crate::server::listener::bind(addr, 64).map_err(|e| format!("admin listener: {e}"))?;
-    l.set_nonblocking(false).map_err(|e| format!("admin listener: {e}"))?;
-    Ok(l)
-}
-
-/// Binds `addr`, announces it on stdout (`Admin listening on http://ADDR`)
-/// and serves the admin endpoints from `source` for the rest of the process.
-pub fn start(addr: SocketAddr, source: Arc<dyn Source>) -> Result<(), String> {
-    let listener = bind(addr)?;
+/// Serves the admin endpoints from `source` on `listener` (bound by the
+/// caller with `server::listener::bind`: observe does not import server) and
+/// announces it on stdout (`Admin listening on http://ADDR`).
+pub fn start(listener: Result<TcpListener, String>, source: Arc<dyn Source>) -> Result<(), String> {
+    let listener = listener.map_err(|e| format!("admin listener: {e}"))?;
+    listener.set_nonblocking(false).map_err(|e| format!("admin listener: {e}"))?;
     let bound = listener.local_addr().map_err(|e| format!("admin listener: {e}"))?;
     spawn(listener, source)?;
     crate::say!("Admin listening on http://{bound}");
@@ -75,11 +73,16 @@ fn serve_one(mut stream: TcpStream, source: &dyn Source, date: &[u8]) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let limits = Limits { max_header_bytes: MAX_HEAD, ..Limits::default() };
+    let deadline = std::time::Instant::now() + HEAD_DEADLINE;
     let head = loop {
         match crate::http::head::parse(&buf, &limits) {
             Ok(Some((head, _))) => break Ok(head),
             Ok(None) => {}
             Err(e) => break Err(e),
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left.min(IO_TIMEOUT))).is_err() {
+            return;
         }
         match stream.read(&mut chunk) {
             Ok(0) => return,

@@ -141,7 +141,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     let (mapping, metrics_fd) = Mapping::create(layout, regions)?;
     let fleet = Arc::new(Fleet::new(&mapping, RouteLabel::for_routes(&cfg.modules)));
     if let Some(addr) = cfg.observe.admin_listen {
-        crate::observe::admin::start(addr, fleet.clone())?;
+        crate::observe::admin::start(listener::bind(addr, 64), fleet.clone())?;
     }
     let mut m = Master {
         cfg,
