@@ -8,6 +8,7 @@
 //! duration and the rest, after it. Bytes a client sent are escaped (`\xHH`
 //! in text formats, `\u00HH` in JSON): a control character never reaches the log raw.
 
+use crate::http::encode::push_decimal;
 use crate::http::RequestHead;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -211,14 +212,14 @@ impl AccessFormat {
                         if i > 0 {
                             out.push(b'.');
                         }
-                        push_num(out, u64::from(octet));
+                        push_decimal(out, u64::from(octet));
                     }
                 }
                 ip => {
                     let _ = write!(out, "{ip}");
                 }
             },
-            (Field::RemotePort, _) => push_num(out, u64::from(remote.port())),
+            (Field::RemotePort, _) => push_decimal(out, u64::from(remote.port())),
             (Field::Method, Some(h)) => text(out, h.method().as_bytes()),
             (Field::Path, Some(h)) => text(out, h.path().as_bytes()),
             (Field::Query, Some(h)) => text(out, h.query().as_bytes()),
@@ -251,14 +252,14 @@ impl AccessFormat {
             }
             match f {
                 Field::Lit(l) => out.extend_from_slice(l),
-                Field::Status => push_num(out, u64::from(r.status)),
+                Field::Status => push_decimal(out, u64::from(r.status)),
                 Field::Bytes => match r.bytes {
-                    Some(n) => push_num(out, n),
+                    Some(n) => push_decimal(out, n),
                     None if self.json => out.extend_from_slice(b"null"),
                     None => out.push(b'-'),
                 },
-                Field::DurationUs => push_num(out, r.duration_us),
-                Field::Pid => push_num(out, u64::from(std::process::id())),
+                Field::DurationUs => push_decimal(out, r.duration_us),
+                Field::Pid => push_decimal(out, u64::from(std::process::id())),
                 Field::RequestId => escape(out, r.request_id.as_bytes(), self.json),
                 Field::Route => match r.route {
                     Some(route) => escape(out, route.as_bytes(), self.json),
@@ -291,21 +292,6 @@ pub struct Outcome<'a> {
     pub route: Option<&'a str>,
     /// The cached IMF-fixdate `Date` value: `Sun, 06 Nov 1994 08:49:37 GMT`.
     pub date: &'a [u8],
-}
-
-fn push_num(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
