@@ -26,6 +26,11 @@ class Api:
     def evil_type(self, request):
         return pyrs.FileResponse(os.path.join(HERE, "public", "data.txt"), content_type="text/plain\r\nInjected: 1")
 
+    def bad_status(self, request):
+        f = pyrs.FileResponse(os.path.join(HERE, "public", "data.txt"))
+        f.status = int(request.query["s"])
+        return f
+
     def missing(self, request):
         return pyrs.FileResponse(os.path.join(HERE, "nope.bin"))
 
@@ -41,6 +46,7 @@ fn project() -> Project {
     {"path": "/data", "module": "main", "class": "Api", "handler": "data"},
     {"path": "/download", "module": "main", "class": "Api", "handler": "download"},
     {"path": "/evil_type", "module": "main", "class": "Api", "handler": "evil_type"},
+    {"path": "/bad_status", "module": "main", "class": "Api", "handler": "bad_status"},
     {"path": "/missing", "module": "main", "class": "Api", "handler": "missing"},
     {"path": "/huge", "module": "main", "class": "Api", "handler": "huge"},
     {"path": "/static/*", "static": "public"},
@@ -119,7 +125,7 @@ fn file_responses_carry_validators_and_answer_conditions_and_ranges() {
 }
 
 #[test]
-fn a_content_type_with_crlf_is_never_sent() {
+fn a_content_type_with_crlf_or_a_bad_status_is_never_sent() {
     let p = project();
     let s = Server::start(&p, &[]);
     let mut c = s.connect();
@@ -130,6 +136,16 @@ fn a_content_type_with_crlf_is_never_sent() {
     s.wait_stderr("invalid response header \"Content-Type\"", 5);
     c.send(b"GET /data HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.read_response().status, 200);
+    // A status set after construction is checked when sent, like pyrs.Response's.
+    for bad in ["42", "101"] {
+        c.send(format!("GET /bad_status?s={bad} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.read_response();
+        assert_eq!(r.status, 500, "status {bad}");
+        assert_eq!(r.text(), "Internal Server Error\n", "status {bad}");
+    }
+    s.wait_stderr("status 42 is not a final HTTP status", 5);
+    c.send(b"GET /bad_status?s=203 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response().status, 203);
 }
 
 #[test]

@@ -36,17 +36,20 @@ impl PyFileResponse {
         headers: Option<Py<PyAny>>,
         status: u16,
     ) -> PyResult<Self> {
-        if !(200..=599).contains(&status) {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "status {status} is not a final HTTP status (200-599)"
-            )));
-        }
+        check_status(status)?;
         Ok(PyFileResponse { path, content_type, filename, headers, status })
     }
 
     fn __repr__(&self) -> String {
         format!("<pyrs.FileResponse {:?}>", self.path)
     }
+}
+
+fn check_status(status: u16) -> PyResult<()> {
+    if (200..=599).contains(&status) {
+        return Ok(());
+    }
+    Err(pyo3::exceptions::PyValueError::new_err(format!("status {status} is not a final HTTP status (200-599)")))
 }
 
 /// Why a file response could not be sent as asked.
@@ -75,6 +78,8 @@ pub fn send(
     request: Option<&Bound<'_, PyRequest>>,
     res: &mut Responder<'_>,
 ) -> Result<(), FileError> {
+    // `status` is settable after construction: checked again here.
+    check_status(f.status).map_err(|e| FileError::Other(e.into()))?;
     let path = f.path.clone();
     let opened = py.detach(move || files::open(&path)).map_err(FileError::Missing)?;
     let borrowed = request.map(|r| r.borrow());
