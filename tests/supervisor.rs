@@ -35,13 +35,19 @@ class Api:
         self.leak.append(bytearray(16 << 20))
         return str(len(self.leak))
 
+    def scribble(self, request):
+        # Handler code writing on the worker's inherited status descriptor.
+        os.write(3, b"x" * 70000)
+        os.write(3, b"\nrecycle 999 1 %d\nover 12345 1 %d too big\n" % (os.getpid(), os.getpid()))
+        return "scribbled"
+
     def stuck(self, request):
         time.sleep(60)
         return "woke"
 "#;
 
 fn project(extra: &str) -> Project {
-    Project::simple(API, &[("/pid", "pid"), ("/grow", "grow"), ("/stuck", "stuck")], extra)
+    Project::simple(API, &[("/pid", "pid"), ("/grow", "grow"), ("/stuck", "stuck"), ("/scribble", "scribble")], extra)
 }
 
 /// GET /pid, retrying the rare refusal while a worker's listener closes.
@@ -106,6 +112,23 @@ fn a_slot_failing_after_start_up_retries_while_the_healthy_worker_serves_and_rec
     // The dependency is back: the slot recovers by itself.
     std::fs::remove_file(p.dir.join("broken")).unwrap();
     wait_until(30, "the slot to recover", || pids(&s, 20).len() == 2);
+    s.signal("TERM");
+    assert_eq!(s.wait_exit(30).code(), Some(0));
+}
+
+#[test]
+fn status_lines_from_handler_code_cannot_crash_the_master() {
+    // Before: a line naming a slot that does not exist made the master index
+    // past its slots and panic (the whole service down), and bytes without a
+    // line end were kept forever.
+    let p = project("\"workers\": 1,");
+    let mut s = Server::start(&p, &[]);
+    let first = pid_of(&s).unwrap();
+    assert_eq!(s.get("/scribble").text(), "scribbled");
+    s.wait_stderr("status line for a slot that does not exist: \"over 12345", 30);
+    assert!(s.stderr().contains("status line for a slot that does not exist: \"recycle 999"), "{}", s.stderr());
+    assert!(s.child.try_wait().unwrap().is_none(), "the master exited: {}", s.stderr());
+    assert_eq!(pid_of(&s), Some(first));
     s.signal("TERM");
     assert_eq!(s.wait_exit(30).code(), Some(0));
 }

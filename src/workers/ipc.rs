@@ -58,6 +58,20 @@ impl Message {
         line
     }
 
+    /// The worker slot the message is about (None for a template's).
+    pub fn slot(&self) -> Option<usize> {
+        match self {
+            Message::Ready { .. } => None,
+            Message::Born { slot, .. }
+            | Message::Up { slot, .. }
+            | Message::Fatal { slot, .. }
+            | Message::Recycle { slot, .. }
+            | Message::Over { slot, .. }
+            | Message::Beat { slot, .. }
+            | Message::Timeout { slot, .. } => Some(*slot),
+        }
+    }
+
     pub fn parse(line: &str) -> Option<Message> {
         let mut parts = line.trim_end().splitn(5, ' ');
         let kind = parts.next()?;

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
 const STATUS: Token = Token(1);
+/// Status bytes kept while waiting for a line end (a line is under PIPE_BUF).
+const STATUS_BACKLOG: usize = 64 * 1024;
 /// Consecutive workers of one slot that die before serving, after which the
 /// server stops instead of looping.
 const MAX_START_FAILURES: u32 = 3;
@@ -407,7 +409,15 @@ impl Master<'_> {
         loop {
             match self.status_read.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => self.pending_line.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => {
+                    self.pending_line.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    // Workers run handler code, which can write to the inherited status
+                    // descriptor: what is not a line of ours is dropped, not kept forever.
+                    if self.pending_line.len() > STATUS_BACKLOG && !self.pending_line.contains('\n') {
+                        log::warn!("dropped {} bytes on the status pipe without a line end", self.pending_line.len());
+                        self.pending_line.clear();
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
@@ -415,6 +425,9 @@ impl Master<'_> {
         while let Some(i) = self.pending_line.find('\n') {
             let line: String = self.pending_line.drain(..=i).collect();
             match Message::parse(&line) {
+                Some(msg) if msg.slot().is_some_and(|s| s >= self.slots.len()) => {
+                    log::warn!("status line for a slot that does not exist: {:?}", line.trim_end())
+                }
                 Some(msg) => self.on_message(msg)?,
                 None => log::warn!("unexpected status line {:?}", line.trim_end()),
             }
