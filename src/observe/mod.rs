@@ -1,10 +1,11 @@
 //! Observability: what pyrs tells about itself. The metrics registry
 //! (`metrics`, lock-free per-thread counters, in shared memory in worker mode:
-//! `shm`), request ids (`request_id`), the request a thread is running
+//! `shm`), request ids (made in `http::request_id`), the request a thread is running
 //! (`context`), the access log (`access_log` formats lines, `log_writer`
 //! writes them off the serving threads), the admin listener (`admin`) with
 //! `/metrics` (`prometheus`), health and the status page (`status_page`),
-//! over a [`view::Source`] (this process, or the master adding up workers).
+//! over a [`view::Source`] (this process, or the master adding up workers:
+//! `fleet`), and process memory (`procmem`).
 //!
 //! The serving threads only bump their own counters and append to their own
 //! buffers; everything else happens on the admin and writer threads.
