@@ -417,6 +417,8 @@ def _finish(
     head_only: bool,
     content_type: str | None = None,
 ) -> TestResponse:
+    if content_type is not None:
+        _headers([("Content-Type", content_type)])  # refused like any header (the server answers 500)
     out = [("Server", "pyrs"), ("Date", formatdate(usegmt=True))]
     has_type = False
     for name, value in headers:
@@ -460,7 +462,8 @@ def _encode(value: Any, head_only: bool) -> TestResponse:
         with open(value.path, "rb") as f:
             data = f.read()
         ctype = value.content_type or (mimetypes.guess_type(value.path)[0] or "application/octet-stream")
-        return _finish(value.status, _headers(value.headers), ctype, data, head_only)
+        _headers([("Content-Type", ctype)])
+        return _finish(_status(value.status), _headers(value.headers), ctype, data, head_only)
     if value is None:
         return _finish(204, [], "", b"", head_only)
     return _body(value, 200, [], None, head_only)

@@ -66,6 +66,27 @@ def test_errors_as_the_server_sends_them() -> None:
     assert r.error is not None and "RuntimeError: boom" in r.error
 
 
+class Unsendable:
+    def crlf_type(self, request: pyrs.Request) -> pyrs.Response:
+        return pyrs.Response("x", content_type="text/plain\r\nInjected: 1")
+
+    def crlf_file_type(self, request: pyrs.Request) -> pyrs.FileResponse:
+        return pyrs.FileResponse(__file__, content_type="text/plain\r\nInjected: 1")
+
+    def file_status(self, request: pyrs.Request) -> pyrs.FileResponse:
+        f = pyrs.FileResponse(__file__)
+        f.status = 42
+        return f
+
+
+def test_what_the_server_refuses_is_a_500() -> None:
+    c = Client(Unsendable)
+    for path in ("/crlf_type", "/crlf_file_type", "/file_status"):
+        r = c.get(path)
+        assert (r.status, r.text) == (500, "Internal Server Error\n"), path
+        assert r.header("injected") is None, path
+
+
 def test_event_stream_format() -> None:
     r = Client(Api).get("/events")
     assert r.header("content-type") == "text/event-stream"
