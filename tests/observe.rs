@@ -311,7 +311,7 @@ fn health_readiness_and_the_probe_path() {
     assert_eq!((r.status, r.text().as_str()), (503, "not ready\n"));
     assert_eq!(get(admin, "/healthz").status, 200);
     std::fs::write(p.dir.join("loaded"), "").unwrap();
-    let mut s = starting.join().unwrap();
+    let s = starting.join().unwrap();
     let r = get(admin, "/readyz");
     assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
     assert_eq!(get(admin, "/healthz").text(), "ok\n");
@@ -322,19 +322,7 @@ fn health_readiness_and_the_probe_path() {
     assert!(r.header("X-Request-Id").is_some());
 
     // Draining: a request in flight keeps the server up; /readyz says 503.
-    let addr = s.addr;
-    let waiter = std::thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        c.send(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n");
-        c.read_response().text()
-    });
-    wait_until(10, "the /wait handler", || p.dir.join("started").exists());
-    s.signal("TERM");
-    wait_until(10, "/readyz 503 while draining", || get(admin, "/readyz").status == 503);
-    assert_eq!(get(admin, "/healthz").status, 200);
-    std::fs::write(p.dir.join("go"), "").unwrap();
-    assert_eq!(waiter.join().unwrap(), "done");
-    assert!(s.wait_exit(30).success());
+    drain_with_a_request_in_flight(s, &p.dir, admin);
 }
 
 #[test]

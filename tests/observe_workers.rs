@@ -136,21 +136,9 @@ fn readiness_follows_the_workers() {
     });
     assert_eq!(seen.unwrap().status, 503, "no worker serves while the template loads");
     std::fs::write(p.dir.join("loaded"), "").unwrap();
-    let mut s = starting.join().unwrap();
+    let s = starting.join().unwrap();
     assert_eq!(get(admin, "/readyz").status, 200);
-    let addr = s.addr;
-    let waiter = std::thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        c.send(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n");
-        c.read_response().text()
-    });
-    wait_until(10, "the /wait handler", || p.dir.join("started").exists());
-    s.signal("TERM");
-    wait_until(10, "/readyz 503 while stopping", || get(admin, "/readyz").status == 503);
-    assert_eq!(get(admin, "/healthz").status, 200);
-    std::fs::write(p.dir.join("go"), "").unwrap();
-    assert_eq!(waiter.join().unwrap(), "done");
-    assert!(s.wait_exit(30).success());
+    drain_with_a_request_in_flight(s, &p.dir, admin);
 }
 
 #[test]

@@ -117,3 +117,23 @@ pub fn wait_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     });
     lines
 }
+
+/// SIGTERM while a request to `/wait` is in flight (its handler writes
+/// `started` in `dir` and returns "done" once `go` exists there): /readyz
+/// answers 503 and /healthz 200 while draining, the request completes and
+/// the server exits 0.
+pub fn drain_with_a_request_in_flight(mut s: Server, dir: &std::path::Path, admin: SocketAddr) {
+    let addr = s.addr;
+    let waiter = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.send(b"GET /wait HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.read_response().text()
+    });
+    wait_until(10, "the /wait handler", || dir.join("started").exists());
+    s.signal("TERM");
+    wait_until(10, "/readyz 503 while draining", || get(admin, "/readyz").status == 503);
+    assert_eq!(get(admin, "/healthz").status, 200);
+    std::fs::write(dir.join("go"), "").unwrap();
+    assert_eq!(waiter.join().unwrap(), "done");
+    assert!(s.wait_exit(30).success());
+}
