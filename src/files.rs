@@ -28,9 +28,10 @@ pub fn open(path: &Path) -> io::Result<Opened> {
 fn open_with(path: &Path, no_follow: bool) -> io::Result<Opened> {
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
-    if no_follow {
-        opts.custom_flags(libc::O_NOFOLLOW);
-    }
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer,
+    // freezing the thread; it changes nothing for the regular files sent.
+    let nofollow = if no_follow { libc::O_NOFOLLOW } else { 0 };
+    opts.custom_flags(libc::O_NONBLOCK | nofollow);
     let file = opts.open(path)?;
     let m = file.metadata()?;
     if !m.is_file() {

@@ -149,6 +149,18 @@ fn a_content_type_with_crlf_or_a_bad_status_is_never_sent() {
 }
 
 #[test]
+fn a_fifo_is_refused_without_waiting_for_a_writer() {
+    // Before: open(2) of a FIFO waited for a writer, and the thread with it.
+    let p = project();
+    let fifo = p.dir.join("public/pipe");
+    let ok = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo (coreutils)");
+    assert!(ok.success());
+    let s = Server::start(&p, &["--threads", "1"]);
+    assert_eq!(s.get("/static/pipe").status, 404);
+    assert_eq!(s.get("/static/style.css").status, 200);
+}
+
+#[test]
 fn static_routes_serve_the_directory_and_nothing_outside_it() {
     let p = project();
     let s = Server::start(&p, &[]);
