@@ -7,9 +7,9 @@
 //! encoded here.
 //!
 //! `dumps` uses orjson when it is importable and its answer is certain to be
-//! the contract's (it raised nothing and wrote no `null`, which could stand
-//! for a NaN); otherwise this Rust walker decides, so the bytes and the errors
-//! are the same either way. Floats are written by serde_json (shortest
+//! the contract's (the value holds only plain types and finite floats, checked
+//! without encoding, and orjson raised nothing); otherwise this Rust walker
+//! decides, so the bytes and the errors are the same either way. Floats are written by serde_json (shortest
 //! round-trip digits, the same text as orjson's).
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -60,12 +60,11 @@ fn kinds(py: Python<'_>) -> PyResult<&'static Kinds> {
 pub fn dumps(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
     let k = kinds(obj.py())?;
     if let Some((orjson, option)) = &k.orjson {
-        let py = obj.py();
-        if let Ok(encoded) = orjson.bind(py).call1((obj, None::<Py<PyAny>>, option.bind(py))) {
-            if let Ok(b) = encoded.cast::<PyBytes>() {
-                let bytes = b.as_bytes();
-                if !contains(bytes, b"null") {
-                    out.extend_from_slice(bytes);
+        if plain(obj, 0) {
+            let py = obj.py();
+            if let Ok(encoded) = orjson.bind(py).call1((obj, None::<Py<PyAny>>, option.bind(py))) {
+                if let Ok(b) = encoded.cast::<PyBytes>() {
+                    out.extend_from_slice(b.as_bytes());
                     return Ok(());
                 }
             }
@@ -74,8 +73,34 @@ pub fn dumps(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
     encode(obj, out)
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether orjson's bytes for `obj` are certainly the contract's: only str,
+/// int, bool, None, finite floats, lists, tuples and dicts with str keys
+/// (checked without encoding; orjson itself refuses ints past 64 bits, and
+/// that error sends the value to the Rust encoder). Anything else, a NaN
+/// (which orjson writes as `null`) included, goes to the Rust encoder.
+fn plain(obj: &Bound<'_, PyAny>, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    if obj.is_exact_instance_of::<PyString>() || obj.is_none() || obj.is_exact_instance_of::<PyBool>() {
+        return true;
+    }
+    if obj.is_exact_instance_of::<PyInt>() {
+        return true;
+    }
+    if let Ok(f) = obj.cast_exact::<PyFloat>() {
+        return f.value().is_finite();
+    }
+    if let Ok(d) = obj.cast_exact::<PyDict>() {
+        return d.iter().all(|(k, v)| k.is_exact_instance_of::<PyString>() && plain(&v, depth + 1));
+    }
+    if let Ok(l) = obj.cast_exact::<PyList>() {
+        return l.iter().all(|v| plain(&v, depth + 1));
+    }
+    if let Ok(t) = obj.cast_exact::<PyTuple>() {
+        return t.iter().all(|v| plain(&v, depth + 1));
+    }
+    false
 }
 
 /// Appends the JSON encoding of `obj` to `out` with the Rust encoder alone.
