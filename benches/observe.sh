@@ -7,6 +7,8 @@
 # pinned to CPU 0 and wrk (-t1 -c32) to CPU 1, both at nice -20 as root. Prints
 # the median requests/s and server CPU time per response of each, and the ratios.
 #   BENCH_DURATION (5s)  BENCH_ROUNDS (5)  BENCH_NO_BUILD=1 skips cargo build
+# With BENCH_CALLGRIND=1 it counts instructions per request instead (valgrind's callgrind,
+# independent of other load): counters zeroed after a warm-up, read after 10 s of wrk -t1 -c4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${BENCH_DURATION:-5s}
@@ -48,6 +50,29 @@ run() { # name round -> appends "name round req/s us/response" to results
     local hz; hz=$(getconf CLK_TCK)
     echo "$name $round $rps $(python3 -c "print(($t1 - $t0) / $hz * 1e6 / $total)")" >>"$OUT/results.tsv"
 }
+
+callgrind() { # name [env] [args...] -> prints instructions per request
+    local name=$1 env=$2; shift 2
+    local dir="$OUT/callgrind-$name"; mkdir -p "$dir"
+    env $env valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" "$BIN" examples/echo/project.pyrs \
+        --bind "127.0.0.1:$PORT" --threads 1 --log-level warn "$@" >"$dir/server.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 600); do curl -sf "http://127.0.0.1:$PORT/hello" >/dev/null && break; sleep 0.1; done
+    wrk -t1 -c4 -d2s "http://127.0.0.1:$PORT/hello" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    local n; n=$(wrk -t1 -c4 -d10s "http://127.0.0.1:$PORT/hello" | awk '/requests in/ {print $1}')
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    local ir; ir=$(grep -h '^totals:' "$dir"/cg.*.1 | awk '{s += $2} END {print s}')
+    echo "$name: $((ir / n)) instructions per request ($n requests)"
+}
+if [ -n "${BENCH_CALLGRIND:-}" ]; then
+    command -v valgrind >/dev/null || { echo "benches/observe.sh: valgrind is not installed" >&2; exit 1; }
+    callgrind base ""
+    callgrind nometrics PYRS_INTERNAL_BENCH_NO_METRICS=1
+    callgrind access "" --access-log "$OUT/access.log"
+    exit 0
+fi
 
 for round in $(seq "$ROUNDS"); do
     for name in base access nometrics; do run "$name" "$round"; done
