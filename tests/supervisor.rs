@@ -233,6 +233,9 @@ fn timeout_kills_are_replaced_at_once_and_an_innocent_client_is_served() {
         })
     };
     for _ in 0..3 {
+        // The previous round's workers were just killed: connect once their
+        // replacements listen (a connect in between is refused and panicked).
+        wait_until(30, "both workers serving", || pids(&s, 20).len() == 2);
         let mut stuck: Vec<Client> = (0..2).map(|_| s.connect()).collect();
         for c in &mut stuck {
             c.send(b"GET /stuck HTTP/1.1\r\nHost: t\r\n\r\n");
