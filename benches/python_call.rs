@@ -29,6 +29,7 @@ fn spec(path: &str, handler: &str) -> RouteSpec {
         handler: handler.into(),
         methods: None,
         r#static: None,
+        batch: None,
     }
 }
 

@@ -18,6 +18,20 @@ pub struct Route<T> {
     pub id: usize,
     pub pattern: String,
     pub target: T,
+    /// Set when the route's requests are grouped into batches
+    /// ([`Worker::handle_batch`], `server::batch`).
+    pub batch: Option<BatchSettings>,
+}
+
+/// How a batched route groups its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// Most requests in one batch.
+    pub max_size: usize,
+    /// Longest a request waits for others to join its batch.
+    pub max_wait: std::time::Duration,
+    /// Batches of the route running at once.
+    pub max_concurrent: usize,
 }
 
 /// An application served by the HTTP core.
@@ -58,6 +72,15 @@ pub trait Worker {
     /// `res` (a head, then its body inline or queued with
     /// [`Responder::send_body`]); must not panic on bad input.
     fn handle(&mut self, route: &Route<Self::Target>, req: Request, res: Responder<'_>);
+
+    /// Answers a batch of requests to a batched route: exactly one complete
+    /// response through each of `res`, in the order of `reqs` (the same
+    /// length). By default each request is handled on its own.
+    fn handle_batch(&mut self, route: &Route<Self::Target>, reqs: Vec<Request>, res: Vec<Responder<'_>>) {
+        for (req, r) in reqs.into_iter().zip(res) {
+            self.handle(route, req, r);
+        }
+    }
 }
 
 /// Where a handler writes its response: the connection's output queue plus

@@ -41,6 +41,51 @@ pub struct RouteSpec {
     /// route instead of a handler.
     #[serde(default)]
     pub r#static: Option<String>,
+    /// Adaptive batching: the handler is called with a list of requests.
+    #[serde(default, deserialize_with = "batch_spec")]
+    pub batch: Option<BatchSpec>,
+}
+
+/// A route's `"batch"`: concurrent requests to it are grouped into one call
+/// `handler(self, requests)` (see `server::batch`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Most requests in one call.
+    #[serde(default = "BatchSpec::default_max_size", deserialize_with = "batch_max_size")]
+    pub max_size: usize,
+    /// Longest a request waits for others to join its batch (`max_wait_ms`).
+    #[serde(rename = "max_wait_ms", default = "BatchSpec::default_max_wait", deserialize_with = "batch_max_wait")]
+    pub max_wait: Duration,
+    /// Batches of this route running at once (each on its own thread).
+    #[serde(default = "BatchSpec::default_concurrent", deserialize_with = "batch_concurrent")]
+    pub max_concurrent_batches: usize,
+}
+
+impl BatchSpec {
+    pub const MAX_SIZE: usize = 4096;
+    pub const MAX_WAIT_MS: f64 = 60_000.0;
+    pub const MAX_CONCURRENT: usize = 64;
+
+    fn default_max_size() -> usize {
+        64
+    }
+    fn default_max_wait() -> Duration {
+        Duration::from_millis(2)
+    }
+    fn default_concurrent() -> usize {
+        1
+    }
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        BatchSpec {
+            max_size: Self::default_max_size(),
+            max_wait: Self::default_max_wait(),
+            max_concurrent_batches: Self::default_concurrent(),
+        }
+    }
 }
 
 impl RouteSpec {
@@ -340,6 +385,80 @@ fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     ranged(d, 0, 1 << 53, "this count").map(Some)
 }
 
+/// A route's `batch`: an object of batch settings, or null for none.
+fn batch_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BatchSpec>, D::Error> {
+    struct BatchVisitor;
+    const EXPECTED: &str = "batch must be an object such as {\"max_size\": 64, \"max_wait_ms\": 2}";
+    impl<'de> Visitor<'de> for BatchVisitor {
+        type Value = Option<BatchSpec>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            BatchSpec::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(de::Error::custom(EXPECTED))
+        }
+    }
+    d.deserialize_any(BatchVisitor)
+}
+
+fn batch_max_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    ranged(d, 1, BatchSpec::MAX_SIZE as u64, "batch max_size").map(|v| v as usize)
+}
+
+fn batch_concurrent<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    ranged(d, 1, BatchSpec::MAX_CONCURRENT as u64, "batch max_concurrent_batches").map(|v| v as usize)
+}
+
+/// Milliseconds, fractions allowed (`0.5`), 0 to 60000.
+fn batch_max_wait<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    number(d, "a number of milliseconds", "batch max_wait_ms must be a number", |ms| {
+        if !(0.0..=BatchSpec::MAX_WAIT_MS).contains(&ms) {
+            return Err(format!("batch max_wait_ms must be between 0 and {}, got {ms}", BatchSpec::MAX_WAIT_MS));
+        }
+        Ok(Duration::from_secs_f64(ms / 1000.0))
+    })
+}
+
+/// An integer or fractional number, checked by `check`; `what` starts the
+/// message for a string.
+fn number<'de, D: Deserializer<'de>, T>(
+    d: D,
+    expecting: &'static str,
+    what: &'static str,
+    check: impl FnOnce(f64) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    d.deserialize_any(Checked {
+        expecting,
+        check: |n| match n {
+            Num::Int(v) => check(v as f64),
+            Num::Float(v) => check(v),
+            Num::Str(s) => Err(format!("{what}, got the string {s:?}")),
+            Num::Bool(b) => Err(format!("{what}, got {b}")),
+        },
+    })
+}
+
 fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     bool::deserialize(d).map(Some)
 }
@@ -462,21 +581,12 @@ fn headers_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Er
 }
 
 fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    d.deserialize_any(Checked {
-        expecting: "a number of seconds",
-        check: |n| {
-            let v = match n {
-                Num::Int(v) => v as f64,
-                Num::Float(v) => v,
-                Num::Str(s) => return Err(format!("a timeout must be a number of seconds, got the string {s:?}")),
-                Num::Bool(b) => return Err(format!("a timeout must be a number of seconds, got {b}")),
-            };
-            if v.is_finite() && v > 0.0 && v <= 86_400.0 {
-                Ok(Some(Duration::from_secs_f64(v)))
-            } else {
-                Err(format!("a timeout must be a number of seconds in (0, 86400], got {v}"))
-            }
-        },
+    number(d, "a number of seconds", "a timeout must be a number of seconds", |v| {
+        if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+            Ok(Some(Duration::from_secs_f64(v)))
+        } else {
+            Err(format!("a timeout must be a number of seconds in (0, 86400], got {v}"))
+        }
     })
 }
 
@@ -619,6 +729,9 @@ fn validate_route(
         if !route.module.is_empty() || !route.class.is_empty() || !route.handler.is_empty() {
             return Err("a static route has no module, class or handler".into());
         }
+        if route.batch.is_some() {
+            return Err("a static route cannot be batched (batch is for handler routes)".into());
+        }
         if dir.is_empty() || dir.contains('\0') {
             return Err("static must name a directory".into());
         }
@@ -747,6 +860,11 @@ impl Layer {
 }
 
 impl Config {
+    /// Threads that run batches: `max_concurrent_batches` per batched route.
+    pub fn batch_threads(&self) -> usize {
+        self.modules.iter().filter_map(|r| r.batch).map(|b| b.max_concurrent_batches).sum()
+    }
+
     /// Reads and validates a project file (no environment, no flags).
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         Config::load_layered(file, Layer::default(), Layer::default())
@@ -1088,6 +1206,32 @@ mod tests {
         assert!(e.starts_with("p.pyrs:2:") && e.contains("between 1 and 1024"), "{e}");
         let e = parse(&format!("{{\n\n\"tcp_nodelay\": \"yes\",\nmodules: [{ONE}]}}")).unwrap_err();
         assert!(e.starts_with("p.pyrs:3:"), "{e}");
+    }
+
+    #[test]
+    fn batch_settings_are_checked_where_they_are_written() {
+        let route = |batch: &str| {
+            format!("{{modules: [\n{{path: \"/p\", module: \"m\", class: \"C\", handler: \"h\",\n batch: {batch}}}]}}")
+        };
+        let c = parse(&route(r#"{"max_size": 32, "max_wait_ms": 0.5, "max_concurrent_batches": 2}"#)).unwrap();
+        let b = c.modules[0].batch.unwrap();
+        assert_eq!((b.max_size, b.max_wait, b.max_concurrent_batches), (32, Duration::from_micros(500), 2));
+        assert_eq!(c.batch_threads(), 2);
+        assert_eq!(parse(&route("{}")).unwrap().modules[0].batch, Some(BatchSpec::default()));
+        assert_eq!(parse(&format!("{{modules: [{ONE}]}}")).unwrap().modules[0].batch, None);
+        for (batch, why) in [
+            (r#"{"max_size": 0}"#, "batch max_size must be between 1 and 4096, got 0"),
+            (r#"{"max_size": 2.5}"#, "batch max_size must be an integer"),
+            (r#"{"max_wait_ms": -1}"#, "batch max_wait_ms must be between 0 and 60000, got -1"),
+            (r#"{"max_wait_ms": "2"}"#, "batch max_wait_ms must be a number"),
+            (r#"{"max_concurrent_batches": 65}"#, "between 1 and 64"),
+            (r#"{"max_sise": 8}"#, "max_sise"),
+            ("true", "batch must be an object"),
+            ("[64]", "batch must be an object"),
+        ] {
+            let e = parse(&route(batch)).unwrap_err();
+            assert!(e.starts_with("p.pyrs:3:") && e.contains(why), "{batch}: {e}");
+        }
     }
 
     #[test]

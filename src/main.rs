@@ -81,7 +81,7 @@ fn run(cli: Cli) -> Result<(), String> {
     // Metrics and the admin listener come up before the (possibly long) load:
     // /readyz answers 503 until the server serves.
     let health = Arc::new(Health::default());
-    let region = Region::heap(observe::layout_for(cfg.thread_count, cfg.modules.len()));
+    let region = Region::heap(observe::layout_of(&cfg));
     if let Some(addr) = cfg.observe.admin_listen {
         let source = LocalSource {
             region: region.clone(),
@@ -98,7 +98,8 @@ fn run(cli: Cli) -> Result<(), String> {
     pyrs::say!("Address: {}, port: {}, threads: {}", bound.ip(), bound.port(), cfg.thread_count);
     pyrs::say!("Listening on http://{bound}");
 
-    let activity = Arc::new(Activity::new(cfg.thread_count));
+    // Pool threads first, then batch threads (server::batch).
+    let activity = Arc::new(Activity::new(cfg.thread_count + cfg.batch_threads()));
     let server_cfg = ServerConfig {
         thread_count: cfg.thread_count,
         tcp_nodelay: cfg.tcp_nodelay,

@@ -44,7 +44,7 @@ impl NativeApp {
     {
         let methods = methods.map(|ms| ms.iter().map(|m| m.to_string()).collect());
         let target: Box<Handler> = Box::new(handler);
-        self.router.add(path, methods, Route { id: 0, pattern: path.to_string(), target })?;
+        self.router.add(path, methods, Route { id: 0, pattern: path.to_string(), target, batch: None })?;
         Ok(self)
     }
 

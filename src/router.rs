@@ -281,6 +281,20 @@ impl<T> Router<T> {
         Ok(())
     }
 
+    /// Every target, in no particular order.
+    pub fn targets(&self) -> Vec<&T> {
+        let mut out: Vec<&T> = Vec::new();
+        let slots = self.exact.values().chain(self.prefixes.values());
+        out.extend(slots.flat_map(|s| s.entries.iter().map(|e| &e.target)));
+        let mut stack = vec![&self.params];
+        while let Some(node) = stack.pop() {
+            out.extend(node.end.iter().flat_map(|s| s.entries.iter().map(|e| &e.target)));
+            stack.extend(node.literals.values());
+            stack.extend(node.param.as_deref());
+        }
+        out
+    }
+
     /// Finds the target for `method` on `path` (no query string), as sent.
     pub fn route<'r>(&'r self, method: &str, path: &str) -> RouteMatch<'r, T> {
         if !self.implemented.iter().any(|m| m == method) {
@@ -427,6 +441,21 @@ mod tests {
         assert_eq!(found(&r, "GET", "/staticx"), Some(1));
         assert_eq!(found(&r, "GET", "/"), Some(1));
         assert_eq!(found(&r, "GET", "/users/42/x"), Some(1));
+    }
+
+    #[test]
+    fn targets_lists_every_route_once() {
+        let r = router(&[
+            ("/*", None, 1),
+            ("/static/*", None, 2),
+            ("/users/{id}", Some(&["GET"]), 3),
+            ("/users/{id}", Some(&["POST"]), 4),
+            ("/users/{id}/x/{y}", None, 5),
+            ("/a", None, 6),
+        ]);
+        let mut all: Vec<u32> = r.targets().into_iter().copied().collect();
+        all.sort();
+        assert_eq!(all, [1, 2, 3, 4, 5, 6]);
     }
 
     #[test]

@@ -322,6 +322,31 @@ impl Output {
         false
     }
 
+    /// Fills a slot like [`Output::fill`] with a response that closes the
+    /// connection: everything queued after it is dropped (never sent), its
+    /// open streams and shared bodies handed to `dropped` (closed and freed
+    /// with the application locked).
+    pub fn fill_last(
+        &mut self,
+        slot: u64,
+        encode: impl FnOnce(&mut Output),
+        dropped: &mut Released,
+    ) -> bool {
+        let Some(at) = self.segs.iter().position(|s| matches!(s, Seg::Pending(n) if *n == slot)) else {
+            return false;
+        };
+        for seg in self.segs.drain(at + 1..) {
+            match seg {
+                Seg::Stream(s) if s.state == StreamState::Open => dropped.streams.push(s.stream),
+                Seg::Shared { data, .. } => dropped.shared.push(data),
+                _ => {}
+            }
+        }
+        self.tail.clear();
+        self.sent = 0;
+        self.fill(slot, encode)
+    }
+
     /// The stream that is next to produce output: the first segment that is
     /// not plain bytes, when it is an open stream.
     fn next_stream(&mut self) -> Option<&mut StreamSeg> {
@@ -703,6 +728,25 @@ mod tests {
         assert!(!out.fill(slot, |_| {}));
         assert_eq!(drain(&mut out, &mut w), Stop::Empty);
         assert_eq!(w.got, b"first|second:body|third");
+    }
+
+    #[test]
+    fn a_last_response_drops_what_was_queued_after_its_slot() {
+        let mut out = Output::new();
+        out.tail().extend_from_slice(b"first|");
+        let slot = out.reserve();
+        out.tail().extend_from_slice(b"later|");
+        out.push_stream(items(&["s"]), true);
+        out.push_shared(Box::new(b"shared".to_vec()));
+        out.tail().extend_from_slice(b"more");
+        let mut dropped = Released::default();
+        assert!(out.fill_last(slot, |o| o.tail().extend_from_slice(b"closing"), &mut dropped));
+        assert_eq!(dropped.streams.len(), 1, "the open stream after the slot is handed back");
+        assert_eq!(dropped.shared.len(), 1, "and the shared body, to be freed with the application locked");
+        let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
+        assert_eq!(drain(&mut out, &mut w), Stop::Empty);
+        assert_eq!(w.got, b"first|closing");
+        assert!(!out.fill_last(slot, |_| {}, &mut dropped));
     }
 
     #[test]

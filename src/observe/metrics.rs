@@ -47,12 +47,19 @@ const THREAD_GLOBALS: usize = 8;
 /// Thread globals that are gauges (not summed into retired totals).
 const GAUGES: [usize; 2] = [T_IN_FLIGHT, T_CONNECTIONS];
 
-// Per-route words: 5 status classes, exceptions, histogram, duration sum.
+/// Upper bounds of the batch-size histogram buckets (batched routes; a batch
+/// holds at most 4096 requests).
+pub const BATCH_BUCKETS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+
+// Per-route words: 5 status classes, exceptions, duration histogram, duration
+// sum, then (batched routes) the batch-size histogram and the requests batched.
 pub const R_CLASS: usize = 0;
 pub const R_EXCEPTIONS: usize = 5;
 pub const R_BUCKETS: usize = 6;
 pub const R_SUM_US: usize = R_BUCKETS + N_BUCKETS;
-pub const ROUTE_WORDS: usize = R_SUM_US + 1;
+pub const R_BATCH_BUCKETS: usize = R_SUM_US + 1;
+pub const R_BATCHED: usize = R_BATCH_BUCKETS + BATCH_BUCKETS.len();
+pub const ROUTE_WORDS: usize = R_BATCHED + 1;
 
 /// Handler errors kept per region, and the bytes of text each keeps.
 pub const ERROR_SLOTS: usize = 20;
@@ -348,6 +355,15 @@ impl ThreadMetrics {
         self.bump(base + R_BUCKETS + bucket, 1);
         self.bump(base + R_SUM_US, micros);
         self.bump(T_REQUESTS, 1);
+    }
+
+    /// A batched route's handler was called with `size` requests.
+    pub fn batch(&self, route: usize, size: u64) {
+        let route = route.min(self.region.layout.routes);
+        let base = THREAD_GLOBALS + route * ROUTE_WORDS;
+        let bucket = BATCH_BUCKETS.iter().position(|&b| size <= b).unwrap_or(BATCH_BUCKETS.len() - 1);
+        self.bump(base + R_BATCH_BUCKETS + bucket, 1);
+        self.bump(base + R_BATCHED, size);
     }
 
     /// A handler raised (or returned something unsendable) on `route`.

@@ -70,9 +70,16 @@ impl Health {
     }
 }
 
-/// The layout of a project's metrics.
-pub fn layout_for(thread_count: usize, routes: usize) -> Layout {
-    Layout { threads: thread_count + 1, routes }
+/// The layout of a project's metrics: rows for the acceptor and `threads`
+/// more threads.
+pub fn layout_for(threads: usize, routes: usize) -> Layout {
+    Layout { threads: threads + 1, routes }
+}
+
+/// The layout of a project's metrics: the acceptor, the pool threads and
+/// the batch threads (`server::batch`) each have a row.
+pub fn layout_of(cfg: &crate::config::Config) -> Layout {
+    layout_for(cfg.thread_count + cfg.batch_threads(), cfg.modules.len())
 }
 
 /// What one serving process shares with its threads.
@@ -127,9 +134,10 @@ impl Observer {
     /// Metrics only (no access log, no SIGUSR1 handler), for servers built in
     /// code (the native app, tests): routes are labelled by their index.
     pub fn plain(threads: usize, routes: usize) -> Observer {
-        let mut labels: Vec<RouteLabel> =
-            (0..routes).map(|i| RouteLabel { route: format!("#{i}"), handler: String::new() }).collect();
-        labels.push(RouteLabel { route: "unmatched".into(), handler: String::new() });
+        let mut labels: Vec<RouteLabel> = (0..routes)
+            .map(|i| RouteLabel { route: format!("#{i}"), handler: String::new(), batched: false })
+            .collect();
+        labels.push(RouteLabel { route: "unmatched".into(), handler: String::new(), batched: false });
         Observer {
             region: Region::heap(layout_for(threads, routes)),
             labels,
@@ -200,6 +208,27 @@ impl ThreadObserver {
     pub fn finish_line(&mut self, outcome: &Outcome<'_>) {
         if let Some((fmt, sink)) = &self.access {
             fmt.finish(&self.pending, &mut self.lines, outcome);
+            if self.oldest.is_none() {
+                self.oldest = Some(std::time::Instant::now());
+            }
+            if self.lines.len() >= log_writer::FLUSH_AT {
+                sink.submit(&mut self.lines);
+                self.oldest = None;
+            }
+        }
+    }
+
+    /// The request side of the line begun last, to be finished later
+    /// ([`ThreadObserver::finish_line_from`]; a batched request's answer
+    /// comes back after other requests were logged).
+    pub fn take_line(&mut self) -> Pending {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Completes a line taken with [`ThreadObserver::take_line`].
+    pub fn finish_line_from(&mut self, pending: &Pending, outcome: &Outcome<'_>) {
+        if let Some((fmt, sink)) = &self.access {
+            fmt.finish(pending, &mut self.lines, outcome);
             if self.oldest.is_none() {
                 self.oldest = Some(std::time::Instant::now());
             }

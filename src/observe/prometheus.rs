@@ -64,6 +64,22 @@ pub fn render(v: &View) -> String {
             let _ = writeln!(o, "pyrs_handler_exceptions_total{{{l}}} {}", t.route(*i, R_EXCEPTIONS));
         }
     }
+    if v.labels.iter().any(|l| l.batched) {
+        head(&mut o, "pyrs_batch_size", "histogram", "Requests per handler call of a batched route.");
+        for (i, l) in &routes {
+            if !v.labels[*i].batched {
+                continue;
+            }
+            let mut cum = 0;
+            for (b, le) in BATCH_BUCKETS.iter().enumerate() {
+                cum += t.route(*i, R_BATCH_BUCKETS + b);
+                let _ = writeln!(o, "pyrs_batch_size_bucket{{{l},le=\"{le}\"}} {cum}");
+            }
+            let _ = writeln!(o, "pyrs_batch_size_bucket{{{l},le=\"+Inf\"}} {cum}");
+            let _ = writeln!(o, "pyrs_batch_size_sum{{{l}}} {}", t.route(*i, R_BATCHED));
+            let _ = writeln!(o, "pyrs_batch_size_count{{{l}}} {cum}");
+        }
+    }
     head(&mut o, "pyrs_protocol_errors_total", "counter", "Requests refused by the HTTP core, by status.");
     for (i, s) in PROTOCOL_STATUSES.iter().enumerate() {
         let _ = writeln!(o, "pyrs_protocol_errors_total{{status=\"{s}\"}} {}", t.process(i));

@@ -11,6 +11,8 @@ pub struct RouteLabel {
     pub route: String,
     /// `module.Class.method`.
     pub handler: String,
+    /// Declared with `batch` (has batch-size metrics).
+    pub batched: bool,
 }
 
 impl RouteLabel {
@@ -18,9 +20,13 @@ impl RouteLabel {
     pub fn for_routes(routes: &[crate::config::RouteSpec]) -> Vec<RouteLabel> {
         let mut v: Vec<RouteLabel> = routes
             .iter()
-            .map(|r| RouteLabel { route: r.path.clone(), handler: format!("{}.{}.{}", r.module, r.class, r.handler) })
+            .map(|r| RouteLabel {
+                route: r.path.clone(),
+                handler: format!("{}.{}.{}", r.module, r.class, r.handler),
+                batched: r.batch.is_some(),
+            })
             .collect();
-        v.push(RouteLabel { route: "unmatched".into(), handler: String::new() });
+        v.push(RouteLabel { route: "unmatched".into(), handler: String::new(), batched: false });
         v
     }
 }

@@ -4,6 +4,7 @@
 //! Each pool thread attaches to the interpreter once for its whole life and
 //! releases the GIL whenever it waits or does socket I/O (`Worker::unlocked`).
 
+pub mod batch;
 pub mod cookies;
 pub mod errors;
 pub mod file;
@@ -15,7 +16,7 @@ pub mod response;
 pub mod stream;
 pub mod upload;
 
-use crate::app::{App, Responder, Route, Worker};
+use crate::app::{App, BatchSettings, Responder, Route, Worker};
 use crate::config::{distinct_classes, RouteSpec};
 use crate::http::Request;
 use crate::router::Router;
@@ -183,9 +184,8 @@ impl PyApp {
                         dir.root().display()
                     ));
                     let target = PyTarget::Static(dir);
-                    router
-                        .add(&spec.path, spec.methods.clone(), Route { id, pattern: spec.path.clone(), target })
-                        .map_err(|e| fail(e, None))?;
+                    let route = Route { id, pattern: spec.path.clone(), target, batch: None };
+                    router.add(&spec.path, spec.methods.clone(), route).map_err(|e| fail(e, None))?;
                     continue;
                 }
                 let key = format!("{}.{}", spec.module, spec.class);
@@ -201,10 +201,24 @@ impl PyApp {
                 if !method.is_callable() {
                     return Err(fail(format!("{label} is not callable (route {})", spec.path), None));
                 }
-                announce(format!("Added route {} -> {label} ({methods})", spec.path));
+                let batch = spec.batch.map(|b| BatchSettings {
+                    max_size: b.max_size,
+                    max_wait: b.max_wait,
+                    max_concurrent: b.max_concurrent_batches,
+                });
+                let batched = match &batch {
+                    Some(b) => format!(
+                        ", batched: up to {} requests, {} ms, {} at once",
+                        b.max_size,
+                        b.max_wait.as_secs_f64() * 1000.0,
+                        b.max_concurrent
+                    ),
+                    None => String::new(),
+                };
+                announce(format!("Added route {} -> {label} ({methods}{batched})", spec.path));
                 let target = PyTarget::Handler { method: method.unbind(), label };
                 router
-                    .add(&spec.path, spec.methods.clone(), Route { id, pattern: spec.path.clone(), target })
+                    .add(&spec.path, spec.methods.clone(), Route { id, pattern: spec.path.clone(), target, batch })
                     .map_err(|e| fail(e, None))?;
             }
             match logbridge::install(py) {
@@ -330,5 +344,9 @@ impl Worker for PyWorker<'_> {
         };
         errors::clear_late_interrupt(&mut self.interrupts_seen);
         response::write(py, outcome, route, label, request.as_ref(), res, &mut self.scratch);
+    }
+
+    fn handle_batch(&mut self, route: &Route<PyTarget>, reqs: Vec<Request>, res: Vec<Responder<'_>>) {
+        batch::handle(self.py, route, reqs, res, &mut self.scratch);
     }
 }

@@ -1,4 +1,4 @@
-//! What each pool thread is doing right now, readable from other threads:
+//! What each pool thread (and batch thread) is doing right now, readable from other threads:
 //! which route's handler it is running and since when, its thread id, and
 //! how many requests the process has answered. The timeout watchdog reads it
 //! to enforce `timeout`, the worker watchdog for `max_requests`.
@@ -130,10 +130,15 @@ impl Activity {
 
     /// Thread `thread` finished its handler.
     pub fn end(&self, thread: usize) {
+        self.end_many(thread, 1);
+    }
+
+    /// Thread `thread` finished a handler call that answered `n` requests (a batch).
+    pub fn end_many(&self, thread: usize, n: u64) {
         if let Some(t) = self.threads.get(thread) {
             t.busy_since.store(0, Ordering::Release);
         }
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Thread `thread` finished pulling a stream item (not a request).

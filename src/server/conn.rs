@@ -735,8 +735,12 @@ mod tests {
     fn router() -> Router<Route<()>> {
         let mut r = Router::new();
         for (id, p) in ["/a", "/b"].iter().enumerate() {
-            r.add(p, Some(vec!["GET".into(), "POST".into()]), Route { id, pattern: p.to_string(), target: () })
-                .unwrap();
+            r.add(
+                p,
+                Some(vec!["GET".into(), "POST".into()]),
+                Route { id, pattern: p.to_string(), target: (), batch: None },
+            )
+            .unwrap();
         }
         r
     }

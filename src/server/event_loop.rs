@@ -7,12 +7,18 @@
 //! batch, queueing responses in the connections' outputs. Requests are
 //! answered on the thread that parsed them: no hand-off per request.
 //!
+//! Requests to batched routes are the exception: they reserve a slot in
+//! their connection's output and join the route's queue (`batch`), without
+//! the application lock; the answer comes back over `filled_rx` and fills
+//! the slot.
+//!
 //! Streamed bodies are pulled in the locked phase too, one item per stream
 //! per turn, and only while the connection's unsent output is below
 //! `max_buffered_output`; between items the loop serves its other
 //! connections. Streams of connections that went away are closed (a
 //! generator's `finally` runs) in the next locked phase.
 
+use super::batch::{LoopBatches, ReplyTo};
 use super::conn::{Conn, Deadline, Job, JobKind, ReadOutcome, BUDGET_SPENT};
 use super::ThreadShared;
 use crate::app::{App, Responder, Route, Worker};
@@ -58,6 +64,8 @@ pub struct EventLoop<'r, T> {
     /// Streams of closed connections and written shared bodies: closed and
     /// dropped in the locked phase.
     closing: Released,
+    /// This loop's connections with batched requests, and the requests queued this turn.
+    batches: LoopBatches,
     date: DateCache,
     router: &'r Router<Route<T>>,
     limits: Limits,
@@ -96,6 +104,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             jobs: Vec::new(),
             pulls: Vec::new(),
             closing: Released::default(),
+            batches: LoopBatches::default(),
             date: DateCache::new(),
             router,
             limits,
@@ -131,7 +140,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         loop {
             self.flush_dirty();
             if !self.jobs.is_empty() {
-                if self.jobs.iter().any(|j| matches!(j.kind, JobKind::Call { .. })) {
+                // Batched routes' requests only join a queue: no lock needed.
+                if self.jobs.iter().any(|j| matches!(j.kind, JobKind::Call { route, .. } if route.batch.is_none())) {
                     return Phase::Jobs;
                 }
                 // Only core-generated answers: no need to lock the application.
@@ -171,6 +181,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 let writable = event.is_writable();
                 if token == WAKER {
                     self.take_new_connections();
+                    self.take_filled();
                     continue;
                 }
                 let i = token.0;
@@ -219,7 +230,49 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         self.read_one(i);
     }
 
+    /// Puts the answers of batched requests in their slots, counts and logs them.
+    fn take_filled(&mut self) {
+        while let Ok(mut f) = self.shared.filled_rx.try_recv() {
+            let to = &f.to;
+            self.batches.answered(to.token, to.serial);
+            let conn = self.conns.get_mut(to.token).and_then(Option::as_mut).filter(|c| c.serial == to.serial);
+            let Some(conn) = conn else {
+                // The connection went away while its request waited.
+                f.out.take_streams(&mut self.closing);
+                continue;
+            };
+            conn.in_flight -= 1;
+            let placed = if f.closes {
+                // Nothing queued after a response that closes the connection is sent.
+                conn.close_after = true;
+                conn.out.fill_last(to.slot, |o| std::mem::swap(o, &mut f.out), &mut self.closing)
+            } else {
+                conn.out.fill(to.slot, |o| std::mem::swap(o, &mut f.out))
+            };
+            if !placed {
+                // An earlier response closed the connection: this one is never sent.
+                f.out.take_streams(&mut self.closing);
+                continue;
+            }
+            self.dirty.push(to.token);
+            let micros = to.received.elapsed().as_micros() as u64;
+            self.obs.metrics.request(to.route, f.sent.status, micros);
+            if let Some(line) = &to.line {
+                let outcome = Outcome {
+                    status: f.sent.status,
+                    bytes: f.sent.body_bytes,
+                    duration_us: micros,
+                    request_id: to.rid.as_str(),
+                    route: self.shared.observer.route_label(to.route),
+                    date: self.date.value(),
+                };
+                self.obs.finish_line_from(line, &outcome);
+            }
+        }
+    }
+
     fn close(&mut self, i: usize) {
+        self.batches.closed(i);
         if let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             conn.out.take_streams(&mut self.closing);
@@ -247,6 +300,13 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         let read_before = conn.bytes_read;
         let outcome = conn.read_ready(i, self.router, &self.limits, &mut self.jobs, drain);
         self.obs.metrics.add(T_BYTES_IN, conn.bytes_read - read_before);
+        if conn.peer_closed && !conn.lingering && self.batches.waiting(i) {
+            // A client that disconnects while its request waits for a batch is
+            // dropped from it (a FIN counts: clients that give up close).
+            log::debug!("{}: client closed while its request waited for a batch", conn.addr);
+            self.close(i);
+            return;
+        }
         if outcome == ReadOutcome::Close && self.jobs.len() == before {
             self.close(i);
         } else {
@@ -538,6 +598,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             let mut route_index = unmatched;
             let mut route_label = None;
             let mut protocol_error = false;
+            // A batched request is counted and logged when its answer comes back.
+            let mut deferred = false;
             // A short text answer from the core itself, recorded in `sent`.
             let core = |out: &mut Vec<u8>,
                         status: u16,
@@ -565,6 +627,36 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     let ctx = ResponseContext { keep_alive: false, ..ctx };
                     core(conn.out.tail(), 503, &id_header, BUDGET_SPENT, self.date.value(), ctx);
                     conn.close_after = true;
+                    conn.served_any = true;
+                }
+                JobKind::Call { route, mut req } if route.batch.is_some() => {
+                    route_index = route.id;
+                    route_label = Some(route.pattern.as_str());
+                    req.id = rid;
+                    let shared = self.shared;
+                    if let Some(queue) = shared.batches.queue(route.id) {
+                        let slot = conn.out.reserve();
+                        let line = self.obs.logging().then(|| self.obs.take_line());
+                        let reply = ReplyTo {
+                            thread: self.index,
+                            token: job.token,
+                            serial: job.serial,
+                            slot,
+                            ctx,
+                            route: route.id,
+                            rid,
+                            received: job.received,
+                            line,
+                        };
+                        log::trace!("{}: request queued for a batch of route {}", conn.addr, route.pattern);
+                        self.batches.enqueue(queue, req, reply);
+                        // Answered (and counted, and logged) when the slot is filled.
+                        conn.in_flight += 1;
+                        deferred = true;
+                    } else {
+                        log::error!("route {}: batched, but no batch queue exists", route.pattern);
+                        core(conn.out.tail(), 500, &id_header, "Internal Server Error\n", self.date.value(), ctx);
+                    }
                     conn.served_any = true;
                 }
                 JobKind::Call { route, mut req } => {
@@ -637,7 +729,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     core(conn.out.tail(), e.status(), &id_header, &body, self.date.value(), ctx);
                 }
             }
-            if !interim {
+            if !interim && !deferred {
                 let micros = job.received.elapsed().as_micros() as u64;
                 let Sent { status, body_bytes } = sent.get();
                 self.obs.metrics.request(route_index, status, micros);
@@ -663,6 +755,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             }
         }
         self.obs.metrics.set(T_IN_FLIGHT, 0);
+        self.batches.commit();
         self.jobs = jobs;
     }
 

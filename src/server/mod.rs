@@ -7,6 +7,7 @@
 //! calls the application and writes, with no further hand-off.
 
 pub mod activity;
+pub mod batch;
 pub mod conn;
 pub mod event_loop;
 pub mod listener;
@@ -72,6 +73,11 @@ pub struct ThreadShared {
     pub shutdown_timeout: Duration,
     pub activity: Option<Arc<Activity>>,
     pub observer: Arc<Observer>,
+    /// The queues of batched routes (shared by every pool thread).
+    pub batches: Arc<batch::Batches>,
+    /// Answers of batched requests for this thread's connections.
+    pub filled_rx: Receiver<batch::Filled>,
+    filled_tx: Sender<batch::Filled>,
 }
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then drains.
@@ -91,12 +97,14 @@ pub fn serve<A: App>(
     let mut signals = signals;
     poll.registry().register(signals.receiver(), SIGNALS, Interest::READABLE)?;
 
+    let batches = Arc::new(batch::Batches::for_app(&*app));
     let mut shared = Vec::with_capacity(cfg.thread_count);
     let mut handles = Vec::with_capacity(cfg.thread_count);
     for index in 0..cfg.thread_count {
         let thread_poll = Poll::new()?;
         let waker = Waker::new(thread_poll.registry(), event_loop::WAKER)?;
         let (incoming_tx, incoming_rx) = crossbeam_channel::unbounded();
+        let (filled_tx, filled_rx) = crossbeam_channel::unbounded();
         let s = Arc::new(ThreadShared {
             incoming_rx,
             incoming_tx,
@@ -107,6 +115,9 @@ pub fn serve<A: App>(
             shutdown_timeout: cfg.shutdown_timeout,
             activity: cfg.activity.clone(),
             observer: cfg.observer.clone(),
+            batches: batches.clone(),
+            filled_rx,
+            filled_tx,
         });
         shared.push(s.clone());
         let app = app.clone();
@@ -120,6 +131,7 @@ pub fn serve<A: App>(
             })?;
         handles.push(handle);
     }
+    let batch_handles = start_batch_threads(&app, &shared, cfg.thread_count)?;
 
     let mut acceptor = Acceptor {
         shared: &shared,
@@ -182,6 +194,7 @@ pub fn serve<A: App>(
                             s.shutdown.store(true, Ordering::Release);
                             let _ = s.waker.wake();
                         }
+                        batches.hurry();
                     }
                 }
                 _ => {}
@@ -224,8 +237,15 @@ pub fn serve<A: App>(
             }
         }
     }
+    // No request can join a batch any more: the batch threads finish what is queued.
+    batches.stop();
+    let deadline = stopping.unwrap_or_else(Instant::now) + cfg.shutdown_timeout + Duration::from_secs(1);
+    while !batch_handles.iter().all(|h| h.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let unfinished: Vec<_> = handles
         .into_iter()
+        .chain(batch_handles)
         .filter_map(|h| {
             if h.is_finished() {
                 let _ = h.join();
@@ -243,6 +263,39 @@ pub fn serve<A: App>(
     }
     cfg.observer.finish();
     Ok(())
+}
+
+/// Starts `max_concurrent` batch threads for each batched route; their
+/// indexes (for the watchdog's activity table) follow the pool threads'.
+fn start_batch_threads<A: App>(
+    app: &Arc<A>,
+    shared: &[Arc<ThreadShared>],
+    first_index: usize,
+) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    let mut routes: Vec<(usize, usize)> =
+        app.router().targets().into_iter().filter_map(|r| r.batch.map(|b| (r.id, b.max_concurrent))).collect();
+    routes.sort_unstable();
+    for (id, count) in routes {
+        for k in 0..count {
+            let index = first_index + handles.len();
+            let app = app.clone();
+            let threads = shared.to_vec();
+            let handle = std::thread::Builder::new()
+                .name(format!("pyrs-batch-{id}-{k}"))
+                .stack_size(POOL_STACK_SIZE)
+                .spawn(move || {
+                let router = app.router();
+                let route = router.targets().into_iter().find(|r| r.id == id && r.batch.is_some());
+                let queue = threads.first().and_then(|t| t.batches.queue(id).cloned());
+                if let (Some(route), Some(queue)) = (route, queue) {
+                    batch::run_thread(&*app, index, route, &queue, &threads);
+                }
+            })?;
+            handles.push(handle);
+        }
+    }
+    Ok(handles)
 }
 
 struct Acceptor<'a> {

@@ -138,7 +138,8 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         std::process::id()
     );
     // Every worker's metrics, in memory the master can read after the worker is gone.
-    let layout = crate::observe::layout_for(cfg.thread_count, cfg.modules.len());
+    // The same layout the workers claim (batch threads have rows too).
+    let layout = crate::observe::layout_of(cfg);
     let regions = (4 * count + 8).clamp(16, 1024);
     let (mapping, metrics_fd) = Mapping::create(layout, regions)?;
     let fleet = Arc::new(Fleet::new(&mapping, RouteLabel::for_routes(&cfg.modules)));

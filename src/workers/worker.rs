@@ -64,14 +64,15 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         Ok(l) => l,
         Err(e) => return fatal(e),
     };
-    let layout = crate::observe::layout_for(cfg.thread_count, cfg.modules.len());
+    let layout = crate::observe::layout_of(cfg);
     let region = crate::observe::shm::claim(layout);
     let observer =
         match Observer::new(&cfg.observe, &cfg.modules, cfg.thread_count, region, Arc::new(Health::default())) {
             Ok(o) => Arc::new(o),
             Err(e) => return fatal(e),
         };
-    let activity = Arc::new(Activity::new(cfg.thread_count));
+    // Pool threads first, then batch threads (server::batch).
+    let activity = Arc::new(Activity::new(cfg.thread_count + cfg.batch_threads()));
     let max_requests = cfg.workers.max_requests + jitter(cfg.workers.max_requests_jitter);
     let watchdog = Watchdog {
         activity: activity.clone(),
