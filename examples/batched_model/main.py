@@ -1,0 +1,70 @@
+"""pyrs handlers for examples/batched_model: the same two models (service.py) served per request and
+batched.
+
+    POST /logreg          [64 numbers] -> {"digit": d}    one model call per request
+    POST /logreg/batched  [64 numbers] -> {"digit": d}    one model call per batch of up to 64 requests
+    POST /forest, POST /forest/batched                     the same with the random forest
+    GET  /                                                 usage
+
+A batched handler gets a list of requests and returns a list of as many answers; a request whose body
+is not 64 numbers gets its own 400 (an HTTPError in the list) without failing its batch.
+"""
+
+import json
+
+import pyrs
+
+from service import BadRow, Digits, parse_row
+
+USAGE = """pyrs batched_model example: scikit-learn digit classifiers (load_digits, 8x8 pixels, 0-16).
+
+  curl -d "$(python3 -c 'from sklearn.datasets import load_digits; print(list(load_digits().data[0]))')" \\
+       http://HOST:PORT/forest/batched
+  routes: POST /logreg, /logreg/batched, /forest, /forest/batched
+"""
+
+
+def row_of(request):
+    try:
+        return parse_row(json.loads(request.body))
+    except (ValueError, BadRow) as e:  # json.JSONDecodeError is a ValueError
+        raise pyrs.HTTPError(400, str(e)) from None
+
+
+class Model:
+    def __init__(self):
+        self.digits = Digits()
+        print(f"batched_model: trained logreg and a 50-tree forest in {self.digits.train_seconds:.1f} s", flush=True)
+
+    # ---- one request per call
+
+    def logreg(self, request):
+        return {"digit": self.digits.predict("logreg", [row_of(request)])[0]}
+
+    def forest(self, request):
+        return {"digit": self.digits.predict("forest", [row_of(request)])[0]}
+
+    # ---- batches: handler(self, requests) -> a list of answers, in order
+
+    def logreg_batched(self, requests):
+        return self.batch("logreg", requests)
+
+    def forest_batched(self, requests):
+        return self.batch("forest", requests)
+
+    def batch(self, name, requests):
+        answers = [None] * len(requests)
+        rows, where = [], []
+        for i, request in enumerate(requests):
+            try:
+                rows.append(row_of(request))
+                where.append(i)
+            except pyrs.HTTPError as e:
+                answers[i] = e  # this request alone gets its 400
+        if rows:
+            for i, digit in zip(where, self.digits.predict(name, rows)):
+                answers[i] = {"digit": digit, "batch": len(rows)}
+        return answers
+
+    def usage(self, request):
+        return (USAGE, 200 if request.path == "/" else 404)
