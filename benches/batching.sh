@@ -11,7 +11,7 @@
 #
 # Like benches/compare.sh (and with its helpers, benches/lib.sh): every server is one process group
 # pinned to CPU $BENCH_SERVER_CPU (0), wrk to CPU $BENCH_WRK_CPU (1), both at nice -20 (as root);
-# `wrk -t1 -c64`. A run with a non-2xx answer or a socket error is INVALID. The batch sizes come from
+# `wrk -t1 -c64 --timeout 10s` (LitServe's p99 nears wrk's default 2 s). A run with a non-2xx answer or a socket error is INVALID. The batch sizes come from
 # pyrs's /metrics (pyrs_batch_size) and from a counter in the LitServe handler. Then one client alone
 # (`wrk -c1`) on the unbatched and the batched pyrs routes: a lone request must not wait for max_wait_ms.
 #
@@ -99,16 +99,16 @@ metric() {
 # measure NAME URL MODEL: warm-up, then ROUNDS runs of wrk; records the mean batch size.
 measure() {
     local name=$1 url=$2 model=$3 round raw cpu0 cpu1 sum0 count0 sum1 count1
-    nice -n "$NICE" taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d2s -s "$OUT/post.lua" "$url" -- "$BODY" >/dev/null 2>&1 || true
+    nice -n "$NICE" taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d2s --timeout 10s -s "$OUT/post.lua" "$url" -- "$BODY" >/dev/null 2>&1 || true
     for round in $(seq "$ROUNDS"); do
         raw=$OUT/wrk-$name-$model-$round.txt
         read -r sum0 count0 < <(batch_counts "$name" "$model")
         cpu0=$(cpu_ticks "$name")
-        nice -n "$NICE" taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/post.lua" "$url" -- "$BODY" >"$raw" 2>&1 || true
+        nice -n "$NICE" taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --timeout 10s --latency -s "$OUT/post.lua" "$url" -- "$BODY" >"$raw" 2>&1 || true
         cpu1=$(cpu_ticks "$name")
         read -r sum1 count1 < <(batch_counts "$name" "$model")
         printf '%s\t%s\n' "$(wrk_row "$name" "$model" "$round" $((cpu1 - cpu0)) "$raw")" \
-            "$(awk -v s=$((sum1 - sum0)) -v c=$((count1 - count0)) 'BEGIN {printf "%.1f", c > 0 ? s / c : 1}')" >>"$RESULTS"
+            "$(awk -v s=$((sum1 - sum0)) -v c=$((count1 - count0)) 'BEGIN {printf "%.1f", (c > 0 ? s / c : 1)}')" >>"$RESULTS"
         say "  $(tail -n 1 "$RESULTS" | cut -f1-7,9 | tr '\t' ' ')"
     done
 }
@@ -125,7 +125,7 @@ batch_counts() {
 # lone NAME URL MODEL: one client alone; records wrk's median and p99 latency.
 lone() {
     local name=$1 url=$2 model=$3 raw=$OUT/wrk-lone-$1-$3.txt
-    nice -n "$NICE" taskset -c "$WRK_CPU" wrk -t1 -c1 -d"$DURATION" --latency -s "$OUT/post.lua" "$url" -- "$BODY" >"$raw" 2>&1 || true
+    nice -n "$NICE" taskset -c "$WRK_CPU" wrk -t1 -c1 -d"$DURATION" --timeout 10s --latency -s "$OUT/post.lua" "$url" -- "$BODY" >"$raw" 2>&1 || true
     awk -v name="$name" -v model="$model" '
         function ms(v) {
             if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000

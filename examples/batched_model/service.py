@@ -11,6 +11,9 @@ import time
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import json  # noqa: E402
+import warnings  # noqa: E402
+
 import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
@@ -22,6 +25,35 @@ FEATURES = 64
 
 class BadRow(ValueError):
     """A request body that is not 64 numbers."""
+
+
+def parse_rows(bodies):
+    """Request bodies (bytes, each a JSON array of 64 numbers) -> a (n, 64) float array, parsed in
+    one numpy call; None when any body is not exactly that (then parse them one by one with
+    parse_row to find which)."""
+    parts = []
+    for body in bodies:
+        body = body.strip()
+        if not (body.startswith(b"[") and body.endswith(b"]")):
+            return None
+        parts.append(body[1:-1])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns (or raises) on text it cannot read to the end
+            values = np.fromstring(b",".join(parts).decode("ascii"), dtype=np.float64, sep=",")
+    except (ValueError, UnicodeDecodeError, DeprecationWarning):
+        return None
+    if values.size != FEATURES * len(bodies):
+        return None
+    return values.reshape(len(bodies), FEATURES)
+
+
+def parse_body(body):
+    """One request body -> one row of 64 floats (raises BadRow)."""
+    try:
+        return parse_row(json.loads(body))
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        raise BadRow(str(e)) from None
 
 
 def parse_row(row):
@@ -50,5 +82,5 @@ class Digits:
         return self.logreg if name == "logreg" else self.forest
 
     def predict(self, name, rows):
-        """Digits for a list of rows (one model call for all of them)."""
+        """Digits for rows (a list of rows or a 2-d array; one model call for all of them)."""
         return self.model(name).predict(np.asarray(rows, dtype=np.float64)).tolist()
