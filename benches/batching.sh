@@ -17,7 +17,7 @@
 #
 # Environment: BENCH_DURATION (10s) BENCH_ROUNDS (1) BENCH_CONNECTIONS (64) BENCH_SERVER_CPU (0)
 # BENCH_WRK_CPU (1) BENCH_PORT_BASE (18400) BENCH_NICE (-20) BENCH_NO_BUILD=1 (skip cargo build)
-# BENCH_OUT (target/batching-<time>). The benchmark-only packages (litserve, scikit-learn) go into the
+# BENCH_OUT (target/batching-<time>) BENCH_COMMIT (the commit the table names; default HEAD). The benchmark-only packages (litserve, scikit-learn) go into the
 # virtualenv target/batching-venv, made here. Load goes to 127.0.0.1 only; every server is stopped on exit.
 
 set -euo pipefail
@@ -162,7 +162,7 @@ stop_server pyrs
 for model in forest logreg; do
     port=$((PORT_BASE + 10))
     say "== litserve $model (pinned to CPU $SERVER_CPU)"
-    if READY_PATH=/health start_server litserve "$port" "$ROOT/benches/peers" "$VENV/bin/python" litserve_digits.py \
+    if START_TIMEOUT=120 READY_PATH=/health start_server litserve "$port" "$ROOT/benches/peers" "$VENV/bin/python" litserve_digits.py \
         "$model" "$port" "$OUT/litserve-$model.stats"; then
         # Ready once the model worker answers, not only the HTTP front.
         for _ in $(seq 300); do
@@ -181,7 +181,7 @@ STARTED=()
 # ---- report --------------------------------------------------------------
 
 ELAPSED=$((SECONDS - START_TIME))
-"$PYTHON" - "$RESULTS" "$DURATION" "$ROUNDS" "$CONNS" "$LOAD_BEFORE" "$NICE" "$ELAPSED" "$PYRS_RSS" "$(git -C "$ROOT" rev-parse --short HEAD)" >"$OUT/table.md" <<'PY'
+"$PYTHON" - "$RESULTS" "$DURATION" "$ROUNDS" "$CONNS" "$LOAD_BEFORE" "$NICE" "$ELAPSED" "$PYRS_RSS" "${BENCH_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD)}" >"$OUT/table.md" <<'PY'
 import statistics, sys
 from collections import defaultdict
 

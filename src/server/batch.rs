@@ -370,9 +370,33 @@ pub fn run_thread<A: App>(
             }
             // Errors are reported with the first request's id.
             context::enter(route.id, &replies[0].rid);
-            worker.handle_batch(route, reqs, res);
+            // A panic in one call is contained to its batch: every request gets a 500.
+            let handled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.handle_batch(route, reqs, res)));
             if context::leave() {
                 obs.metrics.exception(route.id);
+            }
+            if handled.is_err() {
+                log::error!("route {}: the batch handler call panicked; its {n} requests answered 500", route.pattern);
+                for (((out, closes), sent), r) in outs.iter_mut().zip(&closes).zip(&sent).zip(&replies) {
+                    let mut dropped = Vec::new();
+                    out.take_streams(&mut dropped);
+                    *out = Output::new();
+                    let ctx = ResponseContext { keep_alive: false, ..r.ctx };
+                    crate::http::encode::text_response(
+                        out.tail(),
+                        500,
+                        &[],
+                        "Internal Server Error\n",
+                        date.value(),
+                        ctx,
+                    );
+                    closes.set(true);
+                    sent.set(Sent { status: 500, body_bytes: Some(22) });
+                    // Streams queued by the failed call are dropped unpulled (their
+                    // Python objects are released with the GIL held, here).
+                    drop(dropped);
+                }
             }
             if let Some(a) = &first.activity {
                 a.end_many(index, n as u64);
