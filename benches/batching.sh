@@ -11,14 +11,16 @@
 #
 # Like benches/compare.sh (and with its helpers, benches/lib.sh): every server is one process group
 # pinned to CPU $BENCH_SERVER_CPU (0), wrk to CPU $BENCH_WRK_CPU (1), both at nice -20 (as root);
-# `wrk -t1 -c64 --timeout 10s` (LitServe's p99 nears wrk's default 2 s). A run with a non-2xx answer or a socket error is INVALID. The batch sizes come from
-# pyrs's /metrics (pyrs_batch_size) and from a counter in the LitServe handler. Then one client alone
-# (`wrk -c1`) on the unbatched and the batched pyrs routes: a lone request must not wait for max_wait_ms.
+# `wrk -t1 -c64 --timeout 10s` (LitServe's p99 nears wrk's default 2 s). A run with a non-2xx answer or
+# a socket error is INVALID. The batch sizes come from pyrs's /metrics (pyrs_batch_size) and from a
+# counter in the LitServe handler. Then one client alone (`wrk -c1`) on the unbatched and the batched
+# pyrs routes: a lone request must not wait for max_wait_ms.
 #
 # Environment: BENCH_DURATION (10s) BENCH_ROUNDS (1) BENCH_CONNECTIONS (64) BENCH_SERVER_CPU (0)
 # BENCH_WRK_CPU (1) BENCH_PORT_BASE (18400) BENCH_NICE (-20) BENCH_NO_BUILD=1 (skip cargo build)
-# BENCH_OUT (target/batching-<time>) BENCH_COMMIT (the commit the table names; default HEAD). The benchmark-only packages (litserve, scikit-learn) go into the
-# virtualenv target/batching-venv, made here. Load goes to 127.0.0.1 only; every server is stopped on exit.
+# BENCH_OUT (target/batching-<time>) BENCH_COMMIT (the commit the table names; default HEAD). The
+# benchmark-only packages (litserve, scikit-learn) go into the virtualenv target/batching-venv, made
+# here. Load goes to 127.0.0.1 only; every server is stopped on exit.
 
 set -euo pipefail
 set +m
