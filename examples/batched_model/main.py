@@ -10,6 +10,8 @@ A batched handler gets a list of requests and returns a list of as many answers;
 is not 64 numbers gets its own 400 (an HTTPError in the list) without failing its batch.
 """
 
+from typing import Any
+
 import pyrs
 
 from service import BadRow, Digits, parse_body, parse_rows
@@ -22,7 +24,7 @@ USAGE = """pyrs batched_model example: scikit-learn digit classifiers (load_digi
 """
 
 
-def row_of(request):
+def row_of(request: pyrs.Request) -> Any:
     rows = parse_rows([request.body])  # the same parser as a batch of one
     if rows is not None:
         return rows
@@ -33,34 +35,35 @@ def row_of(request):
 
 
 class Model:
-    def __init__(self):
+    def __init__(self) -> None:
         self.digits = Digits()
         print(f"batched_model: trained logreg and a 50-tree forest in {self.digits.train_seconds:.1f} s", flush=True)
 
     # ---- one request per call
 
-    def logreg(self, request):
+    def logreg(self, request: pyrs.Request) -> dict[str, int]:
         return {"digit": self.digits.predict("logreg", row_of(request))[0]}
 
-    def forest(self, request):
+    def forest(self, request: pyrs.Request) -> dict[str, int]:
         return {"digit": self.digits.predict("forest", row_of(request))[0]}
 
     # ---- batches: handler(self, requests) -> a list of answers, in order
 
-    def logreg_batched(self, requests):
+    def logreg_batched(self, requests: list[pyrs.Request]) -> list[Any]:
         return self.batch("logreg", requests)
 
-    def forest_batched(self, requests):
+    def forest_batched(self, requests: list[pyrs.Request]) -> list[Any]:
         return self.batch("forest", requests)
 
-    def batch(self, name, requests):
+    def batch(self, name: str, requests: list[pyrs.Request]) -> list[Any]:
         # Fast path: every body parsed in one numpy call, one model call.
         rows = parse_rows([r.body for r in requests])
         if rows is not None:
             return [{"digit": d, "batch": len(requests)} for d in self.digits.predict(name, rows)]
         # Some body is not 64 numbers: find which, answer them 400, predict the others.
-        answers = [None] * len(requests)
-        good, where = [], []
+        answers: list[Any] = [None] * len(requests)
+        good: list[list[float]] = []
+        where: list[int] = []
         for i, request in enumerate(requests):
             try:
                 good.append(parse_body(request.body))
@@ -72,5 +75,5 @@ class Model:
                 answers[i] = {"digit": digit, "batch": len(good)}
         return answers
 
-    def usage(self, request):
+    def usage(self, request: pyrs.Request) -> tuple[str, int]:
         return (USAGE, 200 if request.path == "/" else 404)

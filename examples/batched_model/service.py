@@ -5,6 +5,7 @@ is the HTTP adapter, benches/batching.sh serves the same models through LitServe
 
 import os
 import time
+from typing import Any, Optional
 
 # One BLAS/OpenMP thread per process (a server runs one process per core; spinning thread pools on a
 # busy machine make every call slower). Set before numpy loads; an explicit setting wins.
@@ -15,10 +16,10 @@ import json  # noqa: E402
 import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.ensemble import RandomForestClassifier  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+from sklearn.datasets import load_digits  # type: ignore[import-untyped]  # noqa: E402
+from sklearn.ensemble import RandomForestClassifier  # type: ignore[import-untyped]  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]  # noqa: E402
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # noqa: E402
 
 FEATURES = 64
 
@@ -27,11 +28,11 @@ class BadRow(ValueError):
     """A request body that is not 64 numbers."""
 
 
-def parse_rows(bodies):
+def parse_rows(bodies: list[bytes]) -> Optional[Any]:
     """Request bodies (bytes, each a JSON array of 64 numbers) -> a (n, 64) float array, parsed in
     one numpy call; None when any body is not exactly that (then parse them one by one with
     parse_row to find which)."""
-    parts = []
+    parts: list[bytes] = []
     for body in bodies:
         body = body.strip()
         if not (body.startswith(b"[") and body.endswith(b"]")):
@@ -48,7 +49,7 @@ def parse_rows(bodies):
     return values.reshape(len(bodies), FEATURES)
 
 
-def parse_body(body):
+def parse_body(body: bytes) -> list[float]:
     """One request body -> one row of 64 floats (raises BadRow)."""
     try:
         return parse_row(json.loads(body))
@@ -56,7 +57,7 @@ def parse_body(body):
         raise BadRow(str(e)) from None
 
 
-def parse_row(row):
+def parse_row(row: Any) -> list[float]:
     """A JSON-decoded request body -> one row of 64 floats (raises BadRow)."""
     if not isinstance(row, list) or len(row) != FEATURES:
         raise BadRow(f"send a JSON array of {FEATURES} numbers (8x8 pixels, 0-16)")
@@ -68,7 +69,7 @@ def parse_row(row):
 class Digits:
     """The two models, trained once."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         threadpool_limits(1)
         started = time.perf_counter()
         digits = load_digits()
@@ -78,9 +79,10 @@ class Digits:
         self.forest = RandomForestClassifier(n_estimators=50, random_state=0).fit(self.images, self.labels)
         self.train_seconds = time.perf_counter() - started
 
-    def model(self, name):
+    def model(self, name: str) -> Any:
         return self.logreg if name == "logreg" else self.forest
 
-    def predict(self, name, rows):
+    def predict(self, name: str, rows: Any) -> list[int]:
         """Digits for rows (a list of rows or a 2-d array; one model call for all of them)."""
-        return self.model(name).predict(np.asarray(rows, dtype=np.float64)).tolist()
+        digits: list[int] = self.model(name).predict(np.asarray(rows, dtype=np.float64)).tolist()
+        return digits
