@@ -326,12 +326,7 @@ impl Output {
     /// connection: everything queued after it is dropped (never sent), its
     /// open streams and shared bodies handed to `dropped` (closed and freed
     /// with the application locked).
-    pub fn fill_last(
-        &mut self,
-        slot: u64,
-        encode: impl FnOnce(&mut Output),
-        dropped: &mut Released,
-    ) -> bool {
+    pub fn fill_last(&mut self, slot: u64, encode: impl FnOnce(&mut Output), dropped: &mut Released) -> bool {
         let Some(at) = self.segs.iter().position(|s| matches!(s, Seg::Pending(n) if *n == slot)) else {
             return false;
         };

@@ -21,6 +21,7 @@
 
 use super::ThreadShared;
 use crate::app::{App, BatchSettings, Responder, Route, Worker};
+use crate::http::body::Released;
 use crate::http::date::DateCache;
 use crate::http::encode::{ResponseContext, Sent};
 use crate::http::output::Output;
@@ -379,8 +380,10 @@ pub fn run_thread<A: App>(
             if handled.is_err() {
                 log::error!("route {}: the batch handler call panicked; its {n} requests answered 500", route.pattern);
                 for (((out, closes), sent), r) in outs.iter_mut().zip(&closes).zip(&sent).zip(&replies) {
-                    let mut dropped = Vec::new();
+                    // What the failed call queued is closed and freed here, with the GIL held.
+                    let mut dropped = Released::default();
                     out.take_streams(&mut dropped);
+                    dropped.release();
                     *out = Output::new();
                     let ctx = ResponseContext { keep_alive: false, ..r.ctx };
                     crate::http::encode::text_response(
@@ -393,9 +396,6 @@ pub fn run_thread<A: App>(
                     );
                     closes.set(true);
                     sent.set(Sent { status: 500, body_bytes: Some(22) });
-                    // Streams queued by the failed call are dropped unpulled (their
-                    // Python objects are released with the GIL held, here).
-                    drop(dropped);
                 }
             }
             if let Some(a) = &first.activity {
