@@ -95,6 +95,8 @@ pub struct ResponseWriter<'a> {
     status: u16,
     ctx: ResponseContext,
     has_content_type: bool,
+    /// An `X-Request-Id` was written (pyrs's own): a handler's is dropped, not repeated.
+    has_request_id: bool,
     /// Set when the response goes out with `Connection: close`.
     closes: Option<&'a Cell<bool>>,
     /// Receives the status and body size once the head is finished.
@@ -156,7 +158,17 @@ impl<'a> ResponseWriter<'a> {
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
-        ResponseWriter { out, start, status, ctx, has_content_type: false, closes: None, sent: None, server_at }
+        ResponseWriter {
+            out,
+            start,
+            status,
+            ctx,
+            has_content_type: false,
+            has_request_id: false,
+            closes: None,
+            sent: None,
+            server_at,
+        }
     }
 
     /// Records in `sent` the status and body size of this response.
@@ -191,6 +203,12 @@ impl<'a> ResponseWriter<'a> {
         }
         if name.eq_ignore_ascii_case(b"content-type") {
             self.has_content_type = true;
+        }
+        if name.eq_ignore_ascii_case(b"x-request-id") {
+            if self.has_request_id {
+                return Ok(());
+            }
+            self.has_request_id = true;
         }
         if name.eq_ignore_ascii_case(b"server") {
             // The handler's Server header replaces pyrs's.
@@ -425,6 +443,17 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(ResponseWriter::begin(&mut out, 304, DATE, KA).finish_head(b"a/b", None), SendBody::No);
         assert!(!String::from_utf8(out).unwrap().contains("chunked"));
+    }
+
+    #[test]
+    fn one_request_id_header() {
+        let mut out = Vec::new();
+        let mut w = ResponseWriter::begin(&mut out, 200, DATE, KA);
+        w.header(b"X-Request-Id", b"pyrs-id").unwrap();
+        w.header(b"x-request-id", b"handler-id").unwrap();
+        w.finish(b"text/plain", b"");
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("X-Request-Id: pyrs-id\r\n") && !s.contains("handler-id"), "{s}");
     }
 
     #[test]
