@@ -396,3 +396,34 @@ fn metrics_count_batch_sizes_and_batched_requests() {
         assert!(s.stderr().contains(&format!("\"GET /echo?v={v} HTTP/1.1\" 200")), "{}", s.stderr());
     }
 }
+
+#[test]
+fn max_concurrent_batches_runs_batches_side_by_side() {
+    // Two batch threads: while the first batch is held, a second one runs and answers.
+    let p = project(r#"{"max_size": 64, "max_wait_ms": 2, "max_concurrent_batches": 2}"#, "");
+    let s = Server::start(&p, &["--log-level", "trace"]);
+    let flag = p.dir.join("release");
+    let mut held = s.connect();
+    held.send(get(&format!("/echo?v=held&hold={}", flag.display())).as_bytes());
+    s.wait_stdout("holding", 1, 10);
+    let j = json(&s.get("/echo?v=beside"));
+    assert_eq!((j["v"].as_str(), j["size"].as_u64()), (Some("beside"), Some(1)));
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(json(&held.read_response())["v"], "held");
+
+    // With the default (one at a time), the second waits for the first.
+    let p = project(r#"{"max_size": 64, "max_wait_ms": 2}"#, "");
+    let s = Server::start(&p, &["--log-level", "trace"]);
+    let flag = p.dir.join("release");
+    let mut held = s.connect();
+    held.send(get(&format!("/echo?v=held&hold={}", flag.display())).as_bytes());
+    s.wait_stdout("holding", 1, 10);
+    let mut next = s.connect();
+    next.send(get("/echo?v=next").as_bytes());
+    s.wait_stderr_count("request queued for a batch", 2, 10);
+    std::fs::write(&flag, b"").unwrap();
+    assert_eq!(json(&held.read_response())["v"], "held");
+    assert_eq!(json(&next.read_response())["v"], "next");
+    let seen = json(&s.get("/stats"))["seen"].clone();
+    assert_eq!(seen, serde_json::json!(["held", "next"]), "one batch after the other");
+}
