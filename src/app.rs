@@ -11,6 +11,7 @@ use crate::http::Request;
 use crate::router::Router;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A route target together with the pattern that selected it (for logs).
 pub struct Route<T> {
@@ -103,6 +104,88 @@ pub struct Responder<'a> {
     pub request_id: &'a [u8],
     /// Receives the response's status and body size.
     pub sent: Option<&'a Cell<Sent>>,
+    /// Where a response finished later is sent back (None: it cannot be
+    /// deferred, e.g. a response that is itself filling a slot).
+    pub later: Option<Later<'a>>,
+}
+
+/// Builds the response of one request later, on the thread that owns its
+/// connection, with the application locked (for Python: the GIL held).
+pub type Fill = Box<dyn for<'r> FnOnce(Responder<'r>) + Send>;
+
+/// What [`CompletionSink::complete`] carries back to the event loop that
+/// owns a connection.
+pub enum Completed {
+    /// A response finished by someone else (an awaited coroutine, a batch)
+    /// for the slot it reserved.
+    Fill { token: usize, serial: u64, slot: u64, ctx: ResponseContext, fill: Fill },
+    /// A body stream of the connection that had no item has one now.
+    Wake { token: usize, serial: u64 },
+}
+
+/// The owning event loop's inbox of finished responses (thread-safe; wakes
+/// the loop).
+pub trait CompletionSink: Send + Sync {
+    fn complete(&self, done: Completed);
+}
+
+/// Where a [`Responder`] can defer its response to, and where its streams
+/// wake their loop.
+#[derive(Clone, Copy)]
+pub struct Later<'a> {
+    pub sink: &'a Arc<dyn CompletionSink>,
+    pub token: usize,
+    pub serial: u64,
+    /// False for a response that is itself filling a slot: it cannot defer.
+    pub can_defer: bool,
+}
+
+/// Wakes the event loop of a connection whose stream had no item
+/// ([`crate::http::body::Pulled::Pending`]) and has one now. Any thread.
+#[derive(Clone)]
+pub struct StreamWaker {
+    sink: Arc<dyn CompletionSink>,
+    token: usize,
+    serial: u64,
+}
+
+impl StreamWaker {
+    pub fn wake(&self) {
+        self.sink.complete(Completed::Wake { token: self.token, serial: self.serial });
+    }
+}
+
+/// The reserved place of a response in its connection's output. Complete it
+/// from any thread; dropped without completing, it answers 500 (a
+/// connection is never left waiting for a response nobody will produce).
+pub struct Deferred {
+    sink: Arc<dyn CompletionSink>,
+    token: usize,
+    serial: u64,
+    slot: u64,
+    ctx: ResponseContext,
+    done: bool,
+}
+
+impl Deferred {
+    /// Sends `fill` to the owning event loop, which runs it in request order.
+    pub fn complete(mut self, fill: Fill) {
+        self.done = true;
+        self.send(fill);
+    }
+
+    fn send(&self, fill: Fill) {
+        let done = Completed::Fill { token: self.token, serial: self.serial, slot: self.slot, ctx: self.ctx, fill };
+        self.sink.complete(done);
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if !self.done {
+            self.send(Box::new(|mut res: Responder<'_>| res.text(500, "Internal Server Error\n")));
+        }
+    }
 }
 
 impl<'a> Responder<'a> {
@@ -113,7 +196,7 @@ impl<'a> Responder<'a> {
         stopping: &'a AtomicBool,
         closes: &'a Cell<bool>,
     ) -> Self {
-        Responder { out, date, ctx, stopping, closes, request_id: b"", sent: None }
+        Responder { out, date, ctx, stopping, closes, request_id: b"", sent: None, later: None }
     }
 
     /// The response's status and body size are recorded in `sent`.
@@ -126,6 +209,35 @@ impl<'a> Responder<'a> {
     pub fn with_request_id(mut self, id: &'a [u8]) -> Self {
         self.request_id = id;
         self
+    }
+
+    /// Lets the response be deferred to `later` (see [`Responder::defer`]).
+    pub fn with_later(mut self, later: Later<'a>) -> Self {
+        self.later = Some(later);
+        self
+    }
+
+    /// Reserves this response's place in the connection's output, to be
+    /// completed later through the returned [`Deferred`]; None when this
+    /// responder cannot defer (then answer now). Requests after this one
+    /// are still answered, but their responses wait behind this one.
+    pub fn defer(&mut self) -> Option<Deferred> {
+        let later = self.later.filter(|l| l.can_defer)?;
+        let slot = self.out.reserve();
+        Some(Deferred {
+            sink: later.sink.clone(),
+            token: later.token,
+            serial: later.serial,
+            slot,
+            ctx: self.ctx,
+            done: false,
+        })
+    }
+
+    /// What a stream that can answer [`crate::http::body::Pulled::Pending`]
+    /// wakes its loop with; None when nothing can wake it.
+    pub fn stream_waker(&self) -> Option<StreamWaker> {
+        self.later.map(|l| StreamWaker { sink: l.sink.clone(), token: l.token, serial: l.serial })
     }
 
     fn context(&self) -> ResponseContext {

@@ -60,5 +60,18 @@ class EventStream:
             if close is not None:
                 close()
 
+    async def _aevents(self):
+        # The same events from an async iterable (pyrs streams it with __aiter__).
+        events = self.events.__aiter__()
+        try:
+            if self.retry is not None:
+                yield f'retry: {int(self.retry)}\n\n'
+            async for item in events:
+                yield _sse_event(item)
+        finally:
+            close = getattr(events, 'aclose', None)
+            if close is not None:
+                await close()
+
     def __repr__(self):
         return f'<pyrs.EventStream {self.events!r}>'

@@ -31,6 +31,9 @@ pub enum Pulled {
     /// The stream failed (the implementation has logged why): the response
     /// must be cut so that the client can tell it is incomplete.
     Failed,
+    /// No item yet (nothing appended): the stream is not pulled again until
+    /// it wakes its event loop (an async generator awaiting its next item).
+    Pending,
 }
 
 /// A response body produced piece by piece. The event loop pulls one item at
@@ -49,6 +52,13 @@ pub trait BodyStream: Send {
     /// while an item is pulled).
     fn route(&self) -> Option<usize> {
         None
+    }
+
+    /// It must be pulled by the event loop that created it (it wakes that
+    /// loop when it returns [`Pulled::Pending`]): its connection then stays
+    /// on that loop.
+    fn pinned(&self) -> bool {
+        false
     }
 }
 

@@ -53,6 +53,9 @@ struct StreamSeg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StreamState {
     Open,
+    /// The stream has no item yet and wakes its loop when it has one
+    /// ([`Output::wake_streams`]); not pulled meanwhile.
+    Waiting,
     /// Exhausted; `buf` holds the last bytes (the terminating chunk).
     Ended,
     /// Failed: `buf` is sent, then the connection closes.
@@ -292,6 +295,32 @@ impl Output {
         self.next_slot
     }
 
+    /// Holds a stream that must stay on the loop that created it.
+    pub fn has_pinned_stream(&self) -> bool {
+        self.segs.iter().any(|s| matches!(s, Seg::Stream(st) if st.stream.pinned()))
+    }
+
+    /// Streams that said they had no item yet may be pulled again (one of
+    /// them has an item now); true when any was waiting.
+    pub fn wake_streams(&mut self) -> bool {
+        let mut woke = false;
+        for seg in self.segs.iter_mut() {
+            if let Seg::Stream(s) = seg {
+                if s.state == StreamState::Waiting {
+                    s.state = StreamState::Open;
+                    woke = true;
+                }
+            }
+        }
+        woke
+    }
+
+    /// The slot reserved last (0: none yet): a change across a handler call
+    /// tells that it deferred its response.
+    pub fn last_slot(&self) -> u64 {
+        self.next_slot
+    }
+
     /// Fills a reserved slot with what `encode` writes into an output of its
     /// own (the same calls that answer a request at once). False when the
     /// slot is unknown (already filled).
@@ -332,7 +361,9 @@ impl Output {
         };
         for seg in self.segs.drain(at + 1..) {
             match seg {
-                Seg::Stream(s) if s.state == StreamState::Open => dropped.streams.push(s.stream),
+                Seg::Stream(s) if matches!(s.state, StreamState::Open | StreamState::Waiting) => {
+                    dropped.streams.push(s.stream)
+                }
                 Seg::Shared { data, .. } => dropped.shared.push(data),
                 _ => {}
             }
@@ -340,6 +371,12 @@ impl Output {
         self.tail.clear();
         self.sent = 0;
         self.fill(slot, encode)
+    }
+
+    /// A reserved slot is not filled yet (its response will be delivered to
+    /// the event loop that reserved it).
+    pub fn has_slot(&self) -> bool {
+        self.segs.iter().any(|s| matches!(s, Seg::Pending(_)))
     }
 
     /// The stream that is next to produce output: the first segment that is
@@ -400,6 +437,10 @@ impl Output {
                 s.state = StreamState::Failed;
                 PullResult::Failed
             }
+            Pulled::Pending => {
+                s.state = StreamState::Waiting;
+                PullResult::Idle
+            }
         };
         if scratch.capacity() > TAIL_KEEP {
             scratch = Vec::new();
@@ -422,7 +463,9 @@ impl Output {
     pub fn take_streams(&mut self, into: &mut Released) {
         for seg in self.segs.drain(..) {
             match seg {
-                Seg::Stream(s) if s.state == StreamState::Open => into.streams.push(s.stream),
+                Seg::Stream(s) if matches!(s.state, StreamState::Open | StreamState::Waiting) => {
+                    into.streams.push(s.stream)
+                }
                 Seg::Shared { data, .. } => into.shared.push(data),
                 _ => {}
             }
@@ -509,7 +552,7 @@ impl Output {
                 Seg::Bytes { .. } | Seg::Shared { .. } => {}
                 Seg::Stream(s) => {
                     return match s.state {
-                        StreamState::Open => Some(Stop::NeedsPull),
+                        StreamState::Open | StreamState::Waiting => Some(Stop::NeedsPull),
                         StreamState::Failed => Some(Stop::Cut),
                         StreamState::Ended => continue,
                     }

@@ -276,7 +276,7 @@ impl AccessFormat {
 }
 
 /// Request fields rendered before the handler ran; reused per thread.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Pending {
     buf: Vec<u8>,
     spans: Vec<(u32, u32)>,

@@ -31,7 +31,7 @@ pub fn handle(
 ) {
     let n = reqs.len();
     let (method, label) = match &route.target {
-        PyTarget::Handler { method, label } => (method, label.as_str()),
+        PyTarget::Handler { method, origin } => (method, origin.1.as_str()),
         PyTarget::Static(_) => {
             // The configuration refuses batched static routes.
             log::error!("route {}: a static route cannot be batched", route.pattern);
@@ -54,7 +54,7 @@ pub fn handle(
             let is_http_error = bridge(py).is_ok_and(|b| e.is_instance(py, b.http_error.bind(py)));
             if is_http_error {
                 for (r, req) in res.into_iter().zip(&requests) {
-                    response::write(py, Err(e.clone_ref(py)), route, label, Some(req), r, scratch);
+                    response::write(py, Err(e.clone_ref(py)), &route.pattern, label, route.id, Some(req), r, scratch);
                 }
             } else if super::errors::timeout_class(py).is_some_and(|t| e.get_type(py).is(t)) {
                 // pyrs.Timeout, raised into the batch past `timeout`.
@@ -97,7 +97,7 @@ pub fn handle(
             Some(cls) if item.is_instance(cls).unwrap_or(false) => Err(PyErr::from_value(item)),
             _ => Ok(item),
         };
-        response::write(py, outcome, route, label, Some(req), r, scratch);
+        response::write(py, outcome, &route.pattern, label, route.id, Some(req), r, scratch);
     }
 }
 

@@ -4,6 +4,7 @@
 //! Each pool thread attaches to the interpreter once for its whole life and
 //! releases the GIL whenever it waits or does socket I/O (`Worker::unlocked`).
 
+pub mod aio;
 pub mod batch;
 pub mod cookies;
 pub mod errors;
@@ -16,7 +17,7 @@ pub mod response;
 pub mod stream;
 pub mod upload;
 
-use crate::app::{App, BatchSettings, Responder, Route, Worker};
+use crate::app::{App, BatchSettings, Deferred, Responder, Route, Worker};
 use crate::config::{distinct_classes, RouteSpec};
 use crate::http::Request;
 use crate::router::Router;
@@ -115,12 +116,47 @@ fn dumps<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyB
 
 /// What a route serves.
 pub enum PyTarget {
-    /// A bound method of a shared handler instance; `label` is
-    /// `module.Class.method`, for logs.
-    Handler { method: Py<PyAny>, label: String },
+    /// A bound method of a shared handler instance; `origin` is the route's
+    /// pattern and `module.Class.method`, for logs (shared with responses
+    /// finished later).
+    Handler { method: Py<PyAny>, origin: std::sync::Arc<(String, String)> },
     /// A static directory, served without Python.
     Static(crate::files::StaticDir),
 }
+
+/// How a handler produces its answer, as `--check` reports it.
+fn handler_kind(py: Python<'_>, method: &Bound<'_, PyAny>) -> &'static str {
+    let inspect = py.import("inspect");
+    let is = |name: &str| {
+        inspect
+            .as_ref()
+            .ok()
+            .and_then(|i| i.call_method1(name, (method,)).ok())
+            .is_some_and(|r| r.is_truthy().unwrap_or(false))
+    };
+    if is("iscoroutinefunction") {
+        "coroutine"
+    } else if is("isasyncgenfunction") {
+        "async generator"
+    } else if is("isgeneratorfunction") {
+        "generator"
+    } else {
+        "function"
+    }
+}
+
+/// Calls a lifecycle hook (`post_fork`, `close`); an `async def` one is
+/// awaited on the process's event loop, up to `timeout`.
+fn call_hook(py: Python<'_>, hook: &Bound<'_, PyAny>, timeout: std::time::Duration) -> PyResult<()> {
+    let result = hook.call0()?;
+    if aio::is_coroutine(py, &result) {
+        aio::run_blocking(py, result, timeout)?;
+    }
+    Ok(())
+}
+
+/// How long an `async def post_fork` may take.
+const HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The loaded project: handler instances and the route table.
 pub struct PyApp {
@@ -215,8 +251,13 @@ impl PyApp {
                     ),
                     None => String::new(),
                 };
-                announce(format!("Added route {} -> {label} ({methods}{batched})", spec.path));
-                let target = PyTarget::Handler { method: method.unbind(), label };
+                let kind = match handler_kind(py, &method) {
+                    "function" => String::new(),
+                    kind => format!(", {kind}"),
+                };
+                announce(format!("Added route {} -> {label} ({methods}{kind}{batched})", spec.path));
+                let origin = std::sync::Arc::new((spec.path.clone(), label));
+                let target = PyTarget::Handler { method: method.unbind(), origin };
                 router
                     .add(&spec.path, spec.methods.clone(), Route { id, pattern: spec.path.clone(), target, batch })
                     .map_err(|e| fail(e, None))?;
@@ -237,7 +278,8 @@ impl PyApp {
             for (name, instance) in &self.instances {
                 let Ok(hook) = instance.bind(py).getattr(method) else { continue };
                 if hook.is_callable() {
-                    hook.call0().map_err(|e| format!("{name}.{method}() raised:\n{}", format_exception(py, &e)))?;
+                    call_hook(py, &hook, HOOK_TIMEOUT)
+                        .map_err(|e| format!("{name}.{method}() raised:\n{}", format_exception(py, &e)))?;
                 }
             }
             Ok(())
@@ -272,14 +314,20 @@ impl App for PyApp {
         });
     }
 
-    /// Calls `close()` on every handler instance that has one, then runs the atexit hooks.
+    /// Cancels the coroutines still running (the pool threads waited for
+    /// them up to shutdown_timeout), calls `close()` on every handler
+    /// instance that has one, then runs the atexit hooks.
     fn shutdown(&self) {
         Python::attach(|py| {
+            let cancelled = aio::cancel_all(py, CANCEL_TIMEOUT);
+            if cancelled > 0 {
+                log::warn!("cancelled {cancelled} coroutine(s) still running at shutdown");
+            }
             for (name, instance) in &self.instances {
                 let instance = instance.bind(py);
                 if let Ok(close) = instance.getattr("close") {
                     if close.is_callable() {
-                        if let Err(e) = close.call0() {
+                        if let Err(e) = call_hook(py, &close, CANCEL_TIMEOUT) {
                             log::error!("{name}.close() raised:\n{}", format_exception(py, &e));
                         }
                     }
@@ -312,6 +360,9 @@ impl App for PyApp {
     }
 }
 
+/// How long cancelled coroutines and an `async def close` get at shutdown.
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One pool thread, attached to the interpreter.
 pub struct PyWorker<'w> {
     py: Python<'w>,
@@ -330,8 +381,8 @@ impl Worker for PyWorker<'_> {
 
     fn handle(&mut self, route: &Route<PyTarget>, req: Request, mut res: Responder<'_>) {
         let py = self.py;
-        let (method, label) = match &route.target {
-            PyTarget::Handler { method, label } => (method, label),
+        let (method, origin) = match &route.target {
+            PyTarget::Handler { method, origin } => (method, origin),
             PyTarget::Static(dir) => {
                 // The file system look-up runs with the GIL released.
                 dir.serve(&req.head, &mut res, |find| py.detach(find));
@@ -343,10 +394,50 @@ impl Worker for PyWorker<'_> {
             Err(e) => (Err(e), None),
         };
         errors::clear_late_interrupt(&mut self.interrupts_seen);
-        response::write(py, outcome, route, label, request.as_ref(), res, &mut self.scratch);
+        let (pattern, label) = (&origin.0, &origin.1);
+        match outcome {
+            Ok(value) if aio::is_coroutine(py, &value) => match res.defer() {
+                Some(later) => await_response(py, value, later, request, origin.clone(), route.id),
+                None => {
+                    let _ = value.call_method0("close");
+                    log::error!("route {pattern} ({label}): a coroutine cannot be awaited here");
+                    res.text(500, "Internal Server Error\n");
+                }
+            },
+            outcome => response::write(py, outcome, pattern, label, route.id, request.as_ref(), res, &mut self.scratch),
+        }
     }
 
     fn handle_batch(&mut self, route: &Route<PyTarget>, reqs: Vec<Request>, res: Vec<Responder<'_>>) {
         batch::handle(self.py, route, reqs, res, &mut self.scratch);
     }
+}
+
+/// Runs a handler's coroutine on the event loop; its result (or exception)
+/// becomes the response in the slot `later` reserved, written by the thread
+/// that owns the connection.
+fn await_response(
+    py: Python<'_>,
+    coro: Bound<'_, PyAny>,
+    later: Deferred,
+    request: Option<Bound<'_, request::PyRequest>>,
+    origin: std::sync::Arc<(String, String)>,
+    route_id: usize,
+) {
+    let request = request.map(Bound::unbind);
+    aio::spawn(
+        py,
+        coro,
+        Box::new(move |_py, outcome| {
+            let outcome = outcome.map(Bound::unbind);
+            later.complete(Box::new(move |res| {
+                Python::attach(|py| {
+                    let outcome = outcome.map(|v| v.into_bound(py));
+                    let request = request.map(|r| r.into_bound(py));
+                    let (pattern, label) = (&origin.0, &origin.1);
+                    response::write(py, outcome, pattern, label, route_id, request.as_ref(), res, &mut Vec::new());
+                })
+            }));
+        }),
+    );
 }

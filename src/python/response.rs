@@ -13,7 +13,7 @@
 //! Anything else, or any other exception, is a 500 with the traceback logged.
 
 use super::{bridge, format_exception};
-use crate::app::{Responder, Route};
+use crate::app::Responder;
 use crate::http::body::{Body, SharedBytes};
 use crate::observe::context;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -141,11 +141,13 @@ impl From<PyErr> for Unsendable {
 
 /// Writes the response for a handler's outcome; never fails: anything that
 /// cannot be sent becomes a logged 500.
-pub fn write<T>(
+#[allow(clippy::too_many_arguments)]
+pub fn write(
     py: Python<'_>,
     outcome: PyResult<Bound<'_, PyAny>>,
-    route: &Route<T>,
+    pattern: &str,
     label: &str,
+    route_id: usize,
     request: Option<&Bound<'_, super::request::PyRequest>>,
     mut res: Responder<'_>,
     scratch: &mut Vec<u8>,
@@ -156,7 +158,7 @@ pub fn write<T>(
             if let Some((status, message)) = http_error_parts(py, &e) {
                 res.text(status, &message);
             } else {
-                match super::errors::handler_raised(py, &route.pattern, label, &e) {
+                match super::errors::handler_raised(py, pattern, label, &e) {
                     503 => res.text(503, "Handler timed out\n"),
                     _ => res.text(500, "Internal Server Error\n"),
                 }
@@ -165,7 +167,7 @@ pub fn write<T>(
         }
     };
     let start = res.out.mark();
-    let origin = Origin { pattern: &route.pattern, label, request, route_id: route.id };
+    let origin = Origin { pattern, label, request, route_id };
     match encode_value(py, &value, &mut res, scratch, origin) {
         Ok(()) => {}
         Err(why) => {
@@ -174,7 +176,7 @@ pub fn write<T>(
                 Unsendable::Python(e) => format!("returned a value pyrs cannot send: {}", format_exception(py, &e)),
                 Unsendable::Header(h) => h.to_string(),
             };
-            log::error!("route {} ({label}){}: {why}", route.pattern, context::rid_suffix());
+            log::error!("route {} ({label}){}: {why}", pattern, context::rid_suffix());
             context::handler_error(&why);
             res.text(500, "Internal Server Error\n");
         }
@@ -356,10 +358,35 @@ fn encode_body(
     }
     let b = bridge(py)?;
     let is_events = body.is_instance(b.event_stream.bind(py))?;
-    // Iterators, generators and other iterables (of str or bytes) stream.
-    if let Ok(iter) = body.try_iter() {
-        let who = format!("route {} ({})", origin.pattern, origin.label);
-        let stream = Body::Stream(Box::new(super::stream::PyStream::new(iter, who, origin.route_id)));
+    let who = || format!("route {} ({})", origin.pattern, origin.label);
+    // Async generators and other async iterators stream too, each item
+    // awaited on the event loop; iterators, generators and other iterables
+    // (of str or bytes) are pulled on the pool thread.
+    let aiter = if is_events {
+        let events = body.getattr("events")?;
+        if events.hasattr("__aiter__")? {
+            Some(body.call_method0("_aevents")?)
+        } else {
+            None
+        }
+    } else if body.hasattr("__aiter__")? {
+        Some(body.call_method0("__aiter__")?)
+    } else {
+        None
+    };
+    let stream = match aiter {
+        Some(aiter) => {
+            let Some(waker) = res.stream_waker() else {
+                return Err(PyTypeError::new_err("an async iterator cannot be streamed here").into());
+            };
+            Some(Body::Stream(Box::new(super::stream::PyAsyncStream::new(py, &aiter, waker, who())?)))
+        }
+        None => body
+            .try_iter()
+            .ok()
+            .map(|iter| Body::Stream(Box::new(super::stream::PyStream::new(iter, who(), origin.route_id)))),
+    };
+    if let Some(stream) = stream {
         if is_events {
             // Proxies and browsers must not cache or buffer an event stream; a
             // handler that passes its own headers decides for itself.

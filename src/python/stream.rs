@@ -3,10 +3,12 @@
 //! the GIL held only for that pull), and `pyrs.EventStream` formats
 //! Server-Sent Events.
 
-use super::format_exception;
+use super::{aio, format_exception};
+use crate::app::StreamWaker;
 use crate::http::body::{BodyStream, Pulled};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyIterator, PyModule, PyString};
+use std::sync::{Arc, Mutex};
 
 /// `pyrs.EventStream`, written in Python: it only formats text, and a
 /// generator keeps the user's iterator's `close()` (its `finally`) tied to
@@ -92,4 +94,101 @@ fn append_item(item: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Result<(), String>
         return Err(format!("items must be str or bytes, got {ty}"));
     }
     Ok(())
+}
+
+/// What the event loop's thread has received from an async generator.
+#[derive(Default)]
+struct AsyncItems {
+    /// The next item, framed by nobody yet.
+    item: Option<Vec<u8>>,
+    /// A `__anext__` is running on the asyncio loop.
+    waiting: bool,
+    /// Exhausted (false) or failed (true).
+    end: Option<bool>,
+}
+
+/// An async generator (or other async iterator) sent as a response body:
+/// each item is awaited on the process's asyncio loop, and the pool thread
+/// is woken ([`StreamWaker`]) when it arrives; one item at a time, only
+/// when pulled, so back-pressure works as for generators.
+pub struct PyAsyncStream {
+    /// The `AsyncBody` helper driving the iterator (`aio`).
+    body: Py<PyAny>,
+    items: Arc<Mutex<AsyncItems>>,
+    waker: StreamWaker,
+    /// `route (module.Class.method)`, for logs.
+    label: Arc<str>,
+}
+
+impl PyAsyncStream {
+    pub fn new(py: Python<'_>, aiter: &Bound<'_, PyAny>, waker: StreamWaker, label: String) -> PyResult<Self> {
+        let body = aio::async_body(py, aiter)?;
+        Ok(PyAsyncStream { body, items: Arc::default(), waker, label: label.into() })
+    }
+}
+
+fn lock_items(items: &Mutex<AsyncItems>) -> std::sync::MutexGuard<'_, AsyncItems> {
+    items.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl BodyStream for PyAsyncStream {
+    fn pull(&mut self, out: &mut Vec<u8>) -> Pulled {
+        let mut items = lock_items(&self.items);
+        if let Some(item) = items.item.take() {
+            out.extend_from_slice(&item);
+            return Pulled::Item;
+        }
+        match items.end {
+            Some(false) => return Pulled::End,
+            Some(true) => return Pulled::Failed,
+            None if items.waiting => return Pulled::Pending,
+            None => items.waiting = true,
+        }
+        drop(items);
+        let (shared, waker, label) = (self.items.clone(), self.waker.clone(), self.label.clone());
+        // The event loop pulls in its locked phase: this thread holds the GIL.
+        Python::attach(|py| {
+            aio::next_item(
+                py,
+                self.body.bind(py),
+                Box::new(move |py, outcome| {
+                    let mut items = lock_items(&shared);
+                    items.waiting = false;
+                    match outcome.and_then(|v| v.extract::<(Bound<'_, PyAny>, bool)>()) {
+                        Ok((_, true)) => items.end = Some(false),
+                        Ok((item, false)) => {
+                            let mut buf = Vec::new();
+                            match append_item(&item, &mut buf) {
+                                Ok(()) => items.item = Some(buf),
+                                Err(e) => {
+                                    log::error!("{label} streamed a value pyrs cannot send (response cut): {e}");
+                                    items.end = Some(true);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if !e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
+                                log::error!(
+                                    "{label} raised while streaming (response cut):\n{}",
+                                    format_exception(py, &e)
+                                );
+                            }
+                            items.end = Some(true);
+                        }
+                    }
+                    drop(items);
+                    waker.wake();
+                }),
+            )
+        });
+        Pulled::Pending
+    }
+
+    fn close(&mut self) {
+        Python::attach(|py| aio::close_body(py, self.body.bind(py)));
+    }
+
+    fn pinned(&self) -> bool {
+        true
+    }
 }

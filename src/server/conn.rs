@@ -174,6 +174,9 @@ pub struct Conn<'r, T, S = TcpStream> {
     body_reserved: usize,
     /// Reading paused because the memory budget is spent.
     pub budget_paused: bool,
+    /// One of its handlers kept its thread busy long enough to be rescued
+    /// from (see `server::rescue`): such connections are spread one per thread.
+    pub slow: bool,
 }
 
 /// The result of reading from the socket.
@@ -213,6 +216,7 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
             charged: 0,
             body_reserved: 0,
             budget_paused: false,
+            slow: false,
         }
     }
 
@@ -246,6 +250,13 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
 
     pub fn receiving_body(&self) -> bool {
         matches!(self.state, ReadState::Body { .. })
+    }
+
+    /// It can move to another event loop, with its queued requests and
+    /// output: it is not lingering and waits on no reserved slot and no
+    /// async stream (they deliver to the loop that created them).
+    pub fn movable(&self) -> bool {
+        !self.lingering && !self.out.has_slot() && !self.out.has_pinned_stream()
     }
 
     /// True when the connection has answered everything it will and can go.
@@ -580,7 +591,7 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
             None
         } else if self.has_pending_output() {
             Some(Deadline::Write)
-        } else if self.in_flight > 0 {
+        } else if self.in_flight > 0 || self.has_pending_output() {
             None
         } else {
             match self.state {

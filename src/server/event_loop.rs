@@ -17,27 +17,38 @@
 //! `max_buffered_output`; between items the loop serves its other
 //! connections. Streams of connections that went away are closed (a
 //! generator's `finally` runs) in the next locked phase.
+//!
+//! The loop's state is shared with the main thread ([`LoopCell`]): the
+//! thread holds its lock except while a handler runs, so that the main
+//! thread can move the other connections of a thread stuck in a handler
+//! (`super::rescue`). Responses finished later (awaited coroutines) come
+//! back through the thread's `CompletionSink` and fill their reserved slots
+//! in the locked phase.
 
 use super::batch::{LoopBatches, ReplyTo};
 use super::conn::{Conn, Deadline, Job, JobKind, ReadOutcome, BUDGET_SPENT};
+use super::rescue;
 use super::ThreadShared;
-use crate::app::{App, Responder, Route, Worker};
+use crate::app::{App, Completed, CompletionSink, Later, Responder, Route, Worker};
 use crate::http::body::Released;
-use crate::http::date::DateCache;
+use crate::http::date::{DateCache, DATE_LEN};
 use crate::http::encode::{self, ResponseContext, Sent};
-use crate::http::output::{PullResult, Stop};
+use crate::http::output::{Output, PullResult, Stop};
 use crate::http::request_id::RequestId;
 use crate::http::Limits;
-use crate::http::RequestHead;
-use crate::observe::access_log::Outcome;
+use crate::http::{Request, RequestHead};
+use crate::observe::access_log::{Outcome, Pending};
 use crate::observe::metrics::{T_BYTES_IN, T_BYTES_OUT, T_CONNECTIONS, T_GIL_WAIT_US, T_IN_FLIGHT};
 use crate::observe::{admin, context, ThreadObserver};
 use crate::router::Router;
+use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub const WAKER: Token = Token(usize::MAX);
@@ -47,7 +58,7 @@ const CHARGE_STEP: usize = 64 * 1024;
 /// How long an idle connection stays open once shutdown begins.
 const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(1000);
 
-pub struct EventLoop<'r, T> {
+pub struct EventLoop<'r, T: 'static> {
     index: usize,
     poll: Poll,
     /// Taken out while its events are handled.
@@ -58,7 +69,19 @@ pub struct EventLoop<'r, T> {
     next_serial: u64,
     /// Connections whose output changed since the last flush.
     dirty: Vec<usize>,
+    /// Requests parsed, not yet answered.
     jobs: Vec<Job<'r, T>>,
+    /// The jobs being answered now, in order (visible to the rescuer while a
+    /// handler runs, so that requests queued behind it can move).
+    batch: VecDeque<Job<'r, T>>,
+    /// The connection whose handler runs now (its output is taken out).
+    in_handler: Option<usize>,
+    /// Connections moved here from a thread stuck in a handler.
+    moved_rx: Receiver<Moved<T>>,
+    /// Responses finished elsewhere, filled in the locked phase.
+    completed: Vec<Completed>,
+    /// What the access log and metrics need of deferred responses.
+    deferred: Vec<DeferredLog<'r>>,
     /// Connections whose next stream is to be pulled in the locked phase.
     pulls: Vec<usize>,
     /// Streams of closed connections and written shared bodies: closed and
@@ -69,7 +92,7 @@ pub struct EventLoop<'r, T> {
     date: DateCache,
     router: &'r Router<Route<T>>,
     limits: Limits,
-    shared: &'r ThreadShared,
+    shared: Arc<ThreadShared>,
     next_tick: Instant,
     draining: Option<Instant>,
     /// This thread's metrics, request ids and access-log buffer.
@@ -90,7 +113,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         poll: Poll,
         router: &'r Router<Route<T>>,
         limits: Limits,
-        shared: &'r ThreadShared,
+        shared: Arc<ThreadShared>,
+        moved_rx: Receiver<Moved<T>>,
     ) -> Self {
         EventLoop {
             index,
@@ -102,36 +126,22 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             next_serial: 0,
             dirty: Vec::new(),
             jobs: Vec::new(),
+            batch: VecDeque::new(),
+            in_handler: None,
+            moved_rx,
+            completed: Vec::new(),
+            deferred: Vec::new(),
             pulls: Vec::new(),
             closing: Released::default(),
             batches: LoopBatches::default(),
             date: DateCache::new(),
             router,
             limits,
+            obs: shared.observer.thread(index + 1),
             shared,
             next_tick: Instant::now() + TICK,
             draining: None,
-            obs: shared.observer.thread(index + 1),
         }
-    }
-
-    /// Runs until shutdown; `worker` is the application's view for this thread.
-    pub fn run<W: Worker<Target = T>>(&mut self, worker: &mut W) {
-        loop {
-            let (phase, done) = worker.unlocked(|| (self.io_phase(), Instant::now()));
-            // Time from the end of the I/O phase until the application lock (the GIL) was ours.
-            self.obs.metrics.add(T_GIL_WAIT_US, done.elapsed().as_micros() as u64);
-            match phase {
-                Phase::Exit => break,
-                Phase::Jobs => self.run_jobs(worker),
-            }
-        }
-        for conn in self.conns.iter_mut().flatten() {
-            conn.out.take_streams(&mut self.closing);
-        }
-        self.close_streams();
-        self.obs.flush_now();
-        log::debug!("thread {} stopped", self.index);
     }
 
     /// Socket I/O and waiting; returns when jobs need the application.
@@ -145,12 +155,12 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     return Phase::Jobs;
                 }
                 // Only core-generated answers: no need to lock the application.
-                self.run_jobs_with::<NoApp<T>>(None);
+                self.run_core_jobs();
                 continue;
             }
             // Streams to pull or close need the application, but new events
             // are taken first so that one busy stream starves no connection.
-            let locked_work = !self.pulls.is_empty() || !self.closing.is_empty();
+            let locked_work = !self.pulls.is_empty() || !self.closing.is_empty() || !self.completed.is_empty();
             if locked_work && polled {
                 return Phase::Jobs;
             }
@@ -200,6 +210,11 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
     }
 
     fn take_new_connections(&mut self) {
+        self.shared.completions_taken();
+        self.completed.extend(self.shared.completed_rx.try_iter());
+        while let Ok(moved) = self.moved_rx.try_recv() {
+            self.add_moved(moved);
+        }
         while let Ok((stream, addr)) = self.shared.incoming_rx.try_recv() {
             self.add_connection(stream, addr);
         }
@@ -271,6 +286,45 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         }
     }
 
+    /// Takes over a connection moved from a thread stuck in a handler: a new
+    /// token and serial here, its parsed requests queued in order.
+    fn add_moved(&mut self, moved: Moved<T>) {
+        let Moved { mut conn, jobs } = moved;
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(i), interest) {
+            log::warn!("cannot take over the connection from {}: {e}", conn.addr);
+            self.free.push(i);
+            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            if conn.slow {
+                self.shared.slow_conns.fetch_sub(1, Ordering::AcqRel);
+            }
+            return;
+        }
+        self.next_serial += 1;
+        conn.serial = self.next_serial;
+        for mut job in jobs {
+            job.token = i;
+            job.serial = conn.serial;
+            self.jobs.push(job);
+        }
+        if self.draining.is_some() && conn.is_idle() {
+            conn.deadline = Some((Deadline::Idle, Instant::now() + DRAIN_IDLE_GRACE));
+        }
+        // Its output (answers queued before the handler that got stuck) is
+        // flushed here; a stream in it is pulled here.
+        conn.pull_queued = false;
+        self.conns[i] = Some(conn);
+        self.live += 1;
+        self.obs.metrics.set(T_CONNECTIONS, self.live as u64);
+        self.dirty.push(i);
+        // Edge-triggered: what arrived while it moved raises no new event.
+        self.read_one(i);
+    }
+
     fn close(&mut self, i: usize) {
         self.batches.closed(i);
         if let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) {
@@ -281,6 +335,12 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             self.live -= 1;
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
             self.obs.metrics.set(T_CONNECTIONS, self.live as u64);
+            if conn.slow {
+                self.shared.slow_conns.fetch_sub(1, Ordering::AcqRel);
+            }
+            if !self.deferred.is_empty() {
+                self.deferred.retain(|d| d.token != i);
+            }
         }
     }
 
@@ -501,13 +561,148 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         }
     }
 
-    fn run_jobs<W: Worker<Target = T>>(&mut self, worker: &mut W) {
+    /// Answers a batch with the application locked (the GIL held). The
+    /// loop's own lock is released while each handler runs, so that the
+    /// main thread can move this thread's other connections away if the
+    /// handler takes long (see `rescue`).
+    fn run_jobs<W: Worker<Target = T>>(
+        held: &mut Held<'_, Self>,
+        worker: &mut W,
+        sink: &Arc<dyn CompletionSink>,
+        shared: &ThreadShared,
+    ) {
         // While busy in handlers this thread cannot take new connections promptly.
-        self.shared.busy.store(true, Ordering::Release);
-        self.close_streams();
-        self.run_jobs_with(Some(worker));
-        self.run_pulls();
-        self.shared.busy.store(false, Ordering::Release);
+        rescue::set_busy(shared, true);
+        let index = {
+            let lp = held.get();
+            lp.close_streams();
+            lp.fill_completed(sink);
+            lp.start_batch();
+            lp.index
+        };
+        while let Some((mut call, req)) = held.get().next_call() {
+            let closes = Cell::new(false);
+            let sent = Cell::new(Sent::default());
+            let later = Later { sink, token: call.token, serial: call.serial, can_defer: true };
+            let route = call.route;
+            if let Some(a) = &shared.activity {
+                a.set_request_id(index, call.rid.as_bytes());
+                a.begin(index, route.id);
+            }
+            rescue::call_started(shared);
+            let slot_before = call.out.last_slot();
+            let before = call.out.mark();
+            let (failed, panicked) = held.unlocked(|| {
+                let res = Responder::new(&mut call.out, &call.date, call.ctx, &shared.shutdown, &closes)
+                    .with_request_id(call.rid.as_bytes())
+                    .recording(&sent)
+                    .with_later(later);
+                context::enter(route.id, &call.rid);
+                // A panic in one call is contained to its request.
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.handle(route, req, res)));
+                (context::leave(), handled.is_err())
+            });
+            if let Some(a) = &shared.activity {
+                a.end(index);
+            }
+            let mut deferred = (call.out.last_slot() != slot_before).then(|| call.out.last_slot());
+            if panicked {
+                log::error!("route {}: the handler call panicked; answered 500", route.pattern);
+                call.out.rollback(before);
+                deferred = None;
+                let ctx = ResponseContext { keep_alive: false, ..call.ctx };
+                let id: [(&[u8], &[u8]); 1] = [(b"X-Request-Id", call.rid.as_bytes())];
+                let body = "Internal Server Error\n";
+                encode::text_response(call.out.tail(), 500, &id, body, &call.date, ctx);
+                sent.set(Sent { status: 500, body_bytes: Some(body.len() as u64) });
+                closes.set(true);
+            }
+            held.get().finish_call(call, closes.get(), sent.get(), failed, deferred);
+        }
+        let lp = held.get();
+        lp.obs.metrics.set(T_IN_FLIGHT, 0);
+        lp.batches.commit();
+        lp.run_pulls();
+        rescue::set_busy(shared, false);
+    }
+
+    /// Puts responses finished elsewhere in their reserved places, then
+    /// logs and counts them (application locked). Those of connections that
+    /// went away are dropped.
+    fn fill_completed(&mut self, sink: &Arc<dyn CompletionSink>) {
+        if self.completed.is_empty() {
+            return;
+        }
+        self.date.refresh();
+        for done in std::mem::take(&mut self.completed) {
+            let (token, serial, slot, ctx, fill) = match done {
+                Completed::Fill { token, serial, slot, ctx, fill } => (token, serial, slot, ctx, fill),
+                Completed::Wake { token, serial } => {
+                    self.wake_streams(token, serial);
+                    continue;
+                }
+            };
+            let at = self.deferred.iter().position(|d| (d.token, d.serial, d.slot) == (token, serial, slot));
+            let Some(log) = at.map(|at| self.deferred.swap_remove(at)) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get_mut(token).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.serial != serial {
+                continue;
+            }
+            let closes = Cell::new(false);
+            let sent = Cell::new(Sent::default());
+            let (date, stopping) = (self.date.value(), &self.shared.shutdown);
+            // Its streams may wake the loop, but it cannot defer again.
+            let later = Later { sink, token, serial, can_defer: false };
+            context::enter(log.route_index, &log.rid);
+            conn.out.fill(slot, |part| {
+                fill(
+                    Responder::new(part, date, ctx, stopping, &closes)
+                        .with_request_id(log.rid.as_bytes())
+                        .recording(&sent)
+                        .with_later(later),
+                )
+            });
+            if context::leave() {
+                self.obs.metrics.exception(log.route_index);
+            }
+            if closes.get() {
+                conn.close_after = true;
+            }
+            self.dirty.push(token);
+            let micros = log.received.elapsed().as_micros() as u64;
+            let Sent { status, body_bytes } = sent.get();
+            self.obs.metrics.request(log.route_index, status, micros);
+            if let Some(line) = &log.line {
+                let outcome = Outcome {
+                    status,
+                    bytes: body_bytes,
+                    duration_us: micros,
+                    request_id: log.rid.as_str(),
+                    route: Some(log.route_label),
+                    date: self.date.value(),
+                };
+                self.obs.finish_line_from(line, &outcome);
+            }
+        }
+    }
+
+    /// A waiting stream of connection `token` has an item: pull it this turn.
+    fn wake_streams(&mut self, token: usize, serial: u64) {
+        let Some(conn) = self.conns.get_mut(token).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.serial != serial || !conn.out.wake_streams() {
+            return;
+        }
+        if !conn.pull_queued && conn.out.wants_pull(self.limits.max_buffered_output) {
+            conn.pull_queued = true;
+            self.pulls.push(token);
+        }
+        self.dirty.push(token);
     }
 
     /// Closes the streams of connections that went away (application locked).
@@ -551,18 +746,33 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         }
     }
 
-    /// Answers the queued jobs in order. `worker` is None only when no job
-    /// calls the application. Each answer is counted, timed and logged.
-    fn run_jobs_with<W: Worker<Target = T>>(&mut self, mut worker: Option<&mut W>) {
+    /// Moves the parsed requests into the batch being answered.
+    fn start_batch(&mut self) {
         self.date.refresh();
-        let mut jobs = std::mem::take(&mut self.jobs);
-        let mut remaining = jobs.len() as u64;
-        let shared = self.shared;
-        let observer = &*shared.observer;
+        self.batch.extend(self.jobs.drain(..));
+    }
+
+    /// Answers a batch that has no application calls (application unlocked).
+    fn run_core_jobs(&mut self) {
+        self.start_batch();
+        while let Some((mut call, _req)) = self.next_call() {
+            // Not reached: io_phase locks the application for batches with calls.
+            let sent = Sent { status: 500, body_bytes: Some(22) };
+            encode::text_response(call.out.tail(), 500, &[], "Internal Server Error\n", &call.date, call.ctx);
+            self.finish_call(call, false, sent, false, None);
+        }
+        self.obs.metrics.set(T_IN_FLIGHT, 0);
+        self.batches.commit();
+    }
+
+    /// Answers the batch's jobs in order until one calls the application;
+    /// returns that call, with its connection's output taken out until
+    /// [`EventLoop::finish_call`] puts it back. Each answer is counted,
+    /// timed and logged.
+    fn next_call(&mut self) -> Option<(Call<'r, T>, Request)> {
         let unmatched = self.router_len();
-        for job in jobs.drain(..) {
-            remaining -= 1;
-            self.obs.metrics.set(T_IN_FLIGHT, remaining + 1);
+        while let Some(job) = self.batch.pop_front() {
+            self.obs.metrics.set(T_IN_FLIGHT, self.batch.len() as u64 + 1);
             let Some(conn) = self.conns.get_mut(job.token).and_then(Option::as_mut) else {
                 continue;
             };
@@ -574,6 +784,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 // An earlier response on this connection said Connection: close.
                 continue;
             }
+            let observer = &*self.shared.observer;
             let keep_alive = job.keep_alive && self.draining.is_none() && !matches!(job.kind, JobKind::Fail(..));
             let ctx = ResponseContext { keep_alive, head_only: job.head_only, version: job.version };
             let was_empty = !conn.has_pending_output();
@@ -595,8 +806,6 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             let probe = !matches!(job.kind, JobKind::Fail(..))
                 && observer.health_path.as_deref().is_some_and(|p| head.is_some_and(|h| h.path() == p));
             let id_header: [(&[u8], &[u8]); 1] = [(b"X-Request-Id", rid.as_bytes())];
-            let mut route_index = unmatched;
-            let mut route_label = None;
             let mut protocol_error = false;
             // A batched request is counted and logged when its answer comes back.
             let mut deferred = false;
@@ -630,10 +839,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     conn.served_any = true;
                 }
                 JobKind::Call { route, mut req } if route.batch.is_some() => {
-                    route_index = route.id;
-                    route_label = Some(route.pattern.as_str());
                     req.id = rid;
-                    let shared = self.shared;
+                    let shared = &self.shared;
                     if let Some(queue) = shared.batches.queue(route.id) {
                         let slot = conn.out.reserve();
                         let line = self.obs.logging().then(|| self.obs.take_line());
@@ -660,54 +867,26 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     conn.served_any = true;
                 }
                 JobKind::Call { route, mut req } => {
-                    route_index = route.id;
-                    route_label = Some(route.pattern.as_str());
                     req.id = rid;
-                    let stopping = &self.shared.shutdown;
-                    let closes = Cell::new(false);
-                    let before = conn.out.mark();
-                    let res = Responder::new(&mut conn.out, self.date.value(), ctx, stopping, &closes)
-                        .with_request_id(rid.as_bytes())
-                        .recording(&sent);
-                    match worker.as_deref_mut() {
-                        Some(w) => {
-                            if let Some(a) = &self.shared.activity {
-                                a.set_request_id(self.index, rid.as_bytes());
-                                a.begin(self.index, route.id);
-                            }
-                            context::enter(route.id, &rid);
-                            // A panic in one call is contained to its request.
-                            let handled =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.handle(route, req, res)));
-                            if handled.is_err() {
-                                log::error!("route {}: the handler call panicked; answered 500", route.pattern);
-                                conn.out.rollback(before);
-                                let ctx = ResponseContext { keep_alive: false, ..ctx };
-                                core(
-                                    conn.out.tail(),
-                                    500,
-                                    &id_header,
-                                    "Internal Server Error\n",
-                                    self.date.value(),
-                                    ctx,
-                                );
-                                conn.close_after = true;
-                            }
-                            // Charged now, so that the next job of the batch sees it.
-                            charge(conn, &self.limits.memory);
-                            if context::leave() {
-                                self.obs.metrics.exception(route.id);
-                            }
-                            if let Some(a) = &self.shared.activity {
-                                a.end(self.index);
-                            }
-                        }
-                        None => core(res.out.tail(), 500, &id_header, "Internal Server Error\n", res.date, ctx),
-                    }
-                    conn.served_any = true;
-                    if closes.get() {
-                        conn.close_after = true;
-                    }
+                    let mut date = [b' '; DATE_LEN];
+                    let now = self.date.value();
+                    let n = now.len().min(DATE_LEN);
+                    date[..n].copy_from_slice(&now[..n]);
+                    let out = std::mem::take(&mut conn.out);
+                    self.in_handler = Some(job.token);
+                    let call = Call {
+                        token: job.token,
+                        serial: conn.serial,
+                        route,
+                        ctx,
+                        keep_alive,
+                        was_empty,
+                        out,
+                        date,
+                        rid,
+                        received: job.received,
+                    };
+                    return Some((call, req));
                 }
                 JobKind::Reply { status, body, allow, .. } => {
                     let with_allow: [(&[u8], &[u8]); 2];
@@ -732,7 +911,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             if !interim && !deferred {
                 let micros = job.received.elapsed().as_micros() as u64;
                 let Sent { status, body_bytes } = sent.get();
-                self.obs.metrics.request(route_index, status, micros);
+                self.obs.metrics.request(unmatched, status, micros);
                 if protocol_error {
                     observer.region.protocol_error(status);
                 }
@@ -741,12 +920,12 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     bytes: body_bytes,
                     duration_us: micros,
                     request_id: rid.as_str(),
-                    route: route_label,
+                    route: None,
                     date: self.date.value(),
                 };
                 self.obs.finish_line(&outcome);
             }
-            // Shutdown may have begun while the handler ran; its response said close.
+            // Shutdown may have begun meanwhile; the response said close.
             if (!keep_alive || self.shared.shutdown.load(Ordering::Acquire)) && !interim {
                 conn.close_after = true;
             }
@@ -754,9 +933,60 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 self.dirty.push(job.token);
             }
         }
-        self.obs.metrics.set(T_IN_FLIGHT, 0);
-        self.batches.commit();
-        self.jobs = jobs;
+        None
+    }
+
+    /// Puts a handled call's output back in its connection, then counts and
+    /// logs the answer (or keeps what that needs, for a response deferred
+    /// to the reserved `slot`).
+    fn finish_call(&mut self, call: Call<'r, T>, closes: bool, sent: Sent, failed: bool, slot: Option<u64>) {
+        self.in_handler = None;
+        let route = call.route;
+        if failed {
+            self.obs.metrics.exception(route.id);
+        }
+        let Some(conn) = self.conns.get_mut(call.token).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.serial != call.serial {
+            return;
+        }
+        conn.out = call.out;
+        // Charged now, so that the next job of the batch sees it.
+        charge(conn, &self.limits.memory);
+        conn.served_any = true;
+        // Shutdown may have begun while the handler ran; its response said close.
+        if closes || !call.keep_alive || self.shared.shutdown.load(Ordering::Acquire) {
+            conn.close_after = true;
+        }
+        if call.was_empty {
+            self.dirty.push(call.token);
+        }
+        if let Some(slot) = slot {
+            self.deferred.push(DeferredLog {
+                token: call.token,
+                serial: call.serial,
+                slot,
+                line: self.obs.logging().then(|| self.obs.take_line()),
+                rid: call.rid,
+                route_index: route.id,
+                route_label: route.pattern.as_str(),
+                received: call.received,
+            });
+            return;
+        }
+        let micros = call.received.elapsed().as_micros() as u64;
+        let Sent { status, body_bytes } = sent;
+        self.obs.metrics.request(route.id, status, micros);
+        let outcome = Outcome {
+            status,
+            bytes: body_bytes,
+            duration_us: micros,
+            request_id: call.rid.as_str(),
+            route: Some(route.pattern.as_str()),
+            date: self.date.value(),
+        };
+        self.obs.finish_line(&outcome);
     }
 
     /// The route index that stands for "no route" in the metrics.
@@ -777,25 +1007,167 @@ fn charge<T>(conn: &mut Conn<'_, T>, budget: &crate::http::budget::MemoryBudget)
     }
 }
 
-/// Stands in for a worker when a batch has no application calls.
-struct NoApp<T>(std::marker::PhantomData<T>);
-
-impl<T> Worker for NoApp<T> {
-    type Target = T;
-    fn unlocked<R: Send, F: FnOnce() -> R + Send>(&mut self, f: F) -> R {
-        f()
-    }
-    fn handle(&mut self, _: &Route<T>, _: crate::http::Request, mut res: Responder<'_>) {
-        res.text(500, "Internal Server Error\n");
+impl<T: Send + Sync + 'static> EventLoop<'static, T> {
+    /// Takes every connection that can move to another loop (the rescuer
+    /// holds this loop's lock while its thread runs a handler): not the one
+    /// in the handler (marked slow; true when newly so), none waiting on a
+    /// reserved slot; the requests it has queued and its output go along.
+    pub fn take_movable(&mut self) -> (bool, Vec<Moved<T>>) {
+        let Some(busy) = self.in_handler else {
+            return (false, Vec::new());
+        };
+        let newly_slow = match self.conns.get_mut(busy).and_then(Option::as_mut) {
+            Some(conn) if !conn.slow => {
+                conn.slow = true;
+                true
+            }
+            _ => false,
+        };
+        let mut moved = Vec::new();
+        for i in 0..self.conns.len() {
+            if i == busy {
+                continue;
+            }
+            let Some(conn) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if !conn.movable() || self.poll.registry().deregister(&mut conn.stream).is_err() {
+                continue;
+            }
+            let Some(conn) = self.conns[i].take() else {
+                continue;
+            };
+            let serial = conn.serial;
+            let mine = |j: &Job<'static, T>| j.token == i && j.serial == serial;
+            let mut jobs: Vec<Job<'static, T>> = Vec::new();
+            let mut k = 0;
+            while k < self.batch.len() {
+                if mine(&self.batch[k]) {
+                    jobs.extend(self.batch.remove(k));
+                } else {
+                    k += 1;
+                }
+            }
+            let (theirs, stay): (Vec<_>, Vec<_>) = self.jobs.drain(..).partition(|j| mine(j));
+            jobs.extend(theirs);
+            self.jobs = stay;
+            self.free.push(i);
+            self.live -= 1;
+            moved.push(Moved { conn, jobs });
+        }
+        self.obs.metrics.set(T_CONNECTIONS, self.live as u64);
+        (newly_slow, moved)
     }
 }
 
+/// One application call being made, with its connection's output.
+struct Call<'r, T> {
+    token: usize,
+    serial: u64,
+    route: &'r Route<T>,
+    ctx: ResponseContext,
+    keep_alive: bool,
+    was_empty: bool,
+    out: Output,
+    date: [u8; DATE_LEN],
+    rid: RequestId,
+    received: Instant,
+}
+
+/// What the access log and metrics need of a response deferred to a slot.
+struct DeferredLog<'r> {
+    token: usize,
+    serial: u64,
+    slot: u64,
+    /// The access-log line's request part (None: no access log).
+    line: Option<Pending>,
+    rid: RequestId,
+    route_index: usize,
+    route_label: &'r str,
+    received: Instant,
+}
+
+/// A connection moved from a thread stuck in a handler, with its parsed requests.
+pub struct Moved<T: 'static> {
+    conn: Conn<'static, T>,
+    jobs: Vec<Job<'static, T>>,
+}
+
+impl<T> Moved<T> {
+    pub fn slow(&self) -> bool {
+        self.conn.slow
+    }
+}
+
+/// A pool thread's loop, shared with the main thread's rescuer: the thread
+/// holds the lock except while a handler runs.
+pub struct LoopCell<T: 'static> {
+    pub state: Mutex<EventLoop<'static, T>>,
+    pub moved_tx: Sender<Moved<T>>,
+}
+
+impl<T: Send + Sync + 'static> LoopCell<T> {
+    pub fn new(event_loop: impl FnOnce(Receiver<Moved<T>>) -> EventLoop<'static, T>) -> Self {
+        let (moved_tx, moved_rx) = crossbeam_channel::unbounded();
+        LoopCell { state: Mutex::new(event_loop(moved_rx)), moved_tx }
+    }
+
+    /// Runs the loop until shutdown; `worker` is the application's view for this thread.
+    pub fn run<W: Worker<Target = T>>(&self, worker: &mut W, sink: &Arc<dyn CompletionSink>) {
+        let mut held = Held::new(&self.state);
+        let shared = held.get().shared.clone();
+        // The loop was built on the main thread: handler errors are recorded
+        // through this thread's context.
+        context::set_region(shared.observer.region.clone());
+        loop {
+            let lp = held.get();
+            let (phase, done) = worker.unlocked(|| (lp.io_phase(), Instant::now()));
+            // Time from the end of the I/O phase until the application lock (the GIL) was ours.
+            lp.obs.metrics.add(T_GIL_WAIT_US, done.elapsed().as_micros() as u64);
+            match phase {
+                Phase::Exit => break,
+                Phase::Jobs => EventLoop::run_jobs(&mut held, worker, sink, &shared),
+            }
+        }
+        let lp = held.get();
+        for conn in lp.conns.iter_mut().flatten() {
+            conn.out.take_streams(&mut lp.closing);
+        }
+        lp.close_streams();
+        lp.obs.flush_now();
+        log::debug!("thread {} stopped", lp.index);
+    }
+}
+
+/// A loop's lock, released around handler calls and taken again on next use.
+struct Held<'a, L> {
+    cell: &'a Mutex<L>,
+    guard: Option<MutexGuard<'a, L>>,
+}
+
+impl<'a, L> Held<'a, L> {
+    fn new(cell: &'a Mutex<L>) -> Self {
+        Held { cell, guard: Some(lock(cell)) }
+    }
+
+    fn get(&mut self) -> &mut L {
+        let cell = self.cell;
+        self.guard.get_or_insert_with(|| lock(cell))
+    }
+
+    fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.guard = None;
+        f()
+    }
+}
+
+/// Nothing run under the lock panics (handlers run outside it), so a
+/// poisoned lock still guards consistent state.
+fn lock<L>(m: &Mutex<L>) -> MutexGuard<'_, L> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Runs one pool thread of `app`.
-pub fn run_thread<A: App>(app: &A, index: usize, poll: Poll, limits: Limits, shared: &ThreadShared) {
-    let mut poll = Some(poll);
-    app.run_worker(index, &mut |worker| {
-        let Some(poll) = poll.take() else { return };
-        let mut event_loop = EventLoop::new(index, poll, app.router(), limits.clone(), shared);
-        event_loop.run(worker);
-    });
+pub fn run_thread<A: App>(app: &A, index: usize, cell: Arc<LoopCell<A::Target>>, sink: Arc<dyn CompletionSink>) {
+    app.run_worker(index, &mut |worker| cell.run(worker, &sink));
 }

@@ -11,11 +11,12 @@ pub mod batch;
 pub mod conn;
 pub mod event_loop;
 pub mod listener;
+pub mod rescue;
 pub mod signals;
 pub mod timeout;
 pub mod trim;
 
-use crate::app::App;
+use crate::app::{App, Completed, CompletionSink};
 use crate::http::date::DateCache;
 use crate::http::encode::{self, ResponseContext};
 use crate::http::Limits;
@@ -35,6 +36,8 @@ use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
+/// Wakes the main thread to watch for pool threads stuck in a handler.
+const RESCUE: Token = Token(2);
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the acceptor looks after its threads and memory when idle.
@@ -69,6 +72,11 @@ pub struct ThreadShared {
     pub connections: AtomicUsize,
     /// The thread is running handlers (not waiting for I/O).
     pub busy: AtomicBool,
+    /// Since when (see `rescue`).
+    busy_since: rescue::BusySince,
+    /// Connections owned here whose handlers have kept a thread stuck.
+    pub slow_conns: AtomicUsize,
+    rescue: Arc<rescue::Rescue>,
     pub shutdown: AtomicBool,
     pub shutdown_timeout: Duration,
     pub activity: Option<Arc<Activity>>,
@@ -78,6 +86,27 @@ pub struct ThreadShared {
     /// Answers of batched requests for this thread's connections.
     pub filled_rx: Receiver<batch::Filled>,
     filled_tx: Sender<batch::Filled>,
+    /// Responses finished elsewhere (awaited coroutines), filled by the loop.
+    pub completed_rx: Receiver<Completed>,
+    completed_tx: Sender<Completed>,
+    /// The loop was woken for completions it has not taken yet (saves a
+    /// wake-up per completion when many finish together).
+    completions_signalled: AtomicBool,
+}
+
+impl ThreadShared {
+    /// Called by the loop before it takes the completed responses.
+    pub fn completions_taken(&self) {
+        self.completions_signalled.store(false, Ordering::SeqCst);
+    }
+}
+
+impl CompletionSink for ThreadShared {
+    fn complete(&self, done: Completed) {
+        if self.completed_tx.send(done).is_ok() && !self.completions_signalled.swap(true, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// Serves `app` on `listener` until SIGINT or SIGTERM, then drains.
@@ -98,6 +127,12 @@ pub fn serve<A: App>(
     poll.registry().register(signals.receiver(), SIGNALS, Interest::READABLE)?;
 
     let batches = Arc::new(batch::Batches::for_app(&*app));
+    // The application outlives every pool thread, even one that shutdown
+    // leaves behind in a stuck handler: connections (which borrow its routes)
+    // can then move between threads.
+    let app: &'static Arc<A> = Box::leak(Box::new(app));
+    let rescue = Arc::new(rescue::Rescue::new(Waker::new(poll.registry(), RESCUE)?, cfg.thread_count));
+    let mut cells = Vec::with_capacity(cfg.thread_count);
     let mut shared = Vec::with_capacity(cfg.thread_count);
     let mut handles = Vec::with_capacity(cfg.thread_count);
     for index in 0..cfg.thread_count {
@@ -105,12 +140,16 @@ pub fn serve<A: App>(
         let waker = Waker::new(thread_poll.registry(), event_loop::WAKER)?;
         let (incoming_tx, incoming_rx) = crossbeam_channel::unbounded();
         let (filled_tx, filled_rx) = crossbeam_channel::unbounded();
+        let (completed_tx, completed_rx) = crossbeam_channel::unbounded();
         let s = Arc::new(ThreadShared {
             incoming_rx,
             incoming_tx,
             waker,
             connections: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
+            busy_since: rescue::BusySince::default(),
+            slow_conns: AtomicUsize::new(0),
+            rescue: rescue.clone(),
             shutdown: AtomicBool::new(false),
             shutdown_timeout: cfg.shutdown_timeout,
             activity: cfg.activity.clone(),
@@ -118,20 +157,27 @@ pub fn serve<A: App>(
             batches: batches.clone(),
             filled_rx,
             filled_tx,
+            completed_rx,
+            completed_tx,
+            completions_signalled: AtomicBool::new(false),
         });
         shared.push(s.clone());
-        let app = app.clone();
         let limits = cfg.limits.clone();
+        let cell = Arc::new(event_loop::LoopCell::new(|moved_rx| {
+            event_loop::EventLoop::new(index, thread_poll, app.router(), limits, s.clone(), moved_rx)
+        }));
+        cells.push(cell.clone());
+        let sink: Arc<dyn CompletionSink> = s.clone();
         let handle =
             std::thread::Builder::new().name(format!("pyrs-{index}")).stack_size(POOL_STACK_SIZE).spawn(move || {
                 if let Some(a) = &s.activity {
                     a.register_thread(index);
                 }
-                event_loop::run_thread(&*app, index, thread_poll, limits, &s)
+                event_loop::run_thread(&**app, index, cell, sink)
             })?;
         handles.push(handle);
     }
-    let batch_handles = start_batch_threads(&app, &shared, cfg.thread_count)?;
+    let batch_handles = start_batch_threads(app, &shared, cfg.thread_count)?;
 
     let mut acceptor = Acceptor {
         shared: &shared,
@@ -146,6 +192,7 @@ pub fn serve<A: App>(
         accepted: 0,
     };
     cfg.observer.health.serving();
+    let mut rescuer = rescue::Rescuer::new(rescue, cells);
     let mut events = Events::with_capacity(256);
     let mut stopping: Option<Instant> = None;
     // A pool thread ended on its own (a panic outside any request).
@@ -154,6 +201,9 @@ pub fn serve<A: App>(
     loop {
         let mut timeout = acceptor.paused_until.map(|t| t.saturating_duration_since(Instant::now()));
         timeout = Some(timeout.map_or(HOUSEKEEPING, |t| t.min(HOUSEKEEPING)));
+        if let Some(tick) = rescuer.timeout() {
+            timeout = Some(timeout.map_or(tick, |t| t.min(tick)));
+        }
         if stopping.is_some() {
             timeout = Some(Duration::from_millis(20));
         }
@@ -219,8 +269,9 @@ pub fn serve<A: App>(
         if stopping.is_none() {
             let open = shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum();
             if trim.tick(acceptor.accepted, open) {
-                trim::release(&app);
+                trim::release(app);
             }
+            rescuer.check(&shared);
         }
         if stopping.is_none() && acceptor.paused_until.is_some_and(|t| Instant::now() >= t) {
             acceptor.paused_until = None;

@@ -80,7 +80,11 @@ pub fn worker_pids(server: &Server, path: &str, n: usize) -> Vec<i64> {
             }
         }
     }
-    panic!("only {} distinct workers answered 400 fresh connections: {pids:?}", pids.len());
+    panic!(
+        "only {} distinct workers answered 400 fresh connections: {pids:?}\nSTDERR\n{}",
+        pids.len(),
+        server.stderr()
+    );
 }
 
 /// A private directory under the cargo test tmpdir (emptied first).

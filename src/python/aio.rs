@@ -1,0 +1,281 @@
+//! Coroutines: the process's asyncio event loop and how Rust runs a
+//! coroutine on it.
+//!
+//! One loop per process, created on first use (so in worker mode it is
+//! created after the fork, in the worker) and run forever by its own thread,
+//! `pyrs-asyncio`; uvloop's loop when `uvloop` is importable. The thread
+//! sleeps in the loop's selector with the GIL released, so an idle loop
+//! costs nothing and never competes with the pool threads. [`spawn`] hands
+//! a coroutine to the loop from any thread (`call_soon_threadsafe`) and
+//! calls a Rust callback with its outcome, on the loop's thread with the
+//! GIL held: the handler path completes the request's reserved output slot
+//! from there (`crate::app::Deferred`). The reasons for one loop per
+//! process rather than one per pool thread are measured in ARCHITECTURE.md.
+
+use super::format_exception;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyType};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const RUNNER_SOURCE: &std::ffi::CStr = c"
+import asyncio
+import logging
+
+try:
+    import uvloop as _uvloop
+except ImportError:
+    _uvloop = None
+
+
+class AsyncBody:
+    \"\"\"An async iterator sent as a response body, one item per pull.\"\"\"
+
+    def __init__(self, aiter):
+        self.aiter = aiter
+        self.task = None
+        self.closed = False
+
+    async def next(self):
+        try:
+            return (await self.aiter.__anext__(), False)
+        except StopAsyncIteration:
+            return (None, True)
+
+    async def aclose(self):
+        close = getattr(self.aiter, 'aclose', None)
+        if close is None:
+            return
+        try:
+            await close()
+        except Exception:
+            logging.getLogger('pyrs').exception('closing an async generator raised')
+
+
+class Runner:
+    def __init__(self):
+        self.loop = _uvloop.new_event_loop() if _uvloop is not None else asyncio.new_event_loop()
+        self.kind = 'uvloop' if _uvloop is not None else 'asyncio'
+        self.tasks = set()
+
+    def run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro, done):
+        self.loop.call_soon_threadsafe(self._start, coro, done)
+
+    def _start(self, coro, done):
+        try:
+            task = self.loop.create_task(coro)
+        except BaseException as e:
+            done(None, e)
+            return
+        self.tasks.add(task)
+        task.add_done_callback(lambda t: self._finish(t, done))
+
+    def _finish(self, task, done):
+        self.tasks.discard(task)
+        if task.cancelled():
+            done(None, asyncio.CancelledError('cancelled at shutdown'))
+            return
+        exc = task.exception()
+        if exc is not None:
+            done(None, exc)
+        else:
+            done(task.result(), None)
+
+    def next_item(self, body, done):
+        self.loop.call_soon_threadsafe(self._next_item, body, done)
+
+    def _next_item(self, body, done):
+        if body.closed:
+            done(None, asyncio.CancelledError('closed'))
+            return
+        body.task = self.loop.create_task(body.next())
+        self.tasks.add(body.task)
+        body.task.add_done_callback(lambda t: self._finish(t, done))
+
+    def close_body(self, body):
+        self.loop.call_soon_threadsafe(self._close_body, body)
+
+    def _close_body(self, body):
+        if body.closed:
+            return
+        body.closed = True
+        if body.task is not None and not body.task.done():
+            # CancelledError at the generator's await: its finally blocks run.
+            body.task.cancel()
+        else:
+            task = self.loop.create_task(body.aclose())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def cancel_all(self):
+        me = asyncio.current_task()
+        tasks = [t for t in self.tasks if t is not me and not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
+
+    def in_flight(self):
+        return len(self.tasks)
+";
+
+/// The loop and the Python object that drives it.
+struct Runner {
+    runner: Py<PyAny>,
+    /// The `AsyncBody` class.
+    async_body: Py<PyAny>,
+}
+
+static RUNNER: PyOnceLock<Runner> = PyOnceLock::new();
+
+/// What [`spawn`] calls with a coroutine's outcome (on the loop's thread,
+/// with the GIL held).
+pub type Done = Box<dyn for<'py> FnOnce(Python<'py>, PyResult<Bound<'py, PyAny>>) + Send>;
+
+/// The Python callable the runner calls with `(result, exception)`.
+#[pyclass]
+struct DoneCallback {
+    done: Mutex<Option<Done>>,
+}
+
+#[pymethods]
+impl DoneCallback {
+    fn __call__(&self, py: Python<'_>, result: Bound<'_, PyAny>, exc: Bound<'_, PyAny>) {
+        let Some(done) = self.done.lock().ok().and_then(|mut d| d.take()) else { return };
+        let outcome = if exc.is_none() { Ok(result) } else { Err(PyErr::from_value(exc)) };
+        done(py, outcome);
+    }
+}
+
+/// The process's loop, started on first use.
+fn runner(py: Python<'_>) -> PyResult<&'static Runner> {
+    RUNNER.get_or_try_init(py, || {
+        let globals = PyDict::new(py);
+        globals.set_item("__name__", "pyrs._aio")?;
+        globals.set_item("__builtins__", py.import("builtins")?)?;
+        py.run(RUNNER_SOURCE, Some(&globals), None)?;
+        let cls = globals.get_item("Runner")?.ok_or_else(|| PyRuntimeError::new_err("pyrs._aio has no Runner"))?;
+        let runner = cls.call0()?;
+        let async_body = globals
+            .get_item("AsyncBody")?
+            .ok_or_else(|| PyRuntimeError::new_err("pyrs._aio has no AsyncBody"))?
+            .unbind();
+        let kind: String = runner.getattr("kind")?.extract()?;
+        let run = runner.getattr("run")?.unbind();
+        std::thread::Builder::new()
+            .name("pyrs-asyncio".into())
+            .stack_size(crate::server::POOL_STACK_SIZE)
+            .spawn(move || {
+                Python::attach(|py| {
+                    if let Err(e) = run.bind(py).call0() {
+                        log::error!("the asyncio event loop stopped:\n{}", format_exception(py, &e));
+                    }
+                })
+            })
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the asyncio thread: {e}")))?;
+        log::debug!("asyncio event loop started ({kind})");
+        Ok(Runner { runner: runner.unbind(), async_body })
+    })
+}
+
+/// Runs `coro` on the process's event loop and calls `done` with its result
+/// or exception (cancelled at shutdown: `CancelledError`). Callable from any
+/// thread holding the GIL; returns at once. If the coroutine cannot be
+/// handed over, `done` is called here with the error.
+pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, done: Done) {
+    let callback = DoneCallback { done: Mutex::new(Some(done)) };
+    let submitted = runner(py).and_then(|r| {
+        let callback = Bound::new(py, callback)?;
+        match r.runner.bind(py).call_method1("submit", (&coro, &callback)) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                callback.borrow().__call__(py, py.None().into_bound(py), e.value(py).clone().into_any());
+                Ok(())
+            }
+        }
+    });
+    if let Err(e) = submitted {
+        // The runner itself could not start: the callback never reached it.
+        let _ = coro.call_method0("close");
+        log::error!("cannot run a coroutine:\n{}", format_exception(py, &e));
+    }
+}
+
+/// Wraps an async iterator for [`next_item`] and [`close_body`].
+pub fn async_body(py: Python<'_>, aiter: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    Ok(runner(py)?.async_body.bind(py).call1((aiter,))?.unbind())
+}
+
+/// Awaits the next item of `body` on the loop; `done` gets `(item, False)`,
+/// `(None, True)` at the end, or the exception.
+pub fn next_item(py: Python<'_>, body: &Bound<'_, PyAny>, done: Done) {
+    let callback = DoneCallback { done: Mutex::new(Some(done)) };
+    let outcome = runner(py).and_then(|r| {
+        let callback = Bound::new(py, callback)?;
+        if let Err(e) = r.runner.bind(py).call_method1("next_item", (body, &callback)) {
+            callback.borrow().__call__(py, py.None().into_bound(py), e.value(py).clone().into_any());
+        }
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        log::error!("cannot stream an async generator:\n{}", format_exception(py, &e));
+    }
+}
+
+/// Stops `body`: a pending `__anext__` is cancelled, else `aclose()` runs
+/// (either way its `finally` blocks run, on the loop).
+pub fn close_body(py: Python<'_>, body: &Bound<'_, PyAny>) {
+    if let Some(r) = RUNNER.get(py) {
+        if let Err(e) = r.runner.bind(py).call_method1("close_body", (body,)) {
+            log::error!("cannot close an async generator:\n{}", format_exception(py, &e));
+        }
+    }
+}
+
+/// Runs `coro` to completion on the process's loop and waits for it (with
+/// the GIL released) up to `timeout`; for `async def` lifecycle hooks.
+pub fn run_blocking(py: Python<'_>, coro: Bound<'_, PyAny>, timeout: Duration) -> PyResult<Py<PyAny>> {
+    let (tx, rx) = crossbeam_channel::bounded::<PyResult<Py<PyAny>>>(1);
+    spawn(
+        py,
+        coro,
+        Box::new(move |_py, outcome| {
+            let _ = tx.send(outcome.map(Bound::unbind));
+        }),
+    );
+    match py.detach(|| rx.recv_timeout(timeout)) {
+        Ok(outcome) => outcome,
+        Err(_) => Err(PyRuntimeError::new_err(format!("coroutine did not finish within {timeout:?}"))),
+    }
+}
+
+/// Whether `value` is a coroutine object (what calling an `async def` returns).
+pub fn is_coroutine(py: Python<'_>, value: &Bound<'_, PyAny>) -> bool {
+    static CORO: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let coro = CORO.get_or_try_init(py, || {
+        py.import("types")?.getattr("CoroutineType")?.cast_into::<PyType>().map_err(PyErr::from).map(Bound::unbind)
+    });
+    coro.is_ok_and(|t| value.get_type().is(t.bind(py)))
+}
+
+/// Cancels the coroutines still running (their `finally` blocks run) and
+/// waits up to `timeout` for them to end; returns how many were cancelled.
+/// Does nothing when no coroutine ever ran.
+pub fn cancel_all(py: Python<'_>, timeout: Duration) -> usize {
+    let Some(r) = RUNNER.get(py) else { return 0 };
+    let outcome = r.runner.bind(py).call_method0("cancel_all").and_then(|coro| run_blocking(py, coro, timeout));
+    match outcome {
+        Ok(n) => n.bind(py).extract().unwrap_or(0),
+        Err(e) => {
+            log::warn!("cancelling coroutines at shutdown: {}", format_exception(py, &e));
+            0
+        }
+    }
+}

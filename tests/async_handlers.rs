@@ -1,0 +1,290 @@
+//! `async def` handlers and hooks through the real binary: coroutines run on
+//! pyrs's asyncio loop while the pool thread serves other requests.
+
+mod common;
+use common::*;
+use std::time::Instant;
+
+const API: &str = r#"
+import asyncio, os, sys
+import pyrs
+
+class Api:
+    def __init__(self):
+        self.release = None
+        self.forked_pid = None
+
+    async def post_fork(self):
+        await asyncio.sleep(0)
+        self.forked_pid = os.getpid()
+
+    async def sleep(self, request):
+        await asyncio.sleep(float(request.query.get("s", "0.5")))
+        return {"slept": request.query.get("s", "0.5")}
+
+    def _event(self):
+        if self.release is None:
+            self.release = asyncio.Event()
+        return self.release
+
+    async def first(self, request):
+        await self._event().wait()
+        return "first"
+
+    async def second(self, request):
+        self._event().set()
+        return "second", 201, {"X-Order": "2"}
+
+    async def forever(self, request):
+        try:
+            print("forever started", flush=True)
+            await asyncio.Event().wait()
+        finally:
+            print("forever finally ran", flush=True)
+
+    async def slow(self, request):
+        print("slow started", flush=True)
+        await asyncio.sleep(0.5)
+        return "slow"
+
+    def hello(self, request):
+        return "hello"
+
+    async def boom(self, request):
+        await asyncio.sleep(0)
+        raise ValueError("async boom")
+
+    async def pid(self, request):
+        return {"pid": os.getpid(), "post_fork": self.forked_pid}
+
+    async def agen(self, request):
+        for i in range(3):
+            await asyncio.sleep(0)
+            yield f"item{i}\n"
+
+    async def agen_ticking(self, request):
+        try:
+            while True:
+                yield "tick\n"
+                await asyncio.sleep(0.02)
+        finally:
+            print("agen finally ran", flush=True)
+
+    async def agen_boom(self, request):
+        yield "a"
+        await asyncio.sleep(0)
+        raise ValueError("agen boom")
+
+    def aevents(self, request):
+        async def events():
+            yield {"event": "tick", "data": 1}
+            await asyncio.sleep(0)
+            yield "two"
+        return pyrs.EventStream(events())
+
+    async def close(self):
+        await asyncio.sleep(0)
+        print("async close ran", flush=True)
+"#;
+
+fn routes() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("/sleep", "sleep"),
+        ("/first", "first"),
+        ("/second", "second"),
+        ("/forever", "forever"),
+        ("/hello", "hello"),
+        ("/slow", "slow"),
+        ("/boom", "boom"),
+        ("/pid", "pid"),
+        ("/agen", "agen"),
+        ("/agen_ticking", "agen_ticking"),
+        ("/agen_boom", "agen_boom"),
+        ("/aevents", "aevents"),
+    ]
+}
+
+#[test]
+fn check_reports_which_handlers_are_coroutines() {
+    let p = Project::simple(API, &routes(), "");
+    let (code, out, err) = run_pyrs(&[p.file().to_str().unwrap(), "--check"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/sleep -> main.Api.sleep (all methods, coroutine)"), "{out}");
+    assert!(out.contains("/hello -> main.Api.hello (all methods)\n"), "{out}");
+}
+
+/// 1000 connections need more descriptors than a default soft limit of 1024
+/// leaves (the server inherits the raised limit).
+fn raise_fd_limit() {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < 4096 {
+            r.rlim_cur = r.rlim_max.min(4096);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+    assert!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 && r.rlim_cur >= 2100,
+        "need 2100 descriptors (ulimit -n), have {}",
+        r.rlim_cur
+    );
+}
+
+#[test]
+fn a_thousand_sleeping_coroutines_overlap_on_one_thread() {
+    raise_fd_limit();
+    let p = Project::simple(API, &routes(), "\"thread_count\": 1,");
+    let s = Server::start(&p, &[]);
+    let start = Instant::now();
+    let mut clients: Vec<Client> = (0..1000).map(|_| s.connect()).collect();
+    for c in &mut clients {
+        c.send(b"GET /sleep?s=0.5 HTTP/1.1\r\nHost: h\r\n\r\n");
+    }
+    for c in &mut clients {
+        let r = c.read_response();
+        assert_eq!((r.status, r.text()), (200, r#"{"slept":"0.5"}"#.to_string()));
+    }
+    let took = start.elapsed();
+    // Run one after another they would take 500 s; together about 0.6-0.9 s
+    // (benches/async/sleep.sh measures it). The bound only allows for a loaded machine.
+    assert!(took.as_secs() < 60, "1000 x 0.5 s coroutines took {took:?}: were they serialised?");
+}
+
+#[test]
+fn pipelined_responses_keep_their_order_when_a_later_coroutine_finishes_first() {
+    let p = Project::simple(API, &routes(), "\"thread_count\": 1,");
+    let s = Server::start(&p, &[]);
+    let mut c = s.connect();
+    // /first waits until /second has run: the second response is ready first.
+    c.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\nGET /hello HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!((r.status, r.text()), (200, "first".to_string()));
+    let r = c.read_response();
+    assert_eq!((r.status, r.text(), r.header("x-order")), (201, "second".to_string(), Some("2")));
+    assert_eq!(c.read_response().text(), "hello");
+}
+
+#[test]
+fn the_thread_serves_other_requests_while_a_coroutine_awaits() {
+    let p = Project::simple(API, &routes(), "\"thread_count\": 1,");
+    let s = Server::start(&p, &[]);
+    let mut waiting = s.connect();
+    waiting.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n");
+    // The only pool thread answers others while /first is suspended.
+    for _ in 0..5 {
+        assert_eq!(s.get("/hello").text(), "hello");
+    }
+    let mut other = s.connect();
+    other.send(b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(other.read_response().status, 201);
+    assert_eq!(waiting.read_response().text(), "first");
+}
+
+#[test]
+fn an_exception_in_a_coroutine_is_a_logged_500() {
+    let p = Project::simple(API, &routes(), "");
+    let s = Server::start(&p, &[]);
+    let r = s.get("/boom");
+    assert_eq!((r.status, r.text()), (500, "Internal Server Error\n".to_string()));
+    let rid = r.header("x-request-id").expect("a deferred response carries its request id").to_string();
+    s.wait_stderr("ValueError: async boom", 10);
+    let err = s.stderr();
+    assert!(err.contains("route /boom (main.Api.boom) raised rid="), "{err}");
+    assert!(err.contains(&format!("rid={rid}")), "the log line names the request: {err}");
+    assert!(!err.contains("never awaited"), "{err}");
+    // The connection and the thread carry on.
+    assert_eq!(s.get("/hello").text(), "hello");
+}
+
+#[test]
+fn shutdown_answers_coroutines_that_finish_and_cancels_the_rest() {
+    let p = Project::simple(API, &routes(), "\"shutdown_timeout\": 2,");
+    let mut s = Server::start(&p, &[]);
+    let mut stuck = s.connect();
+    stuck.send(b"GET /forever HTTP/1.1\r\nHost: h\r\n\r\n");
+    s.wait_stdout("forever started", 1, 10);
+    let mut short = s.connect();
+    short.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    s.wait_stdout("slow started", 1, 10);
+    s.signal("TERM");
+    let r = short.read_response();
+    assert_eq!((r.status, r.text(), r.header("connection")), (200, "slow".to_string(), Some("close")));
+    s.wait_exit(20);
+    let (out, err) = (s.stdout(), s.stderr());
+    assert!(out.contains("forever finally ran"), "{out}\n{err}");
+    assert!(err.contains("cancelled 1 coroutine(s) still running at shutdown"), "{err}");
+    assert!(out.contains("async close ran"), "{out}\n{err}");
+    assert!(stuck.is_closed(), "the cancelled request's connection is closed");
+}
+
+#[test]
+fn worker_processes_run_async_post_fork_and_coroutines() {
+    let p = Project::simple(API, &routes(), "\"workers\": 2,");
+    let s = Server::start(&p, &[]);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let r = s.get("/pid");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        assert_eq!(v["pid"], v["post_fork"], "post_fork ran (awaited) in the worker that answers");
+        seen.insert(v["pid"].as_i64().unwrap());
+        assert_eq!(s.get("/sleep?s=0").status, 200);
+    }
+    assert!(!seen.is_empty());
+}
+
+fn raw(s: &Server, request: &[u8]) -> String {
+    let mut c = s.connect();
+    c.send(request);
+    String::from_utf8_lossy(&c.read_to_close()).into_owned()
+}
+
+#[test]
+fn async_generators_stream_chunked_and_keep_pipelined_order() {
+    let p = Project::simple(API, &routes(), "\"thread_count\": 1,");
+    let s = Server::start(&p, &[]);
+    let out =
+        raw(&s, b"GET /agen HTTP/1.1\r\nHost: h\r\n\r\nGET /hello HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    let (first, second) = out.split_once("0\r\n\r\n").unwrap_or((&out, ""));
+    assert!(first.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+    assert!(first.ends_with("\r\n\r\n6\r\nitem0\n\r\n6\r\nitem1\n\r\n6\r\nitem2\n\r\n"), "{out}");
+    assert!(second.starts_with("HTTP/1.1 200 OK\r\n"), "the pipelined request after the stream: {out}");
+    assert!(second.ends_with("\r\n\r\nhello"), "{out}");
+    // Server-Sent Events from an async iterable.
+    let out = raw(&s, b"GET /aevents HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert!(out.contains("Content-Type: text/event-stream\r\n"), "{out}");
+    assert!(out.contains("event: tick\ndata: 1\n\n"), "{out}");
+    assert!(out.contains("data: two\n\n"), "{out}");
+    assert!(out.ends_with("0\r\n\r\n"), "{out}");
+}
+
+#[test]
+fn a_client_that_disconnects_runs_the_async_generators_finally() {
+    let p = Project::simple(API, &routes(), "");
+    let s = Server::start(&p, &[]);
+    let mut c = s.connect();
+    c.send(b"GET /agen_ticking HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("tick") {
+        let n = read_retry(&mut c.stream, &mut buf).unwrap();
+        assert!(n > 0, "closed before the first item");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    s.wait_stdout("agen finally ran", 1, 30);
+    assert_eq!(s.get("/hello").text(), "hello");
+}
+
+#[test]
+fn an_exception_in_an_async_generator_cuts_the_response() {
+    let p = Project::simple(API, &routes(), "");
+    let s = Server::start(&p, &[]);
+    let out = raw(&s, b"GET /agen_boom HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(out.contains("\r\n\r\n1\r\na\r\n"), "{out}");
+    assert!(!out.ends_with("0\r\n\r\n"), "no terminating chunk: {out}");
+    s.wait_stderr("ValueError: agen boom", 30);
+    assert!(s.stderr().contains("response cut"), "{}", s.stderr());
+}
