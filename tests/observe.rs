@@ -312,7 +312,12 @@ fn health_readiness_and_the_probe_path() {
     assert_eq!(get(admin, "/healthz").status, 200);
     std::fs::write(p.dir.join("loaded"), "").unwrap();
     let s = starting.join().unwrap();
-    let r = get(admin, "/readyz");
+    // Readiness is set once the pool threads run, just after "Listening on".
+    let mut r = get(admin, "/readyz");
+    wait_until(30, "/readyz 200 once serving", || {
+        r = get(admin, "/readyz");
+        r.status == 200
+    });
     assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
     assert_eq!(get(admin, "/healthz").text(), "ok\n");
 

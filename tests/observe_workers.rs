@@ -73,6 +73,9 @@ fn the_master_adds_up_workers_and_keeps_the_counts_of_dead_ones() {
     assert!(uss.len() == 2 && uss.iter().zip(&rss).all(|(u, r)| u.value > 0.0 && u.value < r.value), "{uss:?}");
 
     // Kill a worker outright: its counts stay, the replacement adds to them.
+    // Its access-log lines are handed to the writer within 100 ms; wait for
+    // all 20 to be in the file first, or the SIGKILL would lose some.
+    wait_lines(&log, 20);
     let victim: i32 = get_retry(&s, "/pid").text().parse().unwrap();
     // SAFETY: signalling the worker process this test started.
     unsafe { libc::kill(victim, libc::SIGKILL) };
