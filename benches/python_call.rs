@@ -38,9 +38,8 @@ fn request(raw: &[u8], body: &[u8]) -> Request {
     Request {
         head,
         body: body.to_vec(),
-        remote_addr: "127.0.0.1:40000".parse().unwrap(),
+        peer: pyrs::http::Peer::Tcp("127.0.0.1:40000".parse().unwrap()),
         params: Vec::new(),
-        scheme: pyrs::http::Scheme::Http,
         id: Default::default(),
     }
 }

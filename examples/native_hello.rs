@@ -56,8 +56,8 @@ fn main() -> ExitCode {
 fn run(bind: SocketAddr, threads: usize) -> Result<(), String> {
     let signals = SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let config = pyrs::config::Limits::default();
-    let listener = listener::bind(bind, 1024)?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = listener::bind_tcp(bind, 1024)?;
+    let bound = listener.tcp_addr().ok_or("cannot read the listening address")?;
     println!("Address: {}, port: {}, threads: {threads}", bound.ip(), bound.port());
     println!("Listening on http://{bound}");
     let cfg = ServerConfig {
@@ -67,7 +67,9 @@ fn run(bind: SocketAddr, threads: usize) -> Result<(), String> {
         limits: config,
         activity: None,
         observer: Arc::new(pyrs::observe::Observer::plain(threads, 3)),
+        reload_check: None,
     };
-    server::serve(Arc::new(NativeApp::echo_example()), listener, signals, cfg)
+    server::serve(Arc::new(NativeApp::echo_example()), vec![listener], signals, cfg)
+        .map(|_| ())
         .map_err(|e| format!("server failed: {e}"))
 }

@@ -3,11 +3,12 @@
 
 use pyrs::cli::Cli;
 use pyrs::config::Config;
+use pyrs::http::forwarded;
 use pyrs::observe::{self, metrics::Region, view::RouteLabel, Health, LocalSource, Observer};
 use pyrs::python::{interpreter, PyApp};
 use pyrs::server::activity::Activity;
 use pyrs::server::timeout::{self, HandlerTimeout};
-use pyrs::server::{self, listener, signals::SignalPipe, ServerConfig};
+use pyrs::server::{self, listener, reexec, signals::SignalPipe, ServeEnd, ServerConfig};
 use pyrs::workers;
 use std::io::Write;
 use std::process::ExitCode;
@@ -43,12 +44,20 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     let venv = cfg.venv.clone();
     cfg.observe.validate().map_err(|e| format!("{}: {e}", cfg.file.display()))?;
+    pyrs::sd_notify::init();
     if std::env::var_os(workers::ENV_ROLE).is_some_and(|r| r == "template") {
         // The template forks: it stays single-threaded and logs directly.
         return workers::template::run(&cfg, venv.as_deref());
     }
+    let worker_mode = cfg.workers.count.is_some() && !cli.check;
+    // As a container's PID 1, a small init process stays PID 1 (reaping
+    // orphans, forwarding signals) and the server runs as its child. Before
+    // any thread exists (the log writer is one).
+    if !worker_mode && !cli.check {
+        pyrs::pid1::init_if_pid1();
+    }
     pyrs::logging::start_writer();
-    if cfg.workers.count.is_some() && !cli.check {
+    if worker_mode {
         return workers::master::run(&cfg);
     }
 
@@ -58,8 +67,9 @@ fn run(cli: Cli) -> Result<(), String> {
         log::warn!("preload, max_requests and max_rss_mb apply only with worker processes (set workers)");
     }
 
-    // Rust owns SIGINT/SIGTERM; install before Python starts.
-    let signals = SignalPipe::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Rust owns SIGINT/SIGTERM/SIGHUP; install before Python starts.
+    let signals = SignalPipe::install_for(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     interpreter::initialize(venv.as_deref())?;
 
     if cli.check {
@@ -70,13 +80,20 @@ fn run(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
 
-    let addr = match cfg.listeners.as_slice() {
-        [pyrs::config::BindSpec::Tcp(addr)] => *addr,
-        _ => return Err("only one TCP listener is supported yet".into()),
+    // Bind before loading: a port in use fails at once, not after a long model
+    // load. After a SIGHUP re-exec the sockets are inherited instead.
+    let reloaded = listener::inherited()?;
+    let is_reload = reloaded.is_some();
+    let listeners = match reloaded {
+        Some(ls) => {
+            if let Some(why) = listener::differences(&cfg.listeners, &ls) {
+                log::warn!("{why}: a reload keeps the listening sockets; restart pyrs to listen elsewhere");
+            }
+            ls
+        }
+        None => listener::open_all(&cfg.listeners, cfg.listen_backlog, cfg.unix_socket_mode)?,
     };
-    // Bind before loading: a port in use fails at once, not after a long model load.
-    let listener = listener::bind(addr, cfg.listen_backlog)?;
-    let bound = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
+    forwarded::install(cfg.forwarded_allow_ips.clone());
 
     // Metrics and the admin listener come up before the (possibly long) load:
     // /readyz answers 503 until the server serves.
@@ -92,11 +109,18 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     let observer = Observer::new(&cfg.observe, &cfg.modules, cfg.thread_count, region, health)?;
 
-    pyrs::say!("Starting pyrs {} with {}", env!("CARGO_PKG_VERSION"), PyApp::python_info());
-    let app =
-        PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| pyrs::say!("{line}")).map_err(|e| e.to_string())?;
-    pyrs::say!("Address: {}, port: {}, threads: {}", bound.ip(), bound.port(), cfg.thread_count);
-    pyrs::say!("Listening on http://{bound}");
+    let announce = |line: String| if is_reload { log::info!("{line}") } else { pyrs::say!("{line}") };
+    announce(format!("Starting pyrs {} with {}", env!("CARGO_PKG_VERSION"), PyApp::python_info()));
+    let app = PyApp::load(&cfg.project_dir, &cfg.modules, &mut |line| announce(line)).map_err(|e| e.to_string())?;
+    app.close_in_forked_children(&listeners)?;
+    announce(format!("{}, threads: {}", listener::describe_first(&listeners), cfg.thread_count));
+    for l in &listeners {
+        announce(format!("Listening on {}", l.url()));
+    }
+    if is_reload {
+        log::info!("reloaded: serving the new code");
+    }
+    pyrs::sd_notify::ready();
 
     // Pool threads first, then batch threads (server::batch).
     let activity = Arc::new(Activity::new(cfg.thread_count + cfg.batch_threads()));
@@ -107,6 +131,7 @@ fn run(cli: Cli) -> Result<(), String> {
         limits: cfg.limits.clone(),
         activity: Some(activity.clone()),
         observer: Arc::new(observer),
+        reload_check: Some(reexec::check_new_code),
     };
     let app = Arc::new(app);
     // A single process cannot replace itself: a handler stuck past the grace
@@ -125,10 +150,16 @@ fn run(cli: Cli) -> Result<(), String> {
     };
     timeout::start(app.clone(), activity, handler_timeout)
         .map_err(|e| format!("cannot start the timeout thread: {e}"))?;
-    server::serve(app.clone(), listener, signals, server_cfg).map_err(|e| format!("server failed: {e}"))?;
+    let outcome =
+        server::serve(app.clone(), listeners, signals, server_cfg).map_err(|e| format!("server failed: {e}"))?;
     pyrs::app::App::shutdown(&*app);
-    log::info!("stopped");
-    Ok(())
+    match outcome {
+        ServeEnd::Stopped => {
+            log::info!("stopped");
+            Ok(())
+        }
+        ServeEnd::Reload(listeners) => Err(reexec::exec_with(listeners)),
+    }
 }
 
 /// `--print-config`: every key's effective value and where it came from.

@@ -133,9 +133,8 @@ mod tests {
         let req = Request {
             head,
             body: body.to_vec(),
-            remote_addr: "127.0.0.1:1".parse().unwrap(),
+            peer: crate::http::Peer::Tcp("127.0.0.1:1".parse().unwrap()),
             params: vec![],
-            scheme: crate::http::Scheme::Http,
             id: Default::default(),
         };
         let RouteMatch::Found { target, .. } = app.router().route(method, path) else {

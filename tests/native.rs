@@ -61,8 +61,8 @@ fn native_app_through_the_core() {
         })
         .unwrap();
     let signals = SignalPipe::install().unwrap();
-    let listener = listener::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = listener::bind_tcp("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let addr = listener.tcp_addr().unwrap();
     let cfg = ServerConfig {
         thread_count: 2,
         tcp_nodelay: true,
@@ -70,8 +70,9 @@ fn native_app_through_the_core() {
         limits: Default::default(),
         activity: None,
         observer: Arc::new(pyrs::observe::Observer::plain(2, 4)),
+        reload_check: None,
     };
-    let server = std::thread::spawn(move || server::serve(Arc::new(app), listener, signals, cfg));
+    let server = std::thread::spawn(move || server::serve(Arc::new(app), vec![listener], signals, cfg));
 
     let (head, body) = exchange(addr, b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");

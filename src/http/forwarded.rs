@@ -10,6 +10,20 @@
 use super::head::RequestHead;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::OnceLock;
+
+/// The process's `forwarded_allow_ips`, set once at start-up.
+static TRUSTED: OnceLock<TrustedProxies> = OnceLock::new();
+
+/// Sets the process-wide trusted proxies (the first call wins).
+pub fn install(trust: TrustedProxies) {
+    let _ = TRUSTED.set(trust);
+}
+
+/// The trusted proxies ([`install`]ed, else the default, 127.0.0.1).
+pub fn trusted() -> &'static TrustedProxies {
+    TRUSTED.get_or_init(TrustedProxies::default)
+}
 
 /// Addresses and networks allowed to say who the client is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ pub mod target;
 
 pub use head::{Framing, RequestHead, Version};
 pub use limits::{Limits, KNOWN_METHODS};
-pub use request::{Request, Scheme};
+pub use request::{Peer, Request, Scheme};
 
 /// A request the protocol layer refuses before any handler sees it. Each
 /// becomes a short text response sent with `Connection: close`.

@@ -9,9 +9,8 @@
 //! in text formats, `\u00HH` in JSON): a control character never reaches the log raw.
 
 use crate::http::encode::push_decimal;
-use crate::http::RequestHead;
+use crate::http::{Peer, RequestHead};
 use std::io::Write;
-use std::net::SocketAddr;
 
 /// The default format: combined log format, then the duration and the request id.
 pub const COMBINED: &str = "{remote_addr} - - [{time}] \"{request_line}\" {status} {bytes} \"{header:Referer}\" \"{header:User-Agent}\" {duration_us}us rid={request_id}";
@@ -190,7 +189,7 @@ impl AccessFormat {
     }
 
     /// Renders the request's fields into `p` (before the handler runs).
-    pub fn begin(&self, p: &mut Pending, head: Option<&RequestHead>, remote: SocketAddr) {
+    pub fn begin(&self, p: &mut Pending, head: Option<&RequestHead>, remote: Peer) {
         p.buf.clear();
         p.spans.clear();
         for f in &self.fields {
@@ -202,24 +201,29 @@ impl AccessFormat {
         }
     }
 
-    fn request_field(&self, out: &mut Vec<u8>, f: &Field, head: Option<&RequestHead>, remote: SocketAddr) {
+    fn request_field(&self, out: &mut Vec<u8>, f: &Field, head: Option<&RequestHead>, remote: Peer) {
         let text = |out: &mut Vec<u8>, v: &[u8]| escape(out, v, self.json);
         match (f, head) {
-            (Field::RemoteAddr, _) => match remote.ip() {
+            (Field::RemoteAddr, _) => match remote {
                 // Without the formatting machinery: this runs for every line.
-                std::net::IpAddr::V4(v4) => {
-                    for (i, octet) in v4.octets().into_iter().enumerate() {
-                        if i > 0 {
-                            out.push(b'.');
+                Peer::Tcp(a) => match a.ip() {
+                    std::net::IpAddr::V4(v4) => {
+                        for (i, octet) in v4.octets().into_iter().enumerate() {
+                            if i > 0 {
+                                out.push(b'.');
+                            }
+                            push_decimal(out, u64::from(octet));
                         }
-                        push_decimal(out, u64::from(octet));
                     }
-                }
-                ip => {
-                    let _ = write!(out, "{ip}");
-                }
+                    ip => {
+                        let _ = write!(out, "{ip}");
+                    }
+                },
+                Peer::Unix => out.extend_from_slice(b"unix"),
             },
-            (Field::RemotePort, _) => push_decimal(out, u64::from(remote.port())),
+            (Field::RemotePort, _) => {
+                push_decimal(out, if let Peer::Tcp(a) = remote { u64::from(a.port()) } else { 0 })
+            }
             (Field::Method, Some(h)) => text(out, h.method().as_bytes()),
             (Field::Path, Some(h)) => text(out, h.path().as_bytes()),
             (Field::Query, Some(h)) => text(out, h.query().as_bytes()),
@@ -360,7 +364,7 @@ mod tests {
     fn line(fmt: &str, h: Option<&RequestHead>, route: Option<&str>) -> String {
         let f = AccessFormat::parse(fmt).unwrap();
         let mut p = Pending::default();
-        f.begin(&mut p, h, "127.0.0.1:5555".parse().unwrap());
+        f.begin(&mut p, h, Peer::Tcp("127.0.0.1:5555".parse().unwrap()));
         let mut out = Vec::new();
         let o = Outcome { status: 200, bytes: Some(57), duration_us: 183, request_id: "abc", route, date: DATE };
         f.finish(&p, &mut out, &o);

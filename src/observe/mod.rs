@@ -198,7 +198,7 @@ impl ThreadObserver {
     }
 
     /// Renders the request side of an access-log line (before the handler runs).
-    pub fn begin_line(&mut self, head: Option<&crate::http::RequestHead>, remote: std::net::SocketAddr) {
+    pub fn begin_line(&mut self, head: Option<&crate::http::RequestHead>, remote: crate::http::Peer) {
         if let Some((fmt, _)) = &self.access {
             fmt.begin(&mut self.pending, head, remote);
         }

@@ -286,6 +286,31 @@ impl PyApp {
         })
     }
 
+    /// Registers an `os.register_at_fork` hook that closes the listening
+    /// sockets in a process a handler forks (`os.fork()`): such a child,
+    /// orphaned or not, must never hold the port or take connections.
+    pub fn close_in_forked_children<L: std::os::fd::AsRawFd>(&self, listeners: &[L]) -> Result<(), String> {
+        let fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+        Python::attach(|py| {
+            let code = c"
+def _pyrs_close_listeners(fds=FDS):
+    import os
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+import os as _os
+_os.register_at_fork(after_in_child=_pyrs_close_listeners)
+";
+            let globals = PyDict::new(py);
+            globals.set_item("FDS", fds)?;
+            globals.set_item("__builtins__", py.import("builtins")?)?;
+            py.run(code, Some(&globals), None)
+        })
+        .map_err(|e| format!("cannot register the at-fork hook: {e}"))
+    }
+
     /// Python's version and prefix, for the start-up banner.
     pub fn python_info() -> String {
         Python::attach(|py| {

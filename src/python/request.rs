@@ -191,10 +191,10 @@ impl PyRequest {
         Ok(d.bind(py).clone())
     }
 
-    /// `"http"` or `"https"`.
+    /// `"http"` or `"https"` (from a trusted proxy's X-Forwarded-Proto / Forwarded).
     #[getter]
     fn scheme(&self) -> &'static str {
-        self.inner.scheme.as_str()
+        self.inner.scheme().as_str()
     }
 
     /// The `Host` header as sent (with its port, if any); empty when absent.
@@ -207,7 +207,7 @@ impl PyRequest {
     #[getter]
     fn url(&self) -> String {
         let head = &self.inner.head;
-        let mut url = format!("{}://{}{}", self.inner.scheme.as_str(), self.host_str(), head.path());
+        let mut url = format!("{}://{}{}", self.inner.scheme().as_str(), self.host_str(), head.path());
         if !head.query().is_empty() {
             url.push('?');
             url.push_str(head.query());
@@ -263,15 +263,17 @@ impl PyRequest {
         Ok(d.bind(py).clone())
     }
 
-    /// The client's IP address.
+    /// The client's IP address: the peer's, or the one a trusted proxy
+    /// gives (`forwarded_allow_ips`); `"unix"` for a Unix socket peer.
     #[getter]
     fn remote_addr(&self) -> String {
-        self.inner.remote_addr.ip().to_string()
+        self.inner.client().addr
     }
 
+    /// The client's port (0 for a Unix socket peer, or when a proxy gave no port).
     #[getter]
     fn remote_port(&self) -> u16 {
-        self.inner.remote_addr.port()
+        self.inner.client().port
     }
 
     #[getter]

@@ -8,16 +8,16 @@
 //! No sockets here: the connection is generic over its [`Transport`] (a
 //! TCP stream in the server, scripted I/O in the unit tests below).
 
+use super::listener::Stream;
 use crate::app::Route;
 use crate::http::decode::BodyDecoder;
 use crate::http::head::{self, Version};
 use crate::http::output::{Output, Sink, Stop};
 use crate::http::Limits;
-use crate::http::{HttpError, Request, RequestHead, Scheme};
+use crate::http::{HttpError, Peer, Request, RequestHead};
 use crate::router::{RouteMatch, Router};
-use mio::net::TcpStream;
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 /// Bytes read from the socket per `read` call at most.
@@ -103,7 +103,7 @@ pub trait Transport: Read + Sink {
     }
 }
 
-impl Sink for TcpStream {
+impl Sink for Stream {
     /// sendfile(2): from the page cache to the socket, no copy through user space.
     fn send_file(&mut self, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
@@ -121,7 +121,7 @@ impl Sink for TcpStream {
     }
 }
 
-impl Transport for TcpStream {
+impl Transport for Stream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
@@ -130,9 +130,9 @@ impl Transport for TcpStream {
     }
 }
 
-pub struct Conn<'r, T, S = TcpStream> {
+pub struct Conn<'r, T, S = Stream> {
     pub stream: S,
-    pub addr: SocketAddr,
+    pub addr: Peer,
     pub serial: u64,
     /// Input buffer; bytes `consumed..filled` are received but not yet parsed.
     inbuf: Vec<u8>,
@@ -189,7 +189,7 @@ pub enum ReadOutcome {
 }
 
 impl<'r, T, S: Transport> Conn<'r, T, S> {
-    pub fn new(stream: S, addr: SocketAddr, serial: u64) -> Self {
+    pub fn new(stream: S, addr: Peer, serial: u64) -> Self {
         Conn {
             stream,
             addr,
@@ -524,17 +524,9 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
         let keep_alive = head.keep_alive;
         let (head_only, version) = (head.is_head(), head.version);
         let kind = match (route, reply) {
-            (Some((route, params)), _) => JobKind::Call {
-                route,
-                req: Request {
-                    head,
-                    body,
-                    remote_addr: self.addr,
-                    params,
-                    scheme: Scheme::Http,
-                    id: Default::default(),
-                },
-            },
+            (Some((route, params)), _) => {
+                JobKind::Call { route, req: Request { head, body, peer: self.addr, params, id: Default::default() } }
+            }
             (None, Some((status, body, allow))) => JobKind::Reply { status, body, allow, head: Some(head) },
             (None, None) => {
                 JobKind::Reply { status: 500, body: "Internal Server Error\n", allow: None, head: Some(head) }
@@ -665,7 +657,7 @@ impl<'r, T, S: Transport> Conn<'r, T, S> {
 
 /// Bytes sent on `stream` but not yet acknowledged by the peer (SIOCOUTQ).
 #[cfg(target_os = "linux")]
-fn unacked_bytes(stream: &TcpStream) -> Option<usize> {
+fn unacked_bytes(stream: &Stream) -> Option<usize> {
     use std::os::fd::AsRawFd;
     let mut n: libc::c_int = 0;
     // SIOCOUTQ has TIOCOUTQ's number. SAFETY: it writes one int through the valid pointer.
@@ -674,7 +666,7 @@ fn unacked_bytes(stream: &TcpStream) -> Option<usize> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn unacked_bytes(_stream: &TcpStream) -> Option<usize> {
+fn unacked_bytes(_stream: &Stream) -> Option<usize> {
     None
 }
 
@@ -758,7 +750,7 @@ mod tests {
 
     fn conn(steps: Vec<Step>, room: usize) -> Conn<'static, (), Scripted> {
         let s = Scripted { input: steps.into(), written: Vec::new(), room };
-        Conn::new(s, "127.0.0.1:9".parse().unwrap(), 1)
+        Conn::new(s, Peer::Tcp("127.0.0.1:9".parse().unwrap()), 1)
     }
 
     fn data(s: &str) -> Step {

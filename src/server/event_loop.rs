@@ -27,6 +27,7 @@
 
 use super::batch::{LoopBatches, ReplyTo};
 use super::conn::{Conn, Deadline, Job, JobKind, ReadOutcome, BUDGET_SPENT};
+use super::listener::Stream;
 use super::rescue;
 use super::ThreadShared;
 use crate::app::{App, Completed, CompletionSink, Later, Responder, Route, Worker};
@@ -36,17 +37,15 @@ use crate::http::encode::{self, ResponseContext, Sent};
 use crate::http::output::{Output, PullResult, Stop};
 use crate::http::request_id::RequestId;
 use crate::http::Limits;
-use crate::http::{Request, RequestHead};
+use crate::http::{Peer, Request, RequestHead};
 use crate::observe::access_log::{Outcome, Pending};
 use crate::observe::metrics::{T_BYTES_IN, T_BYTES_OUT, T_CONNECTIONS, T_GIL_WAIT_US, T_IN_FLIGHT};
 use crate::observe::{admin, context, ThreadObserver};
 use crate::router::Router;
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -223,7 +222,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         }
     }
 
-    fn add_connection(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+    fn add_connection(&mut self, mut stream: Stream, addr: Peer) {
         let i = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1

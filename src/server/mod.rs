@@ -11,6 +11,7 @@ pub mod batch;
 pub mod conn;
 pub mod event_loop;
 pub mod listener;
+pub mod reexec;
 pub mod rescue;
 pub mod signals;
 pub mod timeout;
@@ -20,24 +21,25 @@ use crate::app::{App, Completed, CompletionSink};
 use crate::http::date::DateCache;
 use crate::http::encode::{self, ResponseContext};
 use crate::http::Limits;
+use crate::http::Peer;
 use crate::http::Version;
 use crate::observe::access_log::Outcome;
 use crate::observe::metrics::T_BYTES_OUT;
 use crate::observe::{Observer, ThreadObserver};
 use activity::Activity;
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::{TcpListener, TcpStream};
+use listener::{Listener, Stream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const LISTENER: Token = Token(0);
-const SIGNALS: Token = Token(1);
+const SIGNALS: Token = Token(0);
 /// Wakes the main thread to watch for pool threads stuck in a handler.
-const RESCUE: Token = Token(2);
+const RESCUE: Token = Token(1);
+/// Listener `i` has token `FIRST_LISTENER + i`.
+const FIRST_LISTENER: usize = 2;
 /// How long accepting pauses after the process runs out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the acceptor looks after its threads and memory when idle.
@@ -61,12 +63,26 @@ pub struct ServerConfig {
     pub activity: Option<Arc<Activity>>,
     /// Metrics, access log, request ids and readiness of this process.
     pub observer: Arc<Observer>,
+    /// SIGHUP: run this check on a thread (serving goes on) and, when it
+    /// passes, stop like SIGTERM but keep the listeners for a reload. None:
+    /// the signal pipe does not carry SIGHUP.
+    pub reload_check: Option<fn() -> Result<(), String>>,
+}
+
+/// Why [`serve`] returned.
+#[derive(Debug)]
+pub enum ServeEnd {
+    /// SIGINT/SIGTERM: drained and done.
+    Stopped,
+    /// SIGHUP and the new code loads: drained; the listeners, with what they
+    /// have queued, are for the reloaded server.
+    Reload(Vec<Listener>),
 }
 
 /// State one pool thread shares with the acceptor.
 pub struct ThreadShared {
-    pub incoming_rx: Receiver<(TcpStream, SocketAddr)>,
-    incoming_tx: Sender<(TcpStream, SocketAddr)>,
+    pub incoming_rx: Receiver<(Stream, Peer)>,
+    incoming_tx: Sender<(Stream, Peer)>,
     waker: Waker,
     /// Open connections owned by this thread.
     pub connections: AtomicUsize,
@@ -109,20 +125,21 @@ impl CompletionSink for ThreadShared {
     }
 }
 
-/// Serves `app` on `listener` until SIGINT or SIGTERM, then drains.
+/// Serves `app` on `listeners` until SIGINT or SIGTERM, then drains.
 pub fn serve<A: App>(
     app: Arc<A>,
-    listener: std::net::TcpListener,
+    listeners: Vec<Listener>,
     signals: signals::SignalPipe,
     cfg: ServerConfig,
-) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let mut listener = TcpListener::from_std(listener);
+) -> io::Result<ServeEnd> {
     let mut poll = Poll::new()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    // None once shutdown begins: closing it promptly matters with SO_REUSEPORT,
-    // where the kernel keeps routing new connections to any open listener.
-    let mut listener = Some(listener);
+    let mut listeners = listeners;
+    for (i, l) in listeners.iter_mut().enumerate() {
+        poll.registry().register(l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+    }
+    // Emptied once shutdown begins: this process stops accepting (other
+    // processes sharing the sockets, if any, go on).
+    let mut listeners = Some(listeners);
     let mut signals = signals;
     poll.registry().register(signals.receiver(), SIGNALS, Interest::READABLE)?;
 
@@ -198,6 +215,8 @@ pub fn serve<A: App>(
     // A pool thread ended on its own (a panic outside any request).
     let mut thread_died = false;
     let mut trim = trim::Trim::new();
+    let mut reload_check: Option<std::thread::JoinHandle<Result<(), String>>> = None;
+    let mut kept: Option<Vec<Listener>> = None;
     loop {
         let mut timeout = acceptor.paused_until.map(|t| t.saturating_duration_since(Instant::now()));
         timeout = Some(timeout.map_or(HOUSEKEEPING, |t| t.min(HOUSEKEEPING)));
@@ -206,6 +225,8 @@ pub fn serve<A: App>(
         }
         if stopping.is_some() {
             timeout = Some(Duration::from_millis(20));
+        } else if reload_check.is_some() {
+            timeout = Some(timeout.unwrap_or(Duration::MAX).min(Duration::from_millis(50)));
         }
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -215,13 +236,27 @@ pub fn serve<A: App>(
         }
         for event in events.iter() {
             match event.token() {
-                LISTENER => {
-                    if let Some(l) = &listener {
+                Token(t) if t >= FIRST_LISTENER => {
+                    if let Some(l) = listeners.as_ref().and_then(|ls| ls.get(t - FIRST_LISTENER)) {
                         acceptor.accept_all(l);
                     }
                 }
                 SIGNALS => {
                     for signal in signals.drain() {
+                        if signal.0 == libc::SIGHUP {
+                            match cfg.reload_check {
+                                Some(_) if stopping.is_some() || reload_check.is_some() => {
+                                    log::warn!("SIGHUP ignored: already stopping or reloading")
+                                }
+                                Some(check) => {
+                                    log::info!("SIGHUP received: checking that the new code loads (serving on)");
+                                    crate::sd_notify::reloading();
+                                    reload_check = Some(std::thread::spawn(check));
+                                }
+                                None => {}
+                            }
+                            continue;
+                        }
                         if stopping.is_some() {
                             log::warn!("second signal ({signal}): exiting now");
                             crate::logging::flush(crate::logging::EXIT_NOW_FLUSH);
@@ -229,9 +264,10 @@ pub fn serve<A: App>(
                         }
                         stopping = Some(Instant::now());
                         cfg.observer.health.draining();
-                        // Take what is already queued (with SO_REUSEPORT a closed
-                        // listener's queue would be reset), then stop listening.
-                        if let Some(mut l) = listener.take() {
+                        crate::sd_notify::stopping();
+                        // Take what is already queued (a socket closed by its last
+                        // holder resets its queue), then stop listening.
+                        for mut l in listeners.take().unwrap_or_default() {
                             acceptor.accept_all(&l);
                             let _ = poll.registry().deregister(&mut l);
                         }
@@ -258,7 +294,7 @@ pub fn serve<A: App>(
             thread_died = true;
             stopping = Some(Instant::now());
             cfg.observer.health.draining();
-            if let Some(mut l) = listener.take() {
+            for mut l in listeners.take().unwrap_or_default() {
                 let _ = poll.registry().deregister(&mut l);
             }
             for s in &shared {
@@ -273,9 +309,35 @@ pub fn serve<A: App>(
             }
             rescuer.check(&shared);
         }
+        if stopping.is_none() && reload_check.as_ref().is_some_and(|h| h.is_finished()) {
+            let verdict = reload_check.take().map(|h| h.join().unwrap_or_else(|_| Err("the check panicked".into())));
+            match verdict {
+                Some(Ok(())) => {
+                    log::info!(
+                        "reloading: draining in-flight requests (up to {:?}); new connections wait in the listen queue",
+                        cfg.shutdown_timeout
+                    );
+                    stopping = Some(Instant::now());
+                    let mut ls = listeners.take().unwrap_or_default();
+                    for l in &mut ls {
+                        let _ = poll.registry().deregister(l);
+                    }
+                    kept = Some(ls);
+                    for s in &shared {
+                        s.shutdown.store(true, Ordering::Release);
+                        let _ = s.waker.wake();
+                    }
+                }
+                Some(Err(e)) => {
+                    log::error!("reload cancelled, the running code keeps serving: {e}");
+                    crate::sd_notify::ready();
+                }
+                None => {}
+            }
+        }
         if stopping.is_none() && acceptor.paused_until.is_some_and(|t| Instant::now() >= t) {
             acceptor.paused_until = None;
-            if let Some(l) = &listener {
+            for l in listeners.iter().flatten() {
                 acceptor.accept_all(l);
             }
         }
@@ -313,7 +375,10 @@ pub fn serve<A: App>(
         return Err(io::Error::other("a pool thread died"));
     }
     cfg.observer.finish();
-    Ok(())
+    Ok(match kept {
+        Some(listeners) => ServeEnd::Reload(listeners),
+        None => ServeEnd::Stopped,
+    })
 }
 
 /// Starts `max_concurrent` batch threads for each batched route; their
@@ -365,7 +430,7 @@ struct Acceptor<'a> {
 }
 
 impl Acceptor<'_> {
-    fn accept_all(&mut self, listener: &TcpListener) {
+    fn accept_all(&mut self, listener: &Listener) {
         if self.paused_until.is_some() {
             return;
         }
@@ -395,7 +460,7 @@ impl Acceptor<'_> {
         }
     }
 
-    fn dispatch(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+    fn dispatch(&mut self, mut stream: Stream, addr: Peer) {
         self.accepted += 1;
         let total: usize = self.shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum();
         if total >= self.max_connections {

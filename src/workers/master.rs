@@ -11,19 +11,18 @@
 //! wedged), is replaced at once: those are not crash loops.
 
 use super::ipc::{self, Message};
-use super::{ENV_BIND, ENV_GENERATION, ENV_MASTER_PID, ENV_ROLE};
+use super::{ENV_GENERATION, ENV_MASTER_PID, ENV_ROLE};
 use crate::config::Config;
 use crate::observe::fleet::Fleet;
 use crate::observe::shm::{self, Mapping};
 use crate::observe::view::RouteLabel;
-use crate::server::listener;
+use crate::server::listener::{self, Listener};
 use crate::server::signals::{Signal, SignalPipe};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Arc;
@@ -65,6 +64,9 @@ struct Template {
     /// Write end of its command pipe; closing it tells the template to exit.
     commands: Option<std::fs::File>,
     ready: bool,
+    /// Its workers replace the running ones (start-up, SIGHUP). False for a
+    /// template that replaces one that died: it only serves new spawns.
+    reload: bool,
 }
 
 struct Slot {
@@ -77,7 +79,9 @@ struct Slot {
 
 struct Master<'a> {
     cfg: &'a Config,
-    bind: SocketAddr,
+    /// The listening sockets, opened here and inherited by every template
+    /// and worker: one accept queue per address for the whole server.
+    listeners: Vec<Listener>,
     args: Vec<std::ffi::OsString>,
     status_read: std::fs::File,
     status_write: RawFd,
@@ -90,6 +94,9 @@ struct Master<'a> {
     ever_up: bool,
     /// Workers killed for a handler stuck past timeout, by route.
     timeout_kills: HashMap<String, u64>,
+    /// The generation a SIGHUP reload is bringing up (systemd hears READY=1
+    /// once every slot runs it).
+    reloading: Option<u64>,
     stopping: Option<Instant>,
     last_fatal: Option<String>,
     pending_line: String,
@@ -118,13 +125,8 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(format!("cannot become a child subreaper: {}", std::io::Error::last_os_error()));
     }
-    let addr = match cfg.listeners.as_slice() {
-        [crate::config::BindSpec::Tcp(addr)] => *addr,
-        _ => return Err("only one TCP listener is supported yet".into()),
-    };
-    // Holds the port (and resolves port 0) without accepting: workers listen on it with SO_REUSEPORT.
-    let holder = listener::reserve(addr)?;
-    let bind = holder.local_addr().ok().and_then(|a| a.as_socket()).ok_or("cannot read the reserved address")?;
+    // The master listens but never accepts: the workers do, from the same sockets.
+    let listeners = listener::open_all(&cfg.listeners, cfg.listen_backlog, cfg.unix_socket_mode)?;
 
     let (status_r, status_w) = ipc::pipe().map_err(|e| format!("cannot create the status pipe: {e}"))?;
     set_nonblocking(status_r);
@@ -148,7 +150,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     }
     let mut m = Master {
         cfg,
-        bind,
+        listeners,
         args: std::env::args_os().skip(1).collect(),
         // SAFETY: status_r is a fresh descriptor owned from here on.
         status_read: unsafe { std::fs::File::from_raw_fd(status_r) },
@@ -160,6 +162,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         announced: false,
         ever_up: false,
         timeout_kills: HashMap::new(),
+        reloading: None,
         stopping: None,
         last_fatal: None,
         pending_line: String::new(),
@@ -167,7 +170,7 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         metrics_fd,
         metrics_env: mapping.env_value(),
     };
-    m.spawn_template()?;
+    m.spawn_template(true)?;
     let mut events = Events::with_capacity(64);
     loop {
         let timeout = m.next_timeout();
@@ -186,7 +189,6 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         if let Some(since) = m.stopping {
             let alive = m.workers.len() + m.templates.len();
             if alive == 0 {
-                drop(holder);
                 log::info!("stopped");
                 return Ok(());
             }
@@ -258,7 +260,7 @@ impl Master<'_> {
         }
     }
 
-    fn spawn_template(&mut self) -> Result<(), String> {
+    fn spawn_template(&mut self, reload: bool) -> Result<(), String> {
         let gen = self.next_gen;
         self.next_gen += 1;
         let (cmd_r, cmd_w) = ipc::pipe().map_err(|e| format!("cannot create a command pipe: {e}"))?;
@@ -268,28 +270,22 @@ impl Master<'_> {
         cmd.args(&self.args)
             .env(ENV_ROLE, "template")
             .env(ENV_GENERATION, gen.to_string())
-            .env(ENV_BIND, self.bind.to_string())
             .env(ENV_MASTER_PID, std::process::id().to_string())
-            .env(shm::ENV, &self.metrics_env);
-        let metrics_fd = self.metrics_fd;
-        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec.
+            .env(shm::ENV, &self.metrics_env)
+            .env(listener::ENV_LISTEN_FDS, self.listeners.len().to_string())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove(listener::ENV_OWNS_PATHS);
+        // The pipes on 3 and 4, the metrics region on shm::FD, the listening
+        // sockets from FIRST_INHERITED_FD on.
+        let mut sources = vec![status_w, cmd_r, self.metrics_fd];
+        sources.extend(self.listeners.iter().map(|l| l.as_raw_fd()));
+        let mut targets = vec![ipc::STATUS_FD, ipc::COMMAND_FD, shm::FD];
+        targets.extend((0..self.listeners.len() as RawFd).map(|i| listener::FIRST_INHERITED_FD + i));
+        let mut scratch = vec![0; sources.len()];
+        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and
+        // exec; the vectors were allocated before the fork.
         unsafe {
-            cmd.pre_exec(move || {
-                // Move both ends above the target numbers first, then into place.
-                let s = libc::fcntl(status_w, libc::F_DUPFD, 10);
-                let c = libc::fcntl(cmd_r, libc::F_DUPFD, 10);
-                let m = libc::fcntl(metrics_fd, libc::F_DUPFD, 10);
-                if s < 0
-                    || c < 0
-                    || m < 0
-                    || libc::dup2(s, ipc::STATUS_FD) < 0
-                    || libc::dup2(c, ipc::COMMAND_FD) < 0
-                    || libc::dup2(m, shm::FD) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || listener::dup_into_place(&sources, &targets, &mut scratch));
         }
         let child = cmd.spawn().map_err(|e| format!("cannot start a template process: {e}"));
         ipc::close(cmd_r);
@@ -303,7 +299,7 @@ impl Master<'_> {
         log::info!("template {} (generation {gen}) starting", child.id());
         // SAFETY: cmd_w is a fresh descriptor owned from here on.
         let commands = Some(unsafe { std::fs::File::from_raw_fd(cmd_w) });
-        self.templates.push(Template { pid: child.id() as i32, gen, commands, ready: false });
+        self.templates.push(Template { pid: child.id() as i32, gen, commands, ready: false, reload });
         Ok(())
     }
 
@@ -342,6 +338,7 @@ impl Master<'_> {
                 );
                 self.stopping = Some(Instant::now());
                 self.fleet.stopping();
+                crate::sd_notify::stopping();
                 self.kill_all(libc::SIGTERM);
                 for t in &mut self.templates {
                     t.commands = None;
@@ -352,7 +349,10 @@ impl Master<'_> {
                     log::warn!("SIGHUP ignored: a reload is already in progress");
                 } else {
                     log::info!("SIGHUP received: reloading (new workers with freshly imported code)");
-                    self.spawn_template()?;
+                    crate::sd_notify::reloading();
+                    self.warn_about_unapplied_settings();
+                    self.reloading = Some(self.next_gen);
+                    self.spawn_template(true)?;
                 }
             }
             libc::SIGTTIN if self.stopping.is_none() => {
@@ -379,6 +379,20 @@ impl Master<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A reload starts new workers on the same sockets: settings that only
+    /// a restart applies (where to listen) are reported when they changed.
+    fn warn_about_unapplied_settings(&self) {
+        let Ok(cli) = crate::cli::Cli::parse() else { return };
+        // An invalid file is reported by the new template.
+        let Ok(new) = Config::load_layered(&cli.project, cli.env, cli.flags) else { return };
+        if let Some(why) = listener::differences(&new.listeners, &self.listeners) {
+            log::warn!("{why}: a reload keeps the listening sockets; restart pyrs to listen elsewhere");
+        }
+        if new.workers.count != self.cfg.workers.count {
+            log::warn!("workers changed in the configuration: a reload keeps the number of workers (restart pyrs, or send SIGTTIN/SIGTTOU)");
+        }
     }
 
     fn wanted(&self) -> usize {
@@ -442,6 +456,15 @@ impl Master<'_> {
                 let Some(t) = self.templates.iter_mut().find(|t| t.pid == pid) else { return Ok(()) };
                 t.ready = true;
                 log::info!("template {pid} (generation {gen}) loaded");
+                if !t.reload {
+                    // Replaces a template that died: new spawns come from it, nothing else changes.
+                    for slot in 0..self.slots.len() {
+                        if self.slots[slot].respawn_at.is_some() {
+                            self.spawn_worker(slot);
+                        }
+                    }
+                    return Ok(());
+                }
                 // An older template is no longer needed: new workers come from this one.
                 for old in self.templates.iter_mut().filter(|t| t.gen < gen) {
                     old.commands = None;
@@ -477,6 +500,7 @@ impl Master<'_> {
                     self.drain_slot(slot, None, if self.stopping.is_some() { "shutdown" } else { "scale_down" });
                 }
                 self.announce_when_all_up();
+                self.reload_done_when_all_up();
             }
             Message::Fatal { slot, pid, message, .. } => {
                 log::error!("worker {pid} (slot {slot}) failed to start: {message}");
@@ -522,6 +546,16 @@ impl Master<'_> {
         Ok(())
     }
 
+    fn reload_done_when_all_up(&mut self) {
+        let Some(gen) = self.reloading else { return };
+        let up = |slot: usize| self.workers.values().any(|w| w.slot == slot && w.state == State::Up && w.gen >= gen);
+        if (0..self.slots.len()).all(|s| !self.slots[s].wanted || up(s)) {
+            self.reloading = None;
+            log::info!("reload complete: every worker runs generation {gen}");
+            crate::sd_notify::ready();
+        }
+    }
+
     fn announce_when_all_up(&mut self) {
         if self.announced {
             return;
@@ -533,14 +567,16 @@ impl Master<'_> {
                 self.workers.iter().filter(|(_, w)| w.state == State::Up).map(|(p, _)| *p).collect();
             pids.sort_unstable();
             crate::say!(
-                "Address: {}, port: {}, threads: {}, workers: {} (pids {:?})",
-                self.bind.ip(),
-                self.bind.port(),
+                "{}, threads: {}, workers: {} (pids {:?})",
+                listener::describe_first(&self.listeners),
                 self.cfg.thread_count,
                 self.wanted(),
                 pids
             );
-            crate::say!("Listening on http://{}", self.bind);
+            for l in &self.listeners {
+                crate::say!("Listening on {}", l.url());
+            }
+            crate::sd_notify::ready();
         }
     }
 
@@ -571,9 +607,18 @@ impl Master<'_> {
                     t.gen,
                     describe(status)
                 );
+                if self.reloading.take().is_some() {
+                    crate::sd_notify::ready();
+                }
             } else {
-                log::error!("template {pid} {}; starting a new one", describe(status));
-                self.spawn_template()?;
+                log::error!(
+                    "template {pid} (generation {}) {}; starting a new one. It loads the code as it is on disk \
+                     now: workers started from now on (replacements, SIGTTIN, recycling) run that code, the \
+                     running ones are not replaced (SIGHUP reloads them all)",
+                    t.gen,
+                    describe(status)
+                );
+                self.spawn_template(false)?;
             }
             return Ok(());
         }

@@ -5,13 +5,12 @@
 
 use super::ipc::{self, Message, COMMAND_FD, STATUS_FD};
 use super::worker::{self, Identity};
-use super::{ENV_BIND, ENV_GENERATION, ENV_MASTER_PID};
+use super::{ENV_GENERATION, ENV_MASTER_PID};
 use crate::config::Config;
 use crate::python::{interpreter, PyApp};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::io::BufRead;
-use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +25,8 @@ fn env<T: std::str::FromStr>(name: &str) -> Result<T, String> {
 /// Runs a template until the master closes its command pipe.
 pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
     let gen: u64 = env(ENV_GENERATION)?;
-    let bind: SocketAddr = env(ENV_BIND)?;
+    // The master's listening sockets: held here (never accepted on) for the workers.
+    let listeners = crate::server::listener::inherited()?.ok_or("internal: no listening sockets from the master")?;
     let master_pid: i32 = env(ENV_MASTER_PID)?;
     // The master acts on terminal and control signals; the template ignores them.
     // SAFETY: setting dispositions to SIG_IGN.
@@ -38,6 +38,8 @@ pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
     // The master's shared metrics memory, inherited by every worker forked from here.
     crate::observe::shm::attach_inherited();
     interpreter::initialize(venv)?;
+    // Inherited by the workers through fork.
+    crate::http::forwarded::install(cfg.forwarded_allow_ips.clone());
     let announce = |line: String| {
         if gen == 1 {
             crate::say!("{line}");
@@ -75,15 +77,16 @@ pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
             log::warn!("template {pid}: unknown command {line:?}");
             continue;
         };
-        fork_worker(cfg, app.clone(), Identity { slot, gen, master_pid }, bind);
+        fork_worker(cfg, app.clone(), Identity { slot, gen, master_pid });
     }
+    drop(listeners);
     Ok(())
 }
 
 /// Forks twice so the worker is orphaned to the master (a child subreaper),
 /// which then sees its exit. Python's fork protocol is followed around the
 /// first fork; the intermediate process only forks again and exits.
-fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity, bind: SocketAddr) {
+fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity) {
     Python::attach(|py| {
         // SAFETY: this process has exactly one thread (the template never starts
         // others; handler threads were warned about), and the fork protocol
@@ -102,7 +105,7 @@ fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity, bind: Socket
                 if grandchild != 0 {
                     libc::_exit(if grandchild < 0 { 1 } else { 0 });
                 }
-                let code = worker::run(py, cfg, app, id, bind);
+                let code = worker::run(py, cfg, app, id);
                 crate::logging::flush(crate::logging::EXIT_FLUSH);
                 std::process::exit(code);
             }

@@ -12,7 +12,6 @@ use crate::server::activity::Activity;
 use crate::server::timeout::{self, HandlerTimeout};
 use crate::server::{self, listener, signals::SignalPipe, ServerConfig};
 use pyo3::prelude::*;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ pub struct Identity {
 
 /// Runs the worker; returns the process exit status. `py` is the forked
 /// template's attached main thread.
-pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Identity, bind: SocketAddr) -> i32 {
+pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Identity) -> i32 {
     let pid = std::process::id() as i32;
     // Forked from the single-threaded template: this process's own log writer.
     crate::logging::start_writer();
@@ -60,8 +59,10 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
     if let Err(e) = app.call_each("post_fork") {
         return fatal(e);
     }
-    let listener = match listener::bind_reuseport(bind, cfg.listen_backlog) {
-        Ok(l) => l,
+    // The master's sockets, shared by every worker (inherited through the template).
+    let listeners = match listener::inherited() {
+        Ok(Some(l)) => l,
+        Ok(None) => return fatal("internal: no listening sockets from the master".into()),
         Err(e) => return fatal(e),
     };
     let layout = crate::observe::layout_of(cfg);
@@ -71,6 +72,9 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
             Ok(o) => Arc::new(o),
             Err(e) => return fatal(e),
         };
+    if let Err(e) = app.close_in_forked_children(&listeners) {
+        return fatal(e);
+    }
     // Pool threads first, then batch threads (server::batch).
     let activity = Arc::new(Activity::new(cfg.thread_count + cfg.batch_threads()));
     let max_requests = cfg.workers.max_requests + jitter(cfg.workers.max_requests_jitter);
@@ -115,10 +119,11 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         limits: cfg.limits.clone(),
         activity: Some(activity),
         observer,
+        reload_check: None,
     };
-    let served = py.detach(|| server::serve(app.clone(), listener, signals, server_cfg));
+    let served = py.detach(|| server::serve(app.clone(), listeners, signals, server_cfg));
     let code = match served {
-        Ok(()) => 0,
+        Ok(_) => 0,
         Err(e) => {
             log::error!("worker {pid}: server failed: {e}");
             1

@@ -163,6 +163,11 @@ impl Server {
                     return Server { child, addr, stdout, stderr, readers, unread_stderr };
                 }
             }
+            // A server with only Unix sockets (or inherited ones): no TCP address to give.
+            if out.contains("Listening on unix:") && !out.contains("Listening on http://") {
+                let addr = "0.0.0.0:0".parse().unwrap();
+                return Server { child, addr, stdout, stderr, readers };
+            }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
                     "pyrs exited with {status} before listening\nstdout:\n{out}\nstderr:\n{}",
@@ -396,4 +401,61 @@ impl Client {
         while self.fill() > 0 {}
         std::mem::take(&mut self.buf)
     }
+}
+
+/// One request over a Unix socket (send `Connection: close`): the response,
+/// or None when the connection fails or closes without one.
+pub fn unix_request(path: &Path, raw: &str) -> Option<Response> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(raw.as_bytes()).ok()?;
+    let mut bytes = Vec::new();
+    loop {
+        let mut chunk = [0u8; 65536];
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    parse_response(&bytes)
+}
+
+/// A complete response in `bytes` (framed by Content-Length).
+pub fn parse_response(bytes: &[u8]) -> Option<Response> {
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&bytes[..head_end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let mut status_line = lines.next()?.splitn(3, ' ');
+    let _version = status_line.next()?;
+    let status: u16 = status_line.next()?.parse().ok()?;
+    let reason = status_line.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let body = bytes.get(head_end..head_end + len)?.to_vec();
+    Some(Response { status, reason, headers, body })
+}
+
+/// Waits until `f` holds (panics after `secs`), polling every 20 ms.
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fresh directory under the test target dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
