@@ -166,7 +166,7 @@ impl Server {
             // A server with only Unix sockets (or inherited ones): no TCP address to give.
             if out.contains("Listening on unix:") && !out.contains("Listening on http://") {
                 let addr = "0.0.0.0:0".parse().unwrap();
-                return Server { child, addr, stdout, stderr, readers };
+                return Server { child, addr, stdout, stderr, readers, unread_stderr };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
