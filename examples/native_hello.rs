@@ -67,6 +67,7 @@ fn run(bind: SocketAddr, threads: usize) -> Result<(), String> {
         limits: config,
         activity: None,
         observer: Arc::new(pyrs::observe::Observer::plain(threads, 3)),
+        shared_accept: false,
         reload_check: None,
     };
     server::serve(Arc::new(NativeApp::echo_example()), vec![listener], signals, cfg)

@@ -131,6 +131,7 @@ fn run(cli: Cli) -> Result<(), String> {
         limits: cfg.limits.clone(),
         activity: Some(activity.clone()),
         observer: Arc::new(observer),
+        shared_accept: false,
         reload_check: Some(reexec::check_new_code),
     };
     let app = Arc::new(app);

@@ -98,6 +98,37 @@ impl Listener {
         }
     }
 
+    /// For accepting through an event loop.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        set_nonblocking(self.as_raw_fd(), true)
+    }
+
+    /// For accepting with blocking calls that return `WouldBlock` after
+    /// `wake` (SO_RCVTIMEO applies to accept(2)). Both settings belong to
+    /// the socket every process sharing it uses: only processes that all
+    /// accept this way may share it.
+    pub fn set_blocking_accept(&self, wake: std::time::Duration) -> io::Result<()> {
+        set_nonblocking(self.as_raw_fd(), false)?;
+        let tv = libc::timeval {
+            tv_sec: wake.as_secs() as libc::time_t,
+            tv_usec: wake.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: setsockopt reads one timeval from a valid pointer.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Stops owning the socket file (a child process owns it now).
     pub fn disown_path(&mut self) {
         if let Listener::Unix { owned, .. } = self {
@@ -211,6 +242,21 @@ impl mio::event::Source for Stream {
     }
 }
 
+fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor this process owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+        if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Opens every listener `specs` asks for, or takes the sockets systemd passed
 /// (`LISTEN_FDS` for this pid), which then replace `specs`. `unix_mode`: the
 /// permissions of the socket files created.
@@ -300,7 +346,9 @@ fn from_fd(fd: RawFd, what: &str) -> Result<Listener, String> {
     }
     // SAFETY: fd is an open listening socket this process now owns.
     let socket = unsafe { Socket::from_raw_fd(fd) };
-    socket.set_nonblocking(true).map_err(fail)?;
+    // The blocking mode is left alone: it belongs to every process sharing
+    // the socket, and whoever accepts sets it (Listener::set_nonblocking /
+    // set_blocking_accept).
     let domain = socket.local_addr().map_err(fail)?.domain();
     if domain == Domain::UNIX {
         let l: std::os::unix::net::UnixListener = socket.into();

@@ -44,6 +44,8 @@ const FIRST_LISTENER: usize = 2;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the acceptor looks after its threads and memory when idle.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How often a blocked accept(2) returns to check for shutdown.
+const SHARED_ACCEPT_WAKE: Duration = Duration::from_millis(100);
 const BUSY_BODY: &str = "Server too busy\n";
 /// Pool threads run handler code, so they get the stack Python's main thread
 /// has (8 MiB, like the usual `ulimit -s`): deep recursion in a handler
@@ -63,6 +65,10 @@ pub struct ServerConfig {
     pub activity: Option<Arc<Activity>>,
     /// Metrics, access log, request ids and readiness of this process.
     pub observer: Arc<Observer>,
+    /// The listening sockets are shared with sibling processes (workers):
+    /// accept with blocking calls on threads of their own, so that the
+    /// kernel hands connections to the processes in turn.
+    pub shared_accept: bool,
     /// SIGHUP: run this check on a thread (serving goes on) and, when it
     /// passes, stop like SIGTERM but keep the listeners for a reload. None:
     /// the signal pipe does not carry SIGHUP.
@@ -134,8 +140,11 @@ pub fn serve<A: App>(
 ) -> io::Result<ServeEnd> {
     let mut poll = Poll::new()?;
     let mut listeners = listeners;
-    for (i, l) in listeners.iter_mut().enumerate() {
-        poll.registry().register(l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+    if !cfg.shared_accept {
+        for (i, l) in listeners.iter_mut().enumerate() {
+            l.set_nonblocking()?;
+            poll.registry().register(l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+        }
     }
     // Emptied once shutdown begins: this process stops accepting (other
     // processes sharing the sockets, if any, go on).
@@ -196,18 +205,22 @@ pub fn serve<A: App>(
     }
     let batch_handles = start_batch_threads(app, &shared, cfg.thread_count)?;
 
-    let mut acceptor = Acceptor {
-        shared: &shared,
-        next: 0,
-        tcp_nodelay: cfg.tcp_nodelay,
-        max_connections: cfg.limits.max_connections,
-        paused_until: None,
-        last_warning: None,
-        date: DateCache::new(),
-        busy: Vec::new(),
-        obs: cfg.observer.thread(0),
-        accepted: 0,
-    };
+    let mut acceptor = Acceptor::new(&shared, &cfg);
+    // Sockets shared with sibling processes: one thread per socket accepts
+    // with blocking calls, so the processes take turns (see accept_blocking).
+    let accept_stop = Arc::new(AtomicBool::new(false));
+    let mut accept_threads = Vec::new();
+    if cfg.shared_accept {
+        for l in listeners.take().unwrap_or_default() {
+            l.set_blocking_accept(SHARED_ACCEPT_WAKE)?;
+            let (acceptor, stop) = (Acceptor::new(&shared, &cfg), accept_stop.clone());
+            accept_threads.push(
+                std::thread::Builder::new()
+                    .name("pyrs-accept".into())
+                    .spawn(move || acceptor.accept_blocking(l, &stop))?,
+            );
+        }
+    }
     cfg.observer.health.serving();
     let mut rescuer = rescue::Rescuer::new(rescue, cells);
     let mut events = Events::with_capacity(256);
@@ -265,6 +278,10 @@ pub fn serve<A: App>(
                         stopping = Some(Instant::now());
                         cfg.observer.health.draining();
                         crate::sd_notify::stopping();
+                        accept_stop.store(true, Ordering::Release);
+                        for t in accept_threads.drain(..) {
+                            let _ = t.join();
+                        }
                         // Take what is already queued (a socket closed by its last
                         // holder resets its queue), then stop listening.
                         for mut l in listeners.take().unwrap_or_default() {
@@ -414,8 +431,8 @@ fn start_batch_threads<A: App>(
     Ok(handles)
 }
 
-struct Acceptor<'a> {
-    shared: &'a [Arc<ThreadShared>],
+struct Acceptor {
+    shared: Vec<Arc<ThreadShared>>,
     next: usize,
     tcp_nodelay: bool,
     max_connections: usize,
@@ -429,7 +446,48 @@ struct Acceptor<'a> {
     accepted: u64,
 }
 
-impl Acceptor<'_> {
+impl Acceptor {
+    fn new(shared: &[Arc<ThreadShared>], cfg: &ServerConfig) -> Acceptor {
+        Acceptor {
+            shared: shared.to_vec(),
+            next: 0,
+            tcp_nodelay: cfg.tcp_nodelay,
+            max_connections: cfg.limits.max_connections,
+            paused_until: None,
+            last_warning: None,
+            date: DateCache::new(),
+            busy: Vec::new(),
+            // Row 0 of the metrics: the acceptor's (accept threads share it; they
+            // only count the rare 503s).
+            obs: cfg.observer.thread(0),
+            accepted: 0,
+        }
+    }
+
+    /// Accepts with blocking calls until `stop` (checked at least every
+    /// `SHARED_ACCEPT_WAKE`). The kernel gives a new connection to one
+    /// waiting accept(2) at a time, in the order they began to wait, so the
+    /// processes sharing a socket take turns.
+    fn accept_blocking(mut self, listener: Listener, stop: &AtomicBool) {
+        while !stop.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((stream, addr)) => self.dispatch(stream, addr),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    self.warn(&format!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}"));
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                }
+            }
+        }
+    }
+
     fn accept_all(&mut self, listener: &Listener) {
         if self.paused_until.is_some() {
             return;

@@ -549,7 +549,10 @@ impl Master<'_> {
     fn reload_done_when_all_up(&mut self) {
         let Some(gen) = self.reloading else { return };
         let up = |slot: usize| self.workers.values().any(|w| w.slot == slot && w.state == State::Up && w.gen >= gen);
-        if (0..self.slots.len()).all(|s| !self.slots[s].wanted || up(s)) {
+        // Done once every slot runs the new code and no older worker is left
+        // (a draining worker may still take a connection for a moment).
+        let older = self.workers.values().any(|w| w.gen < gen);
+        if !older && (0..self.slots.len()).all(|s| !self.slots[s].wanted || up(s)) {
             self.reloading = None;
             log::info!("reload complete: every worker runs generation {gen}");
             crate::sd_notify::ready();
@@ -627,6 +630,7 @@ impl Master<'_> {
         let how = describe(status);
         if self.stopping.is_some() || w.state == State::Draining {
             log::info!("worker {pid} (slot {}) {how}", w.slot);
+            self.reload_done_when_all_up();
             return Ok(());
         }
         let slot = w.slot;

@@ -119,6 +119,7 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         limits: cfg.limits.clone(),
         activity: Some(activity),
         observer,
+        shared_accept: true,
         reload_check: None,
     };
     let served = py.detach(|| server::serve(app.clone(), listeners, signals, server_cfg));
