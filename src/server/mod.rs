@@ -10,6 +10,7 @@ pub mod activity;
 pub mod batch;
 pub mod conn;
 pub mod event_loop;
+mod interrupt_accept;
 pub mod listener;
 pub mod reexec;
 pub mod rescue;
@@ -211,6 +212,7 @@ pub fn serve<A: App>(
     let accept_stop = Arc::new(AtomicBool::new(false));
     let mut accept_threads = Vec::new();
     if cfg.shared_accept {
+        interrupt_accept::install();
         for l in listeners.take().unwrap_or_default() {
             l.set_blocking_accept(SHARED_ACCEPT_WAKE)?;
             let (acceptor, stop) = (Acceptor::new(&shared, &cfg), accept_stop.clone());
@@ -280,7 +282,7 @@ pub fn serve<A: App>(
                         crate::sd_notify::stopping();
                         accept_stop.store(true, Ordering::Release);
                         for t in accept_threads.drain(..) {
-                            let _ = t.join();
+                            interrupt_accept::stop(t);
                         }
                         // Take what is already queued (a socket closed by its last
                         // holder resets its queue), then stop listening.
