@@ -10,7 +10,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use std::path::PathBuf;
 
 /// Environment variables the project does not read as settings (set by
-/// pyrs for its own child processes).
+/// pyrs for its own child processes; `PYRS_BUILD_*` are build-time names).
 pub const INTERNAL_ENV_PREFIX: &str = "PYRS_INTERNAL_";
 
 /// Flags whose name is not the key's (`--threads` sets `thread_count`).
@@ -133,7 +133,7 @@ pub fn env_layer(vars: impl Iterator<Item = (String, std::ffi::OsString)>) -> Re
     let mut unknown = Vec::new();
     for (name, value) in vars {
         let Some(rest) = name.strip_prefix("PYRS_") else { continue };
-        if name.starts_with(INTERNAL_ENV_PREFIX) {
+        if name.starts_with(INTERNAL_ENV_PREFIX) || name.starts_with("PYRS_BUILD_") {
             continue;
         }
         let lower = rest.to_ascii_lowercase();

@@ -98,7 +98,9 @@ fn pass_listener(cmd: &mut Command, fd: i32) -> std::net::SocketAddr {
     // SAFETY: dup2 between fork and exec; the parent's copy stays open until the test ends.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, fd) < 0 {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let rc = if raw == fd { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(raw, fd) };
+            if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
