@@ -68,6 +68,7 @@ fn run(bind: SocketAddr, threads: usize) -> Result<(), String> {
         activity: None,
         observer: Arc::new(pyrs::observe::Observer::plain(threads, 3)),
         shared_accept: false,
+        stuck_after: None,
         reload_check: None,
     };
     server::serve(Arc::new(NativeApp::echo_example()), vec![listener], signals, cfg)

@@ -132,6 +132,7 @@ fn run(cli: Cli) -> Result<(), String> {
         activity: Some(activity.clone()),
         observer: Arc::new(observer),
         shared_accept: false,
+        stuck_after: None,
         reload_check: Some(reexec::check_new_code),
     };
     let app = Arc::new(app);

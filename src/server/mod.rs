@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// accept with blocking calls on threads of their own, so that the
     /// kernel hands connections to the processes in turn.
     pub shared_accept: bool,
+    /// With shared sockets: stop taking connections while a handler has
+    /// run this long (the worker is about to be killed for `timeout`, and
+    /// what it holds would die with it); the siblings take them.
+    pub stuck_after: Option<Duration>,
     /// SIGHUP: run this check on a thread (serving goes on) and, when it
     /// passes, stop like SIGTERM but keep the listeners for a reload. None:
     /// the signal pipe does not carry SIGHUP.
@@ -216,10 +220,11 @@ pub fn serve<A: App>(
         for l in listeners.take().unwrap_or_default() {
             l.set_blocking_accept(SHARED_ACCEPT_WAKE)?;
             let (acceptor, stop) = (Acceptor::new(&shared, &cfg), accept_stop.clone());
+            let stuck = cfg.activity.clone().zip(cfg.stuck_after);
             accept_threads.push(
                 std::thread::Builder::new()
                     .name("pyrs-accept".into())
-                    .spawn(move || acceptor.accept_blocking(l, &stop))?,
+                    .spawn(move || acceptor.accept_blocking(l, &stop, stuck))?,
             );
         }
     }
@@ -470,8 +475,14 @@ impl Acceptor {
     /// `SHARED_ACCEPT_WAKE`). The kernel gives a new connection to one
     /// waiting accept(2) at a time, in the order they began to wait, so the
     /// processes sharing a socket take turns.
-    fn accept_blocking(mut self, listener: Listener, stop: &AtomicBool) {
+    fn accept_blocking(mut self, listener: Listener, stop: &AtomicBool, stuck: Option<(Arc<Activity>, Duration)>) {
         while !stop.load(Ordering::Acquire) {
+            if let Some((activity, after)) = &stuck {
+                if activity.longest_busy().is_some_and(|(busy, _)| busy >= *after) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            }
             match listener.accept() {
                 Ok((stream, addr)) => self.dispatch(stream, addr),
                 Err(e)

@@ -120,6 +120,7 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         activity: Some(activity),
         observer,
         shared_accept: true,
+        stuck_after: Some(cfg.workers.timeout / 2),
         reload_check: None,
     };
     let served = py.detach(|| server::serve(app.clone(), listeners, signals, server_cfg));
