@@ -69,6 +69,7 @@ fn run(bind: SocketAddr, threads: usize) -> Result<(), String> {
         observer: Arc::new(pyrs::observe::Observer::plain(threads, 3)),
         shared_accept: false,
         stuck_after: None,
+        on_serving: None,
         reload_check: None,
     };
     server::serve(Arc::new(NativeApp::echo_example()), vec![listener], signals, cfg)

@@ -133,6 +133,7 @@ fn run(cli: Cli) -> Result<(), String> {
         observer: Arc::new(observer),
         shared_accept: false,
         stuck_after: None,
+        on_serving: None,
         reload_check: Some(reexec::check_new_code),
     };
     let app = Arc::new(app);

@@ -72,6 +72,7 @@ fn native_app_through_the_core() {
         observer: Arc::new(pyrs::observe::Observer::plain(2, 4)),
         shared_accept: false,
         stuck_after: None,
+        on_serving: None,
         reload_check: None,
     };
     let server = std::thread::spawn(move || server::serve(Arc::new(app), vec![listener], signals, cfg));

@@ -55,7 +55,6 @@ const BUSY_BODY: &str = "Server too busy\n";
 pub const POOL_STACK_SIZE: usize = 8 << 20;
 
 /// What the server needs beyond the application.
-#[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub thread_count: usize,
     pub tcp_nodelay: bool,
@@ -78,6 +77,8 @@ pub struct ServerConfig {
     /// passes, stop like SIGTERM but keep the listeners for a reload. None:
     /// the signal pipe does not carry SIGHUP.
     pub reload_check: Option<fn() -> Result<(), String>>,
+    /// Called once this process accepts connections.
+    pub on_serving: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// Why [`serve`] returned.
@@ -141,7 +142,7 @@ pub fn serve<A: App>(
     app: Arc<A>,
     listeners: Vec<Listener>,
     signals: signals::SignalPipe,
-    cfg: ServerConfig,
+    mut cfg: ServerConfig,
 ) -> io::Result<ServeEnd> {
     let mut poll = Poll::new()?;
     let mut listeners = listeners;
@@ -230,6 +231,9 @@ pub fn serve<A: App>(
     }
     cfg.observer.health.serving();
     let mut rescuer = rescue::Rescuer::new(rescue, cells);
+    if let Some(f) = cfg.on_serving.take() {
+        f();
+    }
     let mut events = Events::with_capacity(256);
     let mut stopping: Option<Instant> = None;
     // A pool thread ended on its own (a panic outside any request).

@@ -109,9 +109,6 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
     if let Err(e) = timeout::start(app.clone(), activity.clone(), handler_timeout) {
         return fatal(format!("cannot start the timeout thread: {e}"));
     }
-    report(Message::Up { slot: id.slot, gen: id.gen, pid });
-    log::info!("worker {pid} (slot {}, generation {}) serving", id.slot, id.gen);
-
     let server_cfg = ServerConfig {
         thread_count: cfg.thread_count,
         tcp_nodelay: cfg.tcp_nodelay,
@@ -122,6 +119,11 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         shared_accept: true,
         stuck_after: Some(cfg.workers.timeout / 2),
         reload_check: None,
+        // Up once this worker accepts: only then may the master drain an older one.
+        on_serving: Some(Box::new(move || {
+            let _ = ipc::send(STATUS_FD, &Message::Up { slot: id.slot, gen: id.gen, pid });
+            log::info!("worker {pid} (slot {}, generation {}) serving", id.slot, id.gen);
+        })),
     };
     let served = py.detach(|| server::serve(app.clone(), listeners, signals, server_cfg));
     let code = match served {
