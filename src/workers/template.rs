@@ -77,7 +77,7 @@ pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
             log::warn!("template {pid}: unknown command {line:?}");
             continue;
         };
-        fork_worker(cfg, app.clone(), Identity { slot, gen, master_pid });
+        fork_worker(cfg, app.clone(), Identity { slot, gen, master_pid, birth_parent: master_pid });
     }
     drop(listeners);
     Ok(())
@@ -105,6 +105,7 @@ fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity) {
                 if grandchild != 0 {
                     libc::_exit(if grandchild < 0 { 1 } else { 0 });
                 }
+                let id = worker::Identity { birth_parent: libc::getppid(), ..id };
                 let code = worker::run(py, cfg, app, id);
                 crate::logging::flush(crate::logging::EXIT_FLUSH);
                 std::process::exit(code);

@@ -21,6 +21,10 @@ pub struct Identity {
     pub slot: usize,
     pub gen: u64,
     pub master_pid: i32,
+    /// The parent right after the fork: the intermediate process, until it
+    /// exits and the worker is re-parented to the master (a subreaper). Under
+    /// load that can take longer than the watchdog's first look.
+    pub birth_parent: i32,
 }
 
 /// Runs the worker; returns the process exit status. `py` is the forked
@@ -174,7 +178,7 @@ impl Watchdog {
             std::thread::sleep(WATCH_EVERY);
             // SAFETY: getppid and kill have no memory-safety preconditions.
             let parent = unsafe { libc::getppid() };
-            if parent != self.id.master_pid && !stop_asked {
+            if parent != self.id.master_pid && parent != self.id.birth_parent && !stop_asked {
                 log::warn!("worker {pid}: the master ({}) is gone; stopping", self.id.master_pid);
                 stop_asked = true;
                 unsafe { libc::kill(pid, libc::SIGTERM) };
