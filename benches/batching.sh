@@ -47,9 +47,7 @@ RESULTS=$OUT/results.tsv
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-for tool in cargo wrk taskset curl setsid pgrep "$PYTHON"; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk; taskset, setsid: util-linux)"
-done
+need_tools cargo wrk taskset curl setsid pgrep "$PYTHON"
 if (($(nproc) < 2)); then
     say "warning: one CPU: server and wrk share it"
     SERVER_CPU=0 WRK_CPU=0

@@ -60,9 +60,7 @@ RESULTS=$OUT/results.tsv
 # say, die, start_server, stop_server, cleanup, rss_mb, cpu_ticks, wrk_row (and the EXIT trap).
 source "$ROOT/benches/lib.sh"
 
-for tool in cargo wrk taskset curl setsid pgrep "$PYTHON"; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk; taskset, setsid: util-linux; pgrep: procps)"
-done
+need_tools cargo wrk taskset curl setsid pgrep "$PYTHON"
 ncpu=$(nproc)
 if ((ncpu < 2)); then
     say "warning: only $ncpu CPU: server and wrk share it; numbers are not comparable to a 2-CPU run"

@@ -30,6 +30,14 @@ STARTED=()
 READY_PATH=${READY_PATH:-/hello}
 
 # autogroup_nice PID: gives the autogroup of PID's session the niceness NICE (root only).
+# need_tools TOOL...: dies naming the first tool that is not installed.
+need_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk; taskset, setsid: util-linux; pgrep: procps)"
+    done
+}
+
 autogroup_nice() {
     local f=/proc/$1/autogroup
     [[ $NICE != 0 && -w $f ]] || return 0

@@ -66,9 +66,7 @@ RESULTS=$OUT/results.tsv
 # say, die, start_server, stop_server, cleanup, group_pids, cpu_ticks, pss_kb, uss_kb, wrk_row.
 source "$ROOT/benches/lib.sh"
 
-for tool in cargo wrk taskset curl setsid pgrep "$PYTHON"; do
-    command -v "$tool" >/dev/null || die "$tool is not installed (wrk: apt-get install wrk; taskset, setsid: util-linux; pgrep: procps)"
-done
+need_tools cargo wrk taskset curl setsid pgrep "$PYTHON"
 ncpu=$(nproc)
 ((ncpu >= 2)) || die "needs 2 CPUs (one for the servers, one for wrk); this machine has $ncpu"
 load_now() { cut -d' ' -f1-3 /proc/loadavg; }
