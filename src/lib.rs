@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod fault;
 pub mod files;
 pub mod http;
 pub mod logging;

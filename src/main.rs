@@ -34,6 +34,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     let cfg = Config::load_layered(&cli.project, cli.env, cli.flags).map_err(|e| e.to_string())?;
     pyrs::logging::init(cfg.log_level);
+    // Debug builds only: PYRS_INTERNAL_FAULT (tests inject panics with it).
+    pyrs::fault::arm();
     pyrs::http::encode::set_server_header(cfg.server_header);
     for name in &cli.unknown_env {
         log::warn!("environment variable {name} is not a pyrs setting (ignored)");

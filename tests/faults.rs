@@ -191,3 +191,108 @@ fn after_a_burst_idle_memory_goes_back_to_the_os() {
     wait_until(30, "idle memory back near its start", || rss_kib(s.child.id()) < base + 30 * 1024);
     assert_eq!(s.get("/hello").text(), "world");
 }
+
+/// Handlers for the injected faults (`PYRS_INTERNAL_FAULT`, debug builds):
+/// `/panic` and `/die` return normally, the fault strikes after them.
+const FAULTY: &str = r#"
+import os, time
+
+class Api:
+    def hello(self, request):
+        return "world"
+
+    def pid(self, request):
+        return str(os.getpid())
+
+    def panic(self, request):
+        return "never sent"
+
+    def die(self, request):
+        return "never sent"
+
+    def hold(self, request):
+        # Until the test creates the file "release" beside this module.
+        print("holding", flush=True)
+        release = os.path.join(os.path.dirname(__file__), "release")
+        while not os.path.exists(release):
+            time.sleep(0.01)
+        return "released"
+"#;
+
+fn faulty_project(extra: &str) -> Project {
+    let routes = [("/hello", "hello"), ("/pid", "pid"), ("/panic", "panic"), ("/die", "die"), ("/hold", "hold")];
+    Project::simple(FAULTY, &routes, extra)
+}
+
+#[test]
+#[cfg_attr(not(debug_assertions), ignore = "fault injection exists only in debug builds")]
+fn a_panic_on_the_python_handler_path_answers_500_and_the_thread_serves_on() {
+    let p = faulty_project("");
+    // One pool thread: the thread that panicked is the one that answers next.
+    let s = Server::start_with(&p, &["--threads", "1"], &[("PYRS_INTERNAL_FAULT", "panic_in_handler:/panic")]);
+    for _ in 0..3 {
+        let r = s.get("/panic");
+        assert_eq!((r.status, r.text()), (500, "Internal Server Error\n".to_string()), "{}", s.stderr());
+        let rid = r.header("X-Request-Id").expect("a request id").to_string();
+        s.wait_stderr(
+            &format!("route /panic: the handler call panicked; answered 500, thread 0 serves on rid={rid}"),
+            10,
+        );
+        assert_eq!(s.get("/hello").text(), "world");
+    }
+    assert!(s.stderr().contains("injected fault PanicInHandler on route /panic"), "{}", s.stderr());
+    assert_eq!(s.get("/missing").status, 404);
+}
+
+#[test]
+#[cfg_attr(not(debug_assertions), ignore = "fault injection exists only in debug builds")]
+fn a_pool_thread_that_dies_loses_its_connections_at_once_and_the_process_exits_1() {
+    let p = faulty_project("\"shutdown_timeout\": 60,");
+    let mut s = Server::start_with(&p, &["--threads", "2"], &[("PYRS_INTERNAL_FAULT", "panic_in_loop:/die")]);
+    assert_eq!(s.get("/hello").text(), "world");
+    // One thread holds a request; the acceptor gives the next connection to the other.
+    let mut held = s.connect();
+    held.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    s.wait_stdout("holding", 1, 10);
+    let mut doomed = s.connect();
+    doomed.send(b"GET /die HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Its thread died: the client sees the close now, not when the process
+    // exits (which waits for the held request below).
+    assert!(doomed.try_read_response().is_none(), "a response from a dead thread");
+    s.wait_stderr("died (a panic outside any handler call); it takes no more connections", 10);
+    s.wait_stderr("a server thread died; stopping the server (exit status 1)", 10);
+    assert!(s.child.try_wait().unwrap().is_none(), "pyrs exited before draining: {}", s.stderr());
+    // The other thread's request is not lost: it drains, then the process exits 1.
+    std::fs::write(p.dir.join("release"), "").unwrap();
+    let r = held.read_response();
+    assert_eq!((r.status, r.text()), (200, "released".to_string()));
+    assert_eq!(s.wait_exit(60).code(), Some(1), "{}", s.stderr());
+}
+
+#[test]
+#[cfg_attr(not(debug_assertions), ignore = "fault injection exists only in debug builds")]
+fn a_worker_whose_pool_thread_dies_exits_1_and_the_master_replaces_it() {
+    let p = faulty_project("\"workers\": 1,");
+    let mut s = Server::start_with(&p, &["--threads", "1"], &[("PYRS_INTERNAL_FAULT", "panic_in_loop:/die")]);
+    let first = s.get("/pid").text();
+    let mut doomed = s.connect();
+    doomed.send(b"GET /die HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(doomed.try_read_response().is_none(), "a response from a dead thread");
+    s.wait_stderr(&format!("worker {first}: server failed: a pool thread died"), 10);
+    // A new worker takes over; the master never stopped.
+    let mut now = first.clone();
+    wait_until(30, "a replacement worker to answer", || {
+        let mut c = s.connect();
+        c.send(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n");
+        if let Some(r) = c.try_read_response() {
+            if r.status == 200 {
+                now = r.text();
+            }
+        }
+        now != first
+    });
+    assert_eq!(s.get("/hello").text(), "world");
+    assert!(s.stderr().contains("pool thread 0 died"), "{}", s.stderr());
+    s.wait_stderr("exited with status 1; replacing it", 10);
+    assert!(s.child.try_wait().unwrap().is_none(), "the master exited: {}", s.stderr());
+}

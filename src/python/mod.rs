@@ -420,6 +420,8 @@ impl Worker for PyWorker<'_> {
         };
         errors::clear_late_interrupt(&mut self.interrupts_seen);
         let (pattern, label) = (&origin.0, &origin.1);
+        // Debug builds: a test can make this path panic (the per-job catch answers 500).
+        crate::fault::hit(crate::fault::Fault::PanicInHandler, pattern);
         match outcome {
             Ok(value) if aio::is_coroutine(py, &value) => match res.defer() {
                 Some(later) => await_response(py, value, later, request, origin.clone(), route.id),

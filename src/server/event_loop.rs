@@ -599,14 +599,24 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 context::enter(route.id, &call.rid);
                 // A panic in one call is contained to its request.
                 let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.handle(route, req, res)));
+                if handled.is_err() {
+                    // Counted and kept for the status page like a handler's exception.
+                    context::handler_error("the handler call panicked");
+                }
                 (context::leave(), handled.is_err())
             });
             if let Some(a) = &shared.activity {
                 a.end(index);
             }
+            // Debug builds: a test can make the loop itself die here (see `server::serve`).
+            crate::fault::hit(crate::fault::Fault::PanicInLoop, &route.pattern);
             let mut deferred = (call.out.last_slot() != slot_before).then(|| call.out.last_slot());
             if panicked {
-                log::error!("route {}: the handler call panicked; answered 500", route.pattern);
+                log::error!(
+                    "route {}: the handler call panicked; answered 500, thread {index} serves on rid={}",
+                    route.pattern,
+                    call.rid.as_str()
+                );
                 call.out.rollback(before);
                 deferred = None;
                 let ctx = ResponseContext { keep_alive: false, ..call.ctx };
@@ -1109,6 +1119,15 @@ impl<T: Send + Sync + 'static> LoopCell<T> {
     pub fn new(event_loop: impl FnOnce(Receiver<Moved<T>>) -> EventLoop<'static, T>) -> Self {
         let (moved_tx, moved_rx) = crossbeam_channel::unbounded();
         LoopCell { state: Mutex::new(event_loop(moved_rx)), moved_tx }
+    }
+
+    /// The loop's thread died: shuts down every connection it owned, so
+    /// that their clients see the close now (what they wait for is lost).
+    pub fn abandon(&self) {
+        let lp = lock(&self.state);
+        for conn in lp.conns.iter().flatten() {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Runs the loop until shutdown; `worker` is the application's view for this thread.

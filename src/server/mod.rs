@@ -100,6 +100,9 @@ pub struct ThreadShared {
     pub connections: AtomicUsize,
     /// The thread is running handlers (not waiting for I/O).
     pub busy: AtomicBool,
+    /// The thread has ended (a panic past the per-job catch, or shutdown):
+    /// it takes no more connections.
+    pub ended: AtomicBool,
     /// Since when (see `rescue`).
     busy_since: rescue::BusySince,
     /// Connections owned here whose handlers have kept a thread stuck.
@@ -179,6 +182,7 @@ pub fn serve<A: App>(
             waker,
             connections: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             busy_since: rescue::BusySince::default(),
             slow_conns: AtomicUsize::new(0),
             rescue: rescue.clone(),
@@ -205,7 +209,19 @@ pub fn serve<A: App>(
                 if let Some(a) = &s.activity {
                     a.register_thread(index);
                 }
-                event_loop::run_thread(&**app, index, cell, sink)
+                // A panic past the per-job catch ends the thread: say so at
+                // once, so that the acceptor stops choosing it and the main
+                // thread stops the server (see `thread_died` below).
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    event_loop::run_thread(&**app, index, cell, sink)
+                }));
+                s.ended.store(true, Ordering::Release);
+                if ran.is_err() {
+                    log::error!(
+                        "pool thread {index} died (a panic outside any handler call); it takes no more connections"
+                    );
+                    s.rescue.wake_main();
+                }
             })?;
         handles.push(handle);
     }
@@ -230,6 +246,7 @@ pub fn serve<A: App>(
         }
     }
     cfg.observer.health.serving();
+    let loops = cells.clone();
     let mut rescuer = rescue::Rescuer::new(rescue, cells);
     if let Some(f) = cfg.on_serving.take() {
         f();
@@ -314,14 +331,36 @@ pub fn serve<A: App>(
                 _ => {}
             }
         }
-        if stopping.is_none() && handles.iter().any(|h| h.is_finished()) {
-            // Its connections are lost and new ones would be too: stop
-            // serving (the others drain) and exit non-zero, so that a
-            // supervisor (pyrs's master, systemd) starts a whole process.
-            log::error!("a pool thread died; stopping the server (exit status 1)");
+        // Connections handed to a thread as it died go to the others.
+        for s in shared.iter().filter(|s| s.ended.load(Ordering::Acquire)) {
+            while let Ok((stream, addr)) = s.incoming_rx.try_recv() {
+                s.connections.fetch_sub(1, Ordering::AcqRel);
+                acceptor.dispatch(stream, addr);
+            }
+        }
+        let died = |i: usize| shared[i].ended.load(Ordering::Acquire) && !shared[i].shutdown.load(Ordering::Acquire);
+        // Batch threads end only after the loop below (`batches.stop`).
+        let batch_died = stopping.is_none() && batch_handles.iter().any(|h| h.is_finished());
+        if !thread_died && ((0..shared.len()).any(died) || batch_died) {
+            // A thread ended without being told to (a panic outside any
+            // handler call): its connections are lost and its work would be
+            // too. Stop serving (the other threads drain) and exit non-zero,
+            // so that a supervisor (pyrs's master, systemd) starts a whole
+            // process.
+            log::error!("a server thread died; stopping the server (exit status 1)");
             thread_died = true;
-            stopping = Some(Instant::now());
+            for (i, cell) in loops.iter().enumerate() {
+                if died(i) {
+                    // Their clients see the close now rather than at exit.
+                    cell.abandon();
+                }
+            }
+            stopping.get_or_insert_with(Instant::now);
             cfg.observer.health.draining();
+            accept_stop.store(true, Ordering::Release);
+            for t in accept_threads.drain(..) {
+                interrupt_accept::stop(t);
+            }
             for mut l in listeners.take().unwrap_or_default() {
                 let _ = poll.registry().deregister(&mut l);
             }
@@ -329,6 +368,7 @@ pub fn serve<A: App>(
                 s.shutdown.store(true, Ordering::Release);
                 let _ = s.waker.wake();
             }
+            batches.hurry();
         }
         if stopping.is_none() {
             let open = shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum();
@@ -538,11 +578,16 @@ impl Acceptor {
     fn dispatch(&mut self, mut stream: Stream, addr: Peer) {
         self.accepted += 1;
         let total: usize = self.shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum();
-        if total >= self.max_connections {
-            self.warn(&format!(
-                "max_connections ({}) reached: refusing new connections with 503",
-                self.max_connections
-            ));
+        let live = self.shared.iter().filter(|s| !s.ended.load(Ordering::Acquire)).count();
+        if total >= self.max_connections || live == 0 {
+            if live == 0 {
+                self.warn("no server thread is left: refusing new connections with 503");
+            } else {
+                self.warn(&format!(
+                    "max_connections ({}) reached: refusing new connections with 503",
+                    self.max_connections
+                ));
+            }
             self.date.refresh();
             self.busy.clear();
             let ctx = ResponseContext { keep_alive: false, head_only: false, version: Version::Http11 };
@@ -574,13 +619,13 @@ impl Acceptor {
         if self.tcp_nodelay {
             let _ = stream.set_nodelay(true);
         }
-        // A thread not busy in a handler, with the fewest connections; ties
-        // go round-robin. (A thread blocked in a slow handler holds up only
-        // the connections it already owns.)
+        // A live thread not busy in a handler, with the fewest connections;
+        // ties go round-robin. (A thread blocked in a slow handler holds up
+        // only the connections it already owns; one that died takes none.)
         let n = self.shared.len();
         let load = |i: usize| {
             let s = &self.shared[i];
-            (s.busy.load(Ordering::Acquire), s.connections.load(Ordering::Acquire))
+            (s.ended.load(Ordering::Acquire), s.busy.load(Ordering::Acquire), s.connections.load(Ordering::Acquire))
         };
         let mut best = self.next % n;
         for k in 0..n {

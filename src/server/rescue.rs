@@ -45,6 +45,11 @@ impl Rescue {
         Rescue { epoch: Instant::now(), asleep: AtomicBool::new(true), enabled: threads > 1, waker }
     }
 
+    /// Wakes the main thread at once (a pool thread died).
+    pub fn wake_main(&self) {
+        let _ = self.waker.wake();
+    }
+
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
@@ -139,7 +144,8 @@ impl<T: Send + Sync + 'static> Rescuer<T> {
         // that slow ones spread one per thread and fast ones gather where none
         // is), then idle ones, then fewest connections.
         let target = || {
-            (0..shared.len()).filter(|&b| b != a && !stuck(&shared[b], now)).min_by_key(|&b| {
+            let usable = |b: usize| b != a && !stuck(&shared[b], now) && !shared[b].ended.load(Ordering::Acquire);
+            (0..shared.len()).filter(|&b| usable(b)).min_by_key(|&b| {
                 let s = &shared[b];
                 (
                     s.slow_conns.load(Ordering::Acquire),
