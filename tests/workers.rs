@@ -298,3 +298,31 @@ fn max_rss_mb_recycles_a_worker() {
     s.wait_stderr("at once and replacing it", 5);
     wait_until(5, "a recycled worker", || pid_of(&s) != first);
 }
+
+#[test]
+fn the_template_and_workers_exit_by_themselves_when_the_master_is_killed() {
+    // Seen: a pyrs re-parented to PID 1 after the suite. A master killed by
+    // SIGKILL cannot stop its processes; they must notice and exit.
+    let p = Project::simple(API, &routes(), "\"workers\": 2,");
+    let mut s = Server::start(&p, &[]);
+    assert_eq!(pids(&s, 40).len(), 2);
+    let master = s.child.id();
+    wait_until(10, "the template and two workers", || processes_of_master(master).len() == 3);
+    let template: i32 = s
+        .stderr()
+        .split("template ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .expect("the template's pid in the log");
+    // A spawn command still in the template's pipe when the master dies: the
+    // template must not start a worker nobody supervises. (Stopped, it reads
+    // the command only after the master is gone.)
+    unsafe_kill(template, "STOP");
+    s.signal("TTIN");
+    s.wait_stderr("SIGTTIN: adding a worker", 10);
+    unsafe_kill(master as i32, "KILL");
+    s.child.wait().unwrap();
+    unsafe_kill(template, "CONT");
+    s.wait_stderr(&format!("the master ({master}) is gone; not starting a worker"), 10);
+    wait_until(10, "every process of the killed master to exit", || processes_of_master(master).is_empty());
+}

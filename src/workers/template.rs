@@ -77,6 +77,13 @@ pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
             log::warn!("template {pid}: unknown command {line:?}");
             continue;
         };
+        // A command still in the pipe when the master died: nobody would
+        // supervise that worker.
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != master_pid {
+            log::warn!("template {pid}: the master ({master_pid}) is gone; not starting a worker, exiting");
+            break;
+        }
         fork_worker(cfg, app.clone(), Identity { slot, gen, master_pid, birth_parent: master_pid });
     }
     drop(listeners);
@@ -101,11 +108,15 @@ fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity) {
             }
             if pid == 0 {
                 ffi::PyOS_AfterFork_Child();
+                // The worker's parent is this process until it exits (not
+                // getppid() in the worker: by then this process may be gone
+                // and the worker re-parented, to init if the master died too).
+                let intermediate = libc::getpid();
                 let grandchild = libc::fork();
                 if grandchild != 0 {
                     libc::_exit(if grandchild < 0 { 1 } else { 0 });
                 }
-                let id = worker::Identity { birth_parent: libc::getppid(), ..id };
+                let id = worker::Identity { birth_parent: intermediate, ..id };
                 let code = worker::run(py, cfg, app, id);
                 crate::logging::flush(crate::logging::EXIT_FLUSH);
                 std::process::exit(code);

@@ -142,9 +142,18 @@ impl Server {
 
     /// Like [`Server::spawn`]; with `read_stderr` false, stderr is a pipe
     /// nobody reads (kept in `unread_stderr`), which fills after 64 KiB.
+    ///
+    /// The process gets a process group of its own: dropping the `Server`
+    /// kills the whole group (a master's template and workers too).
     pub fn spawn_with(mut cmd: Command, read_stderr: bool) -> Server {
-        let mut child =
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pyrs");
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pyrs");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut readers = vec![collect(child.stdout.take().unwrap(), stdout.clone())];
@@ -263,9 +272,31 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // The group, not only the pid: a worker-mode master killed alone
+        // leaves its template and workers to notice by themselves.
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: kill has no memory-safety preconditions; the group is the
+        // one this child leads (see spawn_with).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Live (not zombie) processes started by the worker-mode master `master`:
+/// its templates and workers carry its pid in their environment.
+pub fn processes_of_master(master: u32) -> Vec<u32> {
+    let needle = format!("PYRS_INTERNAL_MASTER_PID={master}\0");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis.
+            let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+            !zombie && environ.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .collect()
 }
 
 /// Runs `pyrs ARGS` to completion: (exit code, stdout, stderr).
