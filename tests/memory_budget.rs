@@ -140,3 +140,61 @@ fn clients_that_withhold_the_last_byte_of_9_mib_bodies_meet_the_budget() {
     let r = s.post("/upload", &body);
     assert_eq!(r.text(), (9 << 20).to_string());
 }
+
+/// A batched route whose calls wait for the file "release" beside main.py.
+const BATCHED: &str = r#"
+import os, time
+
+RELEASE = os.path.join(os.path.dirname(__file__), "release")
+
+class Api:
+    def infer(self, requests):
+        while not os.path.exists(RELEASE):
+            time.sleep(0.01)
+        return [str(len(r.body)) for r in requests]
+
+    def small(self, request):
+        return "small"
+"#;
+
+#[test]
+fn bodies_waiting_in_a_batch_queue_count_against_the_budget() {
+    // An 8 MiB budget and 1 MiB bodies: one batch of one holds the batch
+    // thread, the others wait in the queue with their bodies. Before, a body
+    // stopped counting once its connection had queued it: the queue could
+    // hold any amount and the budget never refused anything.
+    let pyrs = r#"{
+  "max_memory_mb": 8,
+  "thread_count": 2,
+  "modules": [
+    {"path": "/infer", "module": "main", "class": "Api", "handler": "infer",
+     "batch": {"max_size": 1, "max_concurrent_batches": 1}},
+    {"path": "/small", "module": "main", "class": "Api", "handler": "small"},
+  ]
+}"#;
+    let p = Project::new(&[("main.py", BATCHED), ("project.pyrs", pyrs)]);
+    let mut s = Server::start(&p, &[]);
+    assert_eq!(s.get("/small").text(), "small");
+    let body = vec![b'b'; 1 << 20];
+    let mut uploads = Vec::new();
+    for _ in 0..16 {
+        let mut c = s.connect();
+        c.stream.set_write_timeout(Some(RESPONSE_WAIT)).unwrap();
+        let head = format!("POST /infer HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", body.len());
+        c.send(head.as_bytes());
+        // A refused upload may see its connection closed before the body is written.
+        let _ = c.stream.write_all(&body);
+        uploads.push(c);
+    }
+    // The queued bodies spend the budget: a new request is refused.
+    wait_until(30, "GET /small refused while the bodies wait", || s.get("/small").status == 503);
+    assert!(s.child.try_wait().unwrap().is_none(), "pyrs died:\n{}", s.stderr());
+    // The batches drain: every upload gets its answer or its 503.
+    std::fs::write(p.dir.join("release"), "").unwrap();
+    let statuses: Vec<u16> = uploads.iter_mut().map(|c| c.try_read_response().map_or(0, |r| r.status)).collect();
+    let ok = statuses.iter().filter(|&&st| st == 200).count();
+    assert!(ok >= 4 && statuses.iter().all(|&st| st == 200 || st == 503 || st == 0), "{statuses:?}");
+    // And with the queue empty, the budget has room again.
+    assert_alive_and_recovers(&mut s);
+    assert_eq!(s.post("/infer", &body).text(), (1 << 20).to_string());
+}

@@ -5,8 +5,12 @@
 //! until sending frees memory. The default comes from the machine: a
 //! quarter of the smallest of physical memory, the cgroup's memory limit
 //! and the address-space limit (`ulimit -v`).
+//!
+//! What leaves a connection but stays in memory (a request body waiting in
+//! a batch queue) is charged through a [`Charge`] until it is released.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 const MIB: usize = 1024 * 1024;
 /// The smallest default budget.
@@ -58,6 +62,16 @@ impl MemoryBudget {
         }
     }
 
+    /// Charges `bytes` held outside any connection until the returned
+    /// [`Charge`] is released or dropped.
+    pub fn hold(self: &Arc<Self>, bytes: usize) -> Charge {
+        if self.limit == 0 || bytes == 0 {
+            return Charge::default();
+        }
+        self.recharge(0, bytes);
+        Charge { budget: Some(self.clone()), bytes }
+    }
+
     /// A quarter of the smallest memory limit that applies to this process.
     pub fn default_limit() -> usize {
         let mut limits = Vec::new();
@@ -78,6 +92,29 @@ impl MemoryBudget {
         }
         let smallest = limits.into_iter().min().unwrap_or(4 << 30);
         usize::try_from(smallest / 4).unwrap_or(usize::MAX).max(MIN_DEFAULT)
+    }
+}
+
+/// Bytes charged to a budget by something other than a connection; given
+/// back when released or dropped.
+#[derive(Debug, Default)]
+pub struct Charge {
+    budget: Option<Arc<MemoryBudget>>,
+    bytes: usize,
+}
+
+impl Charge {
+    /// Gives the bytes back now (the holder no longer has them).
+    pub fn release(&mut self) {
+        if let Some(budget) = self.budget.take() {
+            budget.recharge(self.bytes, 0);
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -104,5 +141,21 @@ mod tests {
         unlimited.recharge(0, usize::MAX / 2);
         assert!(!unlimited.over() && unlimited.fits(u64::MAX));
         assert!(MemoryBudget::default_limit() >= MIN_DEFAULT);
+    }
+
+    #[test]
+    fn a_hold_is_charged_until_released_or_dropped() {
+        let b = Arc::new(MemoryBudget::new(100));
+        let mut held = b.hold(70);
+        let other = b.hold(30);
+        assert!(b.over());
+        held.release();
+        held.release();
+        assert_eq!(b.used(), 30);
+        drop(other);
+        assert_eq!(b.used(), 0);
+        let unlimited = Arc::new(MemoryBudget::new(0));
+        let _free = unlimited.hold(1 << 30);
+        assert_eq!(unlimited.used(), 0);
     }
 }

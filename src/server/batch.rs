@@ -22,6 +22,7 @@
 use super::ThreadShared;
 use crate::app::{App, BatchSettings, Responder, Route, Worker};
 use crate::http::body::Released;
+use crate::http::budget::Charge;
 use crate::http::date::DateCache;
 use crate::http::encode::{ResponseContext, Sent};
 use crate::http::output::Output;
@@ -201,6 +202,9 @@ pub struct ReplyTo {
     pub received: Instant,
     /// The request side of its access-log line, when the log is on.
     pub line: Option<Pending>,
+    /// Its body, charged to the memory budget while it waits (a connection
+    /// no longer counts it once it is queued) and until the batch call ends.
+    pub held: Charge,
 }
 
 /// A request of a batched route as it waits in its queue.
@@ -351,7 +355,7 @@ pub fn run_thread<A: App>(
             date.refresh();
             let n = batch.len();
             obs.metrics.batch(route.id, n as u64);
-            let (reqs, replies): (Vec<Request>, Vec<ReplyTo>) = batch.into_iter().map(|w| w.payload).unzip();
+            let (reqs, mut replies): (Vec<Request>, Vec<ReplyTo>) = batch.into_iter().map(|w| w.payload).unzip();
             let mut outs: Vec<Output> = (0..n).map(|_| Output::new()).collect();
             let closes: Vec<Cell<bool>> = (0..n).map(|_| Cell::new(false)).collect();
             let sent: Vec<Cell<Sent>> = (0..n).map(|_| Cell::new(Sent::default())).collect();
@@ -377,6 +381,8 @@ pub fn run_thread<A: App>(
             if context::leave() {
                 obs.metrics.exception(route.id);
             }
+            // The call is over: its requests' bodies are freed.
+            replies.iter_mut().for_each(|r| r.held.release());
             if handled.is_err() {
                 log::error!("route {}: the batch handler call panicked; its {n} requests answered 500", route.pattern);
                 for (((out, closes), sent), r) in outs.iter_mut().zip(&closes).zip(&sent).zip(&replies) {

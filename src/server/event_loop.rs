@@ -863,6 +863,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                             rid,
                             received: job.received,
                             line,
+                            held: self.limits.memory.hold(req.body.capacity()),
                         };
                         log::trace!("{}: request queued for a batch of route {}", conn.addr, route.pattern);
                         self.batches.enqueue(queue, req, reply);
