@@ -3,6 +3,9 @@
 //! The file is JSON5 (comments, trailing commas). Every error names the file
 //! and the line:column it refers to, including unknown keys (a typo such as
 //! `thread_cout` is an error, never silently ignored) and duplicate routes.
+//! Config is read first and owns every key's syntax and checks, including
+//! the `access_log_format` template (`access_format`); the modules it
+//! configures import it, never the other way round.
 
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -11,6 +14,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub mod access_format;
 
 pub use crate::http::forwarded::TrustedProxies;
 
@@ -169,11 +174,14 @@ impl Default for Observability {
 impl Observability {
     /// Checks what depends on several keys (run once every layer is applied).
     pub fn validate(&self) -> Result<(), String> {
-        crate::observe::access_log::AccessFormat::parse(&self.access_log_format)?;
-        if let Some(addr) = self.admin_listen {
-            crate::observe::admin::check_address(addr, self.admin_allow_remote)?;
+        access_format::parse(&self.access_log_format)?;
+        match self.admin_listen {
+            Some(addr) if !addr.ip().is_loopback() && !self.admin_allow_remote => Err(format!(
+                "admin_listen {addr} is not a loopback address; the admin endpoints show internals \
+                 (set admin_allow_remote: true to serve them on it anyway)"
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -623,7 +631,7 @@ pub fn parse_access_log(s: &str) -> Result<AccessLog, String> {
 }
 
 fn access_log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    string_with(d, |s| crate::observe::access_log::AccessFormat::parse(s).map(|_| s.to_string())).map(Some)
+    string_with(d, |s| access_format::parse(s).map(|_| s.to_string())).map(Some)
 }
 
 fn admin_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {

@@ -9,7 +9,7 @@ use crate::http::encode::{self, ResponseContext, ResponseWriter};
 use crate::http::limits::Limits;
 use crate::http::Version;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,18 +18,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// one slow client must not hold the admin thread (and the probes behind it).
 const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 const MAX_HEAD: usize = 16 * 1024;
-
-/// Is `addr` acceptable for the admin listener? Loopback only, unless allowed.
-pub fn check_address(addr: SocketAddr, allow_remote: bool) -> Result<(), String> {
-    if addr.ip().is_loopback() || allow_remote {
-        Ok(())
-    } else {
-        Err(format!(
-            "admin_listen {addr} is not a loopback address; the admin endpoints show internals \
-             (set admin_allow_remote: true to serve them on it anyway)"
-        ))
-    }
-}
 
 /// Serves the admin endpoints from `source` on `listener` (bound by the
 /// caller with `server::listener::bind`: observe does not import server) and
