@@ -168,6 +168,11 @@ pub struct Deferred {
 }
 
 impl Deferred {
+    /// The reserved slot (see [`Output::on_cancel`]).
+    pub fn slot(&self) -> u64 {
+        self.slot
+    }
+
     /// Sends `fill` to the owning event loop, which runs it in request order.
     pub fn complete(mut self, fill: Fill) {
         self.done = true;

@@ -82,6 +82,39 @@ class Api:
             yield "two"
         return pyrs.EventStream(events())
 
+    async def wait_marked(self, request):
+        # Writes how it ended to the marker file (only a cancellation writes
+        # "cancelled"; the sleep outlasts any test).
+        marker = request.query["marker"]
+        print("waiting " + marker, flush=True)
+        how = "returned"
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            how = "cancelled"
+            raise
+        finally:
+            with open(marker, "w") as f:
+                f.write(how)
+        return "woke"
+
+    async def agen_marked(self, request):
+        marker = request.query["marker"]
+        how = "ended"
+        try:
+            yield "first\n"
+            await asyncio.sleep(3600)
+            yield "never\n"
+        except asyncio.CancelledError:
+            how = "cancelled"
+            raise
+        except GeneratorExit:
+            how = "closed"
+            raise
+        finally:
+            with open(marker, "w") as f:
+                f.write(how)
+
     async def close(self):
         await asyncio.sleep(0)
         print("async close ran", flush=True)
@@ -101,6 +134,8 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/agen_ticking", "agen_ticking"),
         ("/agen_boom", "agen_boom"),
         ("/aevents", "aevents"),
+        ("/wait_marked", "wait_marked"),
+        ("/agen_marked", "agen_marked"),
     ]
 }
 
@@ -234,6 +269,17 @@ fn worker_processes_run_async_post_fork_and_coroutines() {
     assert!(!seen.is_empty());
 }
 
+/// Reads from `c` until what it received contains `needle`.
+fn read_until_contains(c: &mut Client, needle: &str) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        let n = read_retry(&mut c.stream, &mut buf).unwrap();
+        assert!(n > 0, "closed before {needle:?} arrived: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 fn raw(s: &Server, request: &[u8]) -> String {
     let mut c = s.connect();
     c.send(request);
@@ -266,13 +312,7 @@ fn a_client_that_disconnects_runs_the_async_generators_finally() {
     let s = Server::start(&p, &[]);
     let mut c = s.connect();
     c.send(b"GET /agen_ticking HTTP/1.1\r\nHost: h\r\n\r\n");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("tick") {
-        let n = read_retry(&mut c.stream, &mut buf).unwrap();
-        assert!(n > 0, "closed before the first item");
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until_contains(&mut c, "tick");
     drop(c);
     s.wait_stdout("agen finally ran", 1, 30);
     assert_eq!(s.get("/hello").text(), "hello");
@@ -287,4 +327,82 @@ fn an_exception_in_an_async_generator_cuts_the_response() {
     assert!(!out.ends_with("0\r\n\r\n"), "no terminating chunk: {out}");
     s.wait_stderr("ValueError: agen boom", 30);
     assert!(s.stderr().contains("response cut"), "{}", s.stderr());
+}
+
+/// The contents of `path` once it exists (polled with a generous deadline).
+fn marker(path: &std::path::Path) -> String {
+    wait_until(30, &format!("{} to be written", path.display()), || path.exists());
+    // Written by one small write: read until the file has its content.
+    let mut text = String::new();
+    wait_until(30, "the marker's content", || {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        !text.is_empty()
+    });
+    text
+}
+
+#[test]
+fn a_client_that_goes_away_cancels_its_pending_coroutine_and_only_that_one() {
+    let p = Project::simple(API, &routes(), "\"thread_count\": 1,");
+    let s = Server::start(&p, &[]);
+    let dir = temp_dir("cancel-markers");
+    let m = |name: &str| dir.join(name);
+    let wait = |name: &str| format!("GET /wait_marked?marker={} HTTP/1.1\r\nHost: h\r\n\r\n", m(name).display());
+
+    // Another connection's coroutine on the same thread, which must not be cancelled.
+    let mut kept = s.connect();
+    kept.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n");
+
+    // The client closes (FIN) while its coroutine awaits.
+    let mut fin = s.connect();
+    fin.send(wait("fin").as_bytes());
+    s.wait_stdout(&format!("waiting {}", m("fin").display()), 1, 30);
+    drop(fin);
+    assert_eq!(marker(&m("fin")), "cancelled", "the coroutine saw CancelledError and its finally ran");
+
+    // The client resets the connection.
+    let mut rst = s.connect();
+    rst.send(wait("rst").as_bytes());
+    s.wait_stdout(&format!("waiting {}", m("rst").display()), 1, 30);
+    socket2::SockRef::from(&rst.stream).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    drop(rst);
+    assert_eq!(marker(&m("rst")), "cancelled");
+
+    // Pipelined: the pending coroutine and what queued behind it go with the connection.
+    let mut piped = s.connect();
+    piped.send(format!("{}GET /hello HTTP/1.1\r\nHost: h\r\n\r\n", wait("piped")).as_bytes());
+    s.wait_stdout(&format!("waiting {}", m("piped").display()), 1, 30);
+    drop(piped);
+    assert_eq!(marker(&m("piped")), "cancelled");
+
+    // The server serves on, and the other connection's coroutine was left running.
+    assert_eq!(s.get("/hello").text(), "hello");
+    let mut other = s.connect();
+    other.send(b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(other.read_response().status, 201);
+    assert_eq!(kept.read_response().text(), "first", "the other connection's coroutine ran to its end");
+    // A client going away is not an error: nothing about it at error level.
+    let err = s.stderr();
+    assert!(!err.contains("CancelledError") && !err.contains("Internal Server Error"), "{err}");
+    assert!(!err.contains("raised"), "{err}");
+}
+
+#[test]
+fn a_client_that_goes_away_closes_an_async_generator_awaiting_its_next_item() {
+    let p = Project::simple(API, &routes(), "");
+    let s = Server::start(&p, &[]);
+    let path = temp_dir("agen-marker").join("agen");
+    let mut c = s.connect();
+    c.send(format!("GET /agen_marked?marker={} HTTP/1.1\r\nHost: h\r\n\r\n", path.display()).as_bytes());
+    read_until_contains(&mut c, "first");
+    // The generator now awaits for an hour: no write can fail meanwhile,
+    // so only the client's FIN tells the server it has gone.
+    drop(c);
+    // "cancelled" when its pending __anext__ was cancelled, "closed" when the
+    // client went before the next __anext__ started (aclose() then ran).
+    let how = marker(&path);
+    assert!(how == "cancelled" || how == "closed", "its finally ran: {how}");
+    assert_eq!(s.get("/hello").text(), "hello");
+    let err = s.stderr();
+    assert!(!err.contains("CancelledError") && !err.contains("raised"), "{err}");
 }

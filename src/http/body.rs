@@ -77,25 +77,38 @@ impl<I: Iterator<Item = Vec<u8>> + Send> BodyStream for IterStream<I> {
     }
 }
 
+/// Work still running for a response that will never be sent (its client
+/// went away): an awaited coroutine to cancel. Run with the application
+/// locked (for Python: `task.cancel()`, so the coroutine's `finally` runs).
+pub trait Cancel: Send {
+    fn cancel(self: Box<Self>);
+}
+
 /// What connections let go of that belongs to the application: streams
-/// to close and shared bytes to drop, both with the application locked
-/// (for Python: a generator's `finally` runs, and a `bytes` object is freed
-/// at once instead of waiting for the interpreter's next pass).
+/// to close, work to cancel and shared bytes to drop, all with the
+/// application locked (for Python: a generator's `finally` runs, and a
+/// `bytes` object is freed at once instead of waiting for the interpreter's
+/// next pass).
 #[derive(Default)]
 pub struct Released {
     pub streams: Vec<Box<dyn BodyStream>>,
+    pub cancels: Vec<Box<dyn Cancel>>,
     pub shared: Vec<Box<dyn SharedBytes>>,
 }
 
 impl Released {
     pub fn is_empty(&self) -> bool {
-        self.streams.is_empty() && self.shared.is_empty()
+        self.streams.is_empty() && self.cancels.is_empty() && self.shared.is_empty()
     }
 
-    /// Closes the streams and drops the rest (application locked).
+    /// Closes the streams, cancels the pending work and drops the rest
+    /// (application locked).
     pub fn release(&mut self) {
         for mut stream in self.streams.drain(..) {
             stream.close();
+        }
+        for cancel in self.cancels.drain(..) {
+            cancel.cancel();
         }
         self.shared.clear();
     }

@@ -9,7 +9,7 @@
 //! of a response that will be produced later (by another thread, or an
 //! awaited coroutine): everything after it waits until [`Output::fill`].
 
-use super::body::{BodyStream, Pulled, Released, SharedBytes};
+use super::body::{BodyStream, Cancel, Pulled, Released, SharedBytes};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
@@ -172,6 +172,9 @@ pub struct Output {
     scratch: Vec<u8>,
     /// Shared bodies fully written, to be dropped with the application locked.
     retired: Vec<Box<dyn SharedBytes>>,
+    /// What cancels the work behind an unfilled slot, by slot (see
+    /// [`Output::on_cancel`]); handed over when the connection goes.
+    cancels: Vec<(u64, Box<dyn Cancel>)>,
 }
 
 impl Output {
@@ -229,14 +232,26 @@ impl Output {
             let mut extra = self.segs.split_off(mark.segs);
             // The first new segment starts with the old tail (sealed when a
             // body segment was queued after it).
-            if let Some(Seg::Bytes { mut buf, pos }) = extra.pop_front() {
-                buf.truncate(mark.tail);
-                self.sent = pos.min(buf.len());
-                self.tail = buf;
+            if let Some(Seg::Bytes { .. }) = extra.front() {
+                if let Some(Seg::Bytes { mut buf, pos }) = extra.pop_front() {
+                    buf.truncate(mark.tail);
+                    self.sent = pos.min(buf.len());
+                    self.tail = buf;
+                }
+            } else {
+                // The tail was empty: the first new segment is not its bytes.
+                self.tail.clear();
+                self.sent = 0;
             }
             for seg in extra {
-                if let Seg::Stream(mut s) = seg {
-                    s.stream.close();
+                match seg {
+                    Seg::Stream(mut s) => s.stream.close(),
+                    Seg::Pending(slot) => {
+                        if let Some(at) = self.cancels.iter().position(|(n, _)| *n == slot) {
+                            self.cancels.swap_remove(at).1.cancel();
+                        }
+                    }
+                    _ => {}
                 }
             }
         } else {
@@ -295,6 +310,15 @@ impl Output {
         self.next_slot
     }
 
+    /// Registers what cancels the work that will fill `slot` (an awaited
+    /// coroutine), should the connection go before it is filled: then
+    /// [`Output::take_streams`] hands it over. Filling the slot drops it.
+    pub fn on_cancel(&mut self, slot: u64, cancel: Box<dyn Cancel>) {
+        if self.segs.iter().any(|s| matches!(s, Seg::Pending(n) if *n == slot)) {
+            self.cancels.push((slot, cancel));
+        }
+    }
+
     /// Holds a stream that must stay on the loop that created it.
     pub fn has_pinned_stream(&self) -> bool {
         self.segs.iter().any(|s| matches!(s, Seg::Stream(st) if st.stream.pinned()))
@@ -328,6 +352,9 @@ impl Output {
         let Some(at) = self.segs.iter().position(|s| matches!(s, Seg::Pending(n) if *n == slot)) else {
             return false;
         };
+        if !self.cancels.is_empty() {
+            self.cancels.retain(|(n, _)| *n != slot);
+        }
         let mut part = Output::new();
         encode(&mut part);
         part.seal_tail();
@@ -368,6 +395,10 @@ impl Output {
                 _ => {}
             }
         }
+        // Slots are numbered in queue order: those after this one are dropped.
+        let (after, keep): (Vec<_>, Vec<_>) = self.cancels.drain(..).partition(|(n, _)| *n > slot);
+        self.cancels = keep;
+        dropped.cancels.extend(after.into_iter().map(|(_, c)| c));
         self.tail.clear();
         self.sent = 0;
         self.fill(slot, encode)
@@ -470,6 +501,7 @@ impl Output {
                 _ => {}
             }
         }
+        into.cancels.extend(self.cancels.drain(..).map(|(_, c)| c));
         into.shared.append(&mut self.retired);
         self.tail.clear();
         self.sent = 0;
@@ -797,6 +829,54 @@ mod tests {
         out.take_streams(&mut taken);
         assert_eq!((taken.streams.len(), taken.shared.len()), (1, 1));
         assert!(out.is_empty());
+    }
+
+    /// Counts its cancellations in a shared counter.
+    struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Cancel for Counted {
+        fn cancel(self: Box<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_work_behind_an_unfilled_slot_is_cancelled_only_when_the_slot_is_dropped() {
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cancels = || n.load(std::sync::atomic::Ordering::SeqCst);
+        let mut out = Output::new();
+        let (a, b, c) = (out.reserve(), out.reserve(), out.reserve());
+        for slot in [a, b, c] {
+            out.on_cancel(slot, Box::new(Counted(n.clone())));
+        }
+        out.on_cancel(99, Box::new(Counted(n.clone())));
+        // Filled: nothing to cancel any more.
+        assert!(out.fill(a, |o| o.tail().extend_from_slice(b"a")));
+        // A response that closes the connection drops the slots after it.
+        let mut dropped = Released::default();
+        assert!(out.fill_last(b, |o| o.tail().extend_from_slice(b"b"), &mut dropped));
+        assert_eq!(dropped.cancels.len(), 1, "slot c's work");
+        dropped.release();
+        assert_eq!(cancels(), 1);
+        // The connection goes with a slot unfilled.
+        let mut out = Output::new();
+        let d = out.reserve();
+        out.on_cancel(d, Box::new(Counted(n.clone())));
+        let mut taken = Released::default();
+        out.take_streams(&mut taken);
+        assert!(!taken.is_empty());
+        taken.release();
+        assert_eq!(cancels(), 2);
+        // A handler call rolled back after deferring cancels at once.
+        let mut out = Output::new();
+        let mark = out.mark();
+        let e = out.reserve();
+        out.on_cancel(e, Box::new(Counted(n.clone())));
+        out.rollback(mark);
+        assert_eq!(cancels(), 3);
+        let mut taken = Released::default();
+        out.take_streams(&mut taken);
+        assert!(taken.is_empty());
     }
 
     #[test]

@@ -54,6 +54,17 @@ class AsyncBody:
             logging.getLogger('pyrs').exception('closing an async generator raised')
 
 
+class Job:
+    \"\"\"A coroutine handed to the loop, until and after its task starts.\"\"\"
+
+    __slots__ = ('coro', 'task', 'cancelled')
+
+    def __init__(self, coro):
+        self.coro = coro
+        self.task = None
+        self.cancelled = False
+
+
 class Runner:
     def __init__(self):
         self.loop = _uvloop.new_event_loop() if _uvloop is not None else asyncio.new_event_loop()
@@ -65,16 +76,33 @@ class Runner:
         self.loop.run_forever()
 
     def submit(self, coro, done):
-        self.loop.call_soon_threadsafe(self._start, coro, done)
+        job = Job(coro)
+        self.loop.call_soon_threadsafe(self._start, job, done)
+        return job
 
-    def _start(self, coro, done):
+    def _start(self, job, done):
+        coro, job.coro = job.coro, None
+        if job.cancelled:
+            coro.close()
+            done(None, asyncio.CancelledError('the client went away'))
+            return
         try:
             task = self.loop.create_task(coro)
         except BaseException as e:
             done(None, e)
             return
+        job.task = task
         self.tasks.add(task)
         task.add_done_callback(lambda t: self._finish(t, done))
+
+    def cancel(self, job):
+        self.loop.call_soon_threadsafe(self._cancel, job)
+
+    def _cancel(self, job):
+        job.cancelled = True
+        if job.task is not None and not job.task.done():
+            # CancelledError at the coroutine's await: its finally blocks run.
+            job.task.cancel()
 
     def _finish(self, task, done):
         self.tasks.discard(task)
@@ -106,12 +134,19 @@ class Runner:
             return
         body.closed = True
         if body.task is not None and not body.task.done():
-            # CancelledError at the generator's await: its finally blocks run.
+            # CancelledError at the generator's await: its finally blocks
+            # run. A task cancelled before it started never entered the
+            # generator: aclose() runs once the task is done either way (a
+            # no-op for a generator the cancellation ended).
             body.task.cancel()
+            body.task.add_done_callback(lambda t: self._aclose(body))
         else:
-            task = self.loop.create_task(body.aclose())
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._aclose(body)
+
+    def _aclose(self, body):
+        task = self.loop.create_task(body.aclose())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def cancel_all(self):
         me = asyncio.current_task()
@@ -186,25 +221,45 @@ fn runner(py: Python<'_>) -> PyResult<&'static Runner> {
 }
 
 /// Runs `coro` on the process's event loop and calls `done` with its result
-/// or exception (cancelled at shutdown: `CancelledError`). Callable from any
-/// thread holding the GIL; returns at once. If the coroutine cannot be
-/// handed over, `done` is called here with the error.
-pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, done: Done) {
+/// or exception (cancelled: `CancelledError`). Callable from any thread
+/// holding the GIL; returns at once, with what cancels the coroutine (None
+/// when it could not be handed over: then `done` has been called here with
+/// the error).
+pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, done: Done) -> Option<Task> {
     let callback = DoneCallback { done: Mutex::new(Some(done)) };
     let submitted = runner(py).and_then(|r| {
         let callback = Bound::new(py, callback)?;
         match r.runner.bind(py).call_method1("submit", (&coro, &callback)) {
-            Ok(_) => Ok(()),
+            Ok(job) => Ok(Some(Task { job: job.unbind() })),
             Err(e) => {
                 callback.borrow().__call__(py, py.None().into_bound(py), e.value(py).clone().into_any());
-                Ok(())
+                Ok(None)
             }
         }
     });
-    if let Err(e) = submitted {
+    submitted.unwrap_or_else(|e| {
         // The runner itself could not start: the callback never reached it.
         let _ = coro.call_method0("close");
         log::error!("cannot run a coroutine:\n{}", format_exception(py, &e));
+        None
+    })
+}
+
+/// A coroutine handed to the loop by [`spawn`].
+pub struct Task {
+    job: Py<PyAny>,
+}
+
+impl Task {
+    /// Cancels the coroutine (from any thread holding the GIL): its task
+    /// is cancelled on the loop, or never started if it has not yet, and its
+    /// `done` callback gets `CancelledError`. A no-op once it has ended.
+    pub fn cancel(&self, py: Python<'_>) {
+        if let Some(r) = RUNNER.get(py) {
+            if let Err(e) = r.runner.bind(py).call_method1("cancel", (&self.job,)) {
+                log::error!("cannot cancel a coroutine:\n{}", format_exception(py, &e));
+            }
+        }
     }
 }
 
@@ -243,7 +298,7 @@ pub fn close_body(py: Python<'_>, body: &Bound<'_, PyAny>) {
 /// the GIL released) up to `timeout`; for `async def` lifecycle hooks.
 pub fn run_blocking(py: Python<'_>, coro: Bound<'_, PyAny>, timeout: Duration) -> PyResult<Py<PyAny>> {
     let (tx, rx) = crossbeam_channel::bounded::<PyResult<Py<PyAny>>>(1);
-    spawn(
+    let _task = spawn(
         py,
         coro,
         Box::new(move |_py, outcome| {

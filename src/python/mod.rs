@@ -424,7 +424,12 @@ impl Worker for PyWorker<'_> {
         crate::fault::hit(crate::fault::Fault::PanicInHandler, pattern);
         match outcome {
             Ok(value) if aio::is_coroutine(py, &value) => match res.defer() {
-                Some(later) => await_response(py, value, later, request, origin.clone(), route.id),
+                Some(later) => {
+                    let slot = later.slot();
+                    if let Some(task) = await_response(py, value, later, request, origin.clone(), route.id) {
+                        res.out.on_cancel(slot, Box::new(ClientGone { task, origin: origin.clone() }));
+                    }
+                }
                 None => {
                     let _ = value.call_method0("close");
                     log::error!("route {pattern} ({label}): a coroutine cannot be awaited here");
@@ -440,9 +445,24 @@ impl Worker for PyWorker<'_> {
     }
 }
 
+/// Cancels a handler's coroutine whose client went away before it ended
+/// (the connection closed with its response slot unfilled): not an error,
+/// logged at debug level.
+struct ClientGone {
+    task: aio::Task,
+    origin: std::sync::Arc<(String, String)>,
+}
+
+impl crate::http::body::Cancel for ClientGone {
+    fn cancel(self: Box<Self>) {
+        log::debug!("route {} ({}): the client went away; cancelling its coroutine", self.origin.0, self.origin.1);
+        Python::attach(|py| self.task.cancel(py));
+    }
+}
+
 /// Runs a handler's coroutine on the event loop; its result (or exception)
 /// becomes the response in the slot `later` reserved, written by the thread
-/// that owns the connection.
+/// that owns the connection. Returns what cancels it.
 fn await_response(
     py: Python<'_>,
     coro: Bound<'_, PyAny>,
@@ -450,7 +470,7 @@ fn await_response(
     request: Option<Bound<'_, request::PyRequest>>,
     origin: std::sync::Arc<(String, String)>,
     route_id: usize,
-) {
+) -> Option<aio::Task> {
     let request = request.map(Bound::unbind);
     aio::spawn(
         py,
@@ -466,5 +486,5 @@ fn await_response(
                 })
             }));
         }),
-    );
+    )
 }

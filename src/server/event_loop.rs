@@ -359,10 +359,15 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         let read_before = conn.bytes_read;
         let outcome = conn.read_ready(i, self.router, &self.limits, &mut self.jobs, drain);
         self.obs.metrics.add(T_BYTES_IN, conn.bytes_read - read_before);
-        if conn.peer_closed && !conn.lingering && self.batches.waiting(i) {
-            // A client that disconnects while its request waits for a batch is
-            // dropped from it (a FIN counts: clients that give up close).
-            log::debug!("{}: client closed while its request waited for a batch", conn.addr);
+        if conn.peer_closed
+            && !conn.lingering
+            && (self.batches.waiting(i) || conn.out.has_slot() || conn.out.has_pinned_stream())
+        {
+            // A client that disconnects while its request waits for a batch,
+            // a coroutine or an async generator's next item is dropped: the
+            // batch skips it, the coroutine is cancelled, the generator
+            // closed (a FIN counts: clients that give up close).
+            log::debug!("{}: client closed while its response was pending", conn.addr);
             self.close(i);
             return;
         }
@@ -1152,6 +1157,9 @@ impl<T: Send + Sync + 'static> LoopCell<T> {
         for conn in lp.conns.iter_mut().flatten() {
             conn.out.take_streams(&mut lp.closing);
         }
+        // Coroutines still running are the shutdown's to cancel (and count),
+        // after every pool thread has stopped (`App::shutdown`).
+        lp.closing.cancels.clear();
         lp.close_streams();
         lp.obs.flush_now();
         log::debug!("thread {} stopped", lp.index);
