@@ -367,7 +367,9 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             // a coroutine or an async generator's next item is dropped: the
             // batch skips it, the coroutine is cancelled, the generator
             // closed (a FIN counts: clients that give up close).
-            log::debug!("{}: client closed while its response was pending", conn.addr);
+            let what =
+                if self.batches.waiting(i) { "its request waited for a batch" } else { "its response was pending" };
+            log::debug!("{}: client closed while {what}", conn.addr);
             self.close(i);
             return;
         }
