@@ -638,7 +638,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         let lp = held.get();
         lp.obs.metrics.set(T_IN_FLIGHT, 0);
         lp.batches.commit();
-        lp.run_pulls();
+        EventLoop::run_pulls(held, shared);
         rescue::set_busy(shared, false);
     }
 
@@ -726,39 +726,57 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         self.closing.release();
     }
 
-    /// Pulls one item from each stream that asked for one (application locked).
-    fn run_pulls(&mut self) {
-        let mut pulls = std::mem::take(&mut self.pulls);
+    /// Pulls one item from each stream that asked for one (application
+    /// locked). Like a handler call, a pull runs with the loop's own lock
+    /// released and the connection's output taken out, so that a generator
+    /// that blocks between items gets this thread's other connections moved
+    /// away (`rescue`) instead of holding them up.
+    fn run_pulls(held: &mut Held<'_, Self>, shared: &ThreadShared) {
+        let mut pulls = std::mem::take(&mut held.get().pulls);
         for &i in &pulls {
-            let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            let lp = held.get();
+            let Some(conn) = lp.conns.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
             if !conn.pull_queued {
                 continue;
             }
             conn.pull_queued = false;
-            if !conn.out.wants_pull(self.limits.max_buffered_output) || self.limits.memory.over() {
+            if !conn.out.wants_pull(lp.limits.max_buffered_output) || lp.limits.memory.over() {
                 continue;
             }
             // The watchdog sees a pull like a handler call of the stream's route.
             let route = conn.out.next_stream_route();
-            if let (Some(a), Some(id)) = (&self.shared.activity, route) {
-                a.begin(self.index, id);
+            let (index, serial) = (lp.index, conn.serial);
+            let mut out = std::mem::take(&mut conn.out);
+            lp.in_handler = Some(i);
+            if let (Some(a), Some(id)) = (&shared.activity, route) {
+                a.begin(index, id);
             }
-            let pulled = conn.out.pull();
-            if let (Some(a), Some(_)) = (&self.shared.activity, route) {
-                a.end_pull(self.index);
+            rescue::call_started(shared);
+            let pulled = held.unlocked(|| out.pull());
+            if let (Some(a), Some(_)) = (&shared.activity, route) {
+                a.end_pull(index);
             }
+            let lp = held.get();
+            lp.in_handler = None;
+            // The connection being pulled is never moved (it is `in_handler`).
+            let Some(conn) = lp.conns.get_mut(i).and_then(Option::as_mut).filter(|c| c.serial == serial) else {
+                out.take_streams(&mut lp.closing);
+                continue;
+            };
+            conn.out = out;
             match pulled {
                 PullResult::Idle => continue,
                 PullResult::Item | PullResult::Ended => {}
                 PullResult::Failed => conn.cut(),
             }
-            self.dirty.push(i);
+            lp.dirty.push(i);
         }
         pulls.clear();
-        if self.pulls.is_empty() {
-            self.pulls = pulls;
+        let lp = held.get();
+        if lp.pulls.is_empty() {
+            lp.pulls = pulls;
         }
     }
 

@@ -6,7 +6,7 @@
 //! hand-off per request, see ARCHITECTURE.md). While one handler runs long
 //! (a sync handler sleeping or waiting on I/O), that thread reads none of
 //! its other connections. Each pool thread releases its loop's lock while a
-//! handler runs; the main thread checks every [`TICK`] (only while some
+//! handler runs (or a generator is pulled for a streamed body's next item); the main thread checks every [`TICK`] (only while some
 //! pool thread is busy: an idle server is never woken) and, once a thread
 //! has been in one handler call for [`STUCK_AFTER`], takes that loop's
 //! lock and moves every other connection that can move (with its parsed
