@@ -276,6 +276,30 @@ impl<'a> Responder<'a> {
         }
     }
 
+    /// Queues a stream body like [`Responder::send_body`], but with the
+    /// response's head (written from `head_at`, the output's tail length
+    /// before [`Responder::start`]) held back until the stream's first item:
+    /// a stream that fails before producing one is answered with a plain 500
+    /// instead (see [`Output::push_stream_first`]).
+    pub fn send_stream_first(
+        &mut self,
+        how: SendBody,
+        mut stream: Box<dyn crate::http::body::BodyStream>,
+        head_at: usize,
+    ) {
+        if how == SendBody::No {
+            stream.close();
+            return;
+        }
+        // A close-delimited body (HTTP/1.0) closes the connection either way.
+        let ctx = ResponseContext { keep_alive: self.context().keep_alive && how == SendBody::Chunked, ..self.ctx };
+        let mut fallback = Vec::new();
+        let id: [(&[u8], &[u8]); 1] = [(b"X-Request-Id", self.request_id)];
+        let extra: &[(&[u8], &[u8])] = if self.request_id.is_empty() { &[] } else { &id };
+        crate::http::encode::text_response(&mut fallback, 500, extra, "Internal Server Error\n", self.date, ctx);
+        self.out.push_stream_first(stream, how == SendBody::Chunked, head_at, fallback);
+    }
+
     /// A complete response with a body that is not copied (`Body::Shared`,
     /// `Content-Length` framed) or streamed (`Body::Stream`).
     pub fn body(&mut self, status: u16, content_type: &[u8], body: Body) {

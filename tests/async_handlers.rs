@@ -115,6 +115,24 @@ class Api:
             with open(marker, "w") as f:
                 f.write(how)
 
+    async def agen_fails_first(self, request):
+        await asyncio.sleep(0)
+        raise ValueError("async boom before the first item")
+        yield "never"
+
+    def aevents_fail(self, request):
+        async def events():
+            await asyncio.sleep(0)
+            raise ValueError("async events boom")
+            yield 1
+        return pyrs.EventStream(events())
+
+    async def returns_failing_agen(self, request):
+        async def gen():
+            raise ValueError("returned generator boom")
+            yield "never"
+        return pyrs.Response(gen(), status=202)
+
     async def close(self):
         await asyncio.sleep(0)
         print("async close ran", flush=True)
@@ -136,6 +154,9 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/aevents", "aevents"),
         ("/wait_marked", "wait_marked"),
         ("/agen_marked", "agen_marked"),
+        ("/agen_fails_first", "agen_fails_first"),
+        ("/aevents_fail", "aevents_fail"),
+        ("/returns_failing_agen", "returns_failing_agen"),
     ]
 }
 
@@ -405,4 +426,26 @@ fn a_client_that_goes_away_closes_an_async_generator_awaiting_its_next_item() {
     assert_eq!(s.get("/hello").text(), "hello");
     let err = s.stderr();
     assert!(!err.contains("CancelledError") && !err.contains("raised"), "{err}");
+}
+
+#[test]
+fn an_async_generator_that_raises_before_its_first_item_answers_500() {
+    let p = Project::simple(API, &routes(), "");
+    let s = Server::start(&p, &[]);
+    let error = "HTTP/1.1 500 Internal Server Error\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\n\r\nInternal Server Error\n";
+    let hello = "HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    for (path, exception) in [
+        ("/agen_fails_first", "ValueError: async boom before the first item"),
+        ("/aevents_fail", "ValueError: async events boom"),
+        ("/returns_failing_agen", "ValueError: returned generator boom"),
+    ] {
+        let raw = format!(
+            "GET {path} HTTP/1.1\r\nHost: h\r\n\r\nGET /hello HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        );
+        let (got, rids) = exchange_masked(&s, &raw);
+        assert_eq!(got, format!("{error}{hello}"), "{path}: a real 500, and the connection goes on");
+        let handler = path.trim_start_matches('/');
+        s.wait_stderr(&format!("route {path} (main.Api.{handler}) raised rid={}:", rids[0]), 30);
+        s.wait_stderr(exception, 30);
+    }
 }

@@ -52,6 +52,7 @@ fn cases() -> Vec<Case> {
         ("GET", "/boom", vec![], ""),
         ("GET", "/bad_header", vec![], ""),
         ("GET", "/nan", vec![], ""),
+        ("GET", "/gen_boom", vec![], ""),
         ("GET", "/info?a=1&b=x+y&a=2&caf%C3%A9=%E2%9C%93", vec![("Cookie", "sid=abc; theme=\"dark\"; sid=2")], ""),
         ("POST", "/info", vec![("Content-Type", "text/plain")], "some body"),
         ("GET", "/%69nfo", vec![], ""),

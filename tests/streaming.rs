@@ -123,6 +123,26 @@ class Api:
 
     def pulled_count(self, request):
         return str(self.pulled)
+
+    def fails_first(self, request):
+        raise RuntimeError("boom before the first item")
+        yield "never"
+
+    def fails_first_wrapped(self, request):
+        def gen():
+            raise RuntimeError("wrapped boom")
+            yield "never"
+        return pyrs.Response(gen(), status=201, headers={"X-A": "1"})
+
+    def fails_first_events(self, request):
+        def gen():
+            raise RuntimeError("events boom")
+            yield "never"
+        return pyrs.EventStream(gen())
+
+    def empty_first(self, request):
+        yield ""
+        raise RuntimeError("after an empty first item")
 "#;
 
 fn stream_server(extra: &str) -> (Project, Server) {
@@ -136,6 +156,10 @@ fn stream_server(extra: &str) -> (Project, Server) {
         ("/events", "events"),
         ("/big", "big"),
         ("/pulled", "pulled_count"),
+        ("/fails_first", "fails_first"),
+        ("/fails_first_wrapped", "fails_first_wrapped"),
+        ("/fails_first_events", "fails_first_events"),
+        ("/empty_first", "empty_first"),
     ];
     let p = Project::simple(STREAMS, &routes, extra);
     let s = Server::start(&p, &[]);
@@ -408,4 +432,46 @@ class Api:
             }
         })
     });
+}
+
+const ERROR_500: &str = "HTTP/1.1 500 Internal Server Error\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\n\r\nInternal Server Error\n";
+const SMALL_CLOSE: &str = "HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\nConnection: close\r\n\r\nsmall";
+
+#[test]
+fn a_generator_that_raises_before_its_first_item_answers_500() {
+    let (_p, s) = stream_server("");
+    for (path, error) in [
+        ("/fails_first", "RuntimeError: boom before the first item"),
+        ("/fails_first_wrapped", "RuntimeError: wrapped boom"),
+        ("/fails_first_events", "RuntimeError: events boom"),
+    ] {
+        // A real 500 (not a 200 head and a cut body), and the connection goes on:
+        // the pipelined request behind it is answered.
+        let raw = format!(
+            "GET {path} HTTP/1.1\r\nHost: h\r\n\r\nGET /small HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        );
+        let (got, rids) = exchange_masked(&s, &raw);
+        assert_eq!(got, format!("{ERROR_500}{SMALL_CLOSE}"), "{path}");
+        // Logged as the handler's error, with its traceback and request id.
+        let handler = path.trim_start_matches('/');
+        let line = format!("route {path} (main.Api.{handler}) raised rid={}:", rids[0]);
+        s.wait_stderr(&line, 30);
+        s.wait_stderr(error, 30);
+    }
+    // HEAD: the generator is never advanced, the head is the 200 one.
+    let (got, _) = exchange_masked(&s, "HEAD /fails_first HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert!(
+        got.starts_with("HTTP/1.1 200 OK\r\n")
+            && got.ends_with("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"),
+        "{got}"
+    );
+    // HTTP/1.0 (close-delimited): a 500 that closes the connection.
+    let (got, _) = exchange_masked(&s, "GET /fails_first HTTP/1.0\r\n\r\n");
+    assert_eq!(got, ERROR_500.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"));
+    // Once anything was yielded, even an empty item, the head has gone: a failure cuts the response.
+    let mut c = ChunkReader::open(&s, "GET /empty_first HTTP/1.1\r\nHost: h\r\n\r\n");
+    let (status, _) = c.head();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(c.rest(), b"", "no terminating chunk");
+    s.wait_stderr("after an empty first item", 30);
 }

@@ -48,6 +48,16 @@ struct StreamSeg {
     /// `Transfer-Encoding: chunked` (HTTP/1.1); else close-delimited (1.0).
     chunked: bool,
     state: StreamState,
+    /// The response's head, held back until the first item (see
+    /// [`Output::push_stream_first`]).
+    held: Option<Box<HeldHead>>,
+}
+
+/// A stream response's head waiting for the stream's first item, and the
+/// complete response sent instead if the stream fails before producing one.
+struct HeldHead {
+    head: Vec<u8>,
+    fallback: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +166,9 @@ pub enum PullResult {
     /// The stream failed: the response is cut and the connection must close
     /// once the bytes before the failure are written.
     Failed,
+    /// The stream failed before its first item while its head was held
+    /// back: a complete fallback response replaces it, the connection goes on.
+    Replaced,
 }
 
 #[derive(Default)]
@@ -290,6 +303,27 @@ impl Output {
             pos: 0,
             chunked,
             state: StreamState::Open,
+            held: None,
+        }));
+    }
+
+    /// Queues a stream like [`Output::push_stream`], its response's head
+    /// (the bytes of the tail from `head_at` on) held back until the
+    /// stream's first item or end. If the stream fails before either,
+    /// `fallback` (a complete response, e.g. a 500) is sent instead of the
+    /// head and the connection goes on; once the head is out, a failure
+    /// cuts the response as usual. The first item is pulled like any other
+    /// (by the event loop, below the output bound), so nothing blocks here.
+    pub fn push_stream_first(&mut self, stream: Box<dyn BodyStream>, chunked: bool, head_at: usize, fallback: Vec<u8>) {
+        let head = self.tail.split_off(head_at.min(self.tail.len()));
+        self.seal_tail();
+        self.segs.push_back(Seg::Stream(StreamSeg {
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+            chunked,
+            state: StreamState::Open,
+            held: Some(Box::new(HeldHead { head, fallback })),
         }));
     }
 
@@ -446,7 +480,20 @@ impl Output {
             self.scratch = scratch;
             return PullResult::Idle;
         };
-        let result = match s.stream.pull(&mut scratch) {
+        let pulled = s.stream.pull(&mut scratch);
+        match (pulled, s.held.take()) {
+            (Pulled::Pending, held) => s.held = held,
+            (Pulled::Failed, Some(held)) => {
+                // Nothing of this response was sent: the fallback replaces it whole.
+                s.buf = held.fallback;
+                s.state = StreamState::Ended;
+                self.scratch = scratch;
+                return PullResult::Replaced;
+            }
+            (_, Some(held)) => s.buf = held.head,
+            (_, None) => {}
+        }
+        let result = match pulled {
             Pulled::Item => {
                 if s.chunked {
                     if !scratch.is_empty() {
@@ -778,6 +825,38 @@ mod tests {
         let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
         assert_eq!(drain(&mut out, &mut w), Stop::Cut);
         assert_eq!(w.got, b"H|2\r\nok\r\n");
+    }
+
+    #[test]
+    fn a_held_head_goes_out_with_the_first_item_or_gives_way_to_the_fallback() {
+        // Fails before its first item: the fallback replaces the whole response; what follows is sent.
+        let mut out = Output::new();
+        out.tail().extend_from_slice(b"before|");
+        let head_at = out.tail().len();
+        out.tail().extend_from_slice(b"HEAD|");
+        out.push_stream_first(Box::new(Failing(0)), true, head_at, b"FALLBACK|".to_vec());
+        out.tail().extend_from_slice(b"next response");
+        let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
+        assert_eq!(out.write_to(&mut w).unwrap(), (Stop::NeedsPull, true));
+        assert_eq!(w.got, b"before|", "the head waits for the first item");
+        assert_eq!(out.pull(), PullResult::Replaced);
+        assert_eq!(drain(&mut out, &mut w), Stop::Empty);
+        assert_eq!(w.got, b"before|FALLBACK|next response");
+        // Fails after its first item: the head went out with it, then the response is cut.
+        let mut out = Output::new();
+        out.tail().extend_from_slice(b"HEAD|");
+        out.push_stream_first(Box::new(Failing(1)), true, 0, b"FALLBACK|".to_vec());
+        out.tail().extend_from_slice(b"next response");
+        let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
+        assert_eq!(drain(&mut out, &mut w), Stop::Cut);
+        assert_eq!(w.got, b"HEAD|2\r\nok\r\n");
+        // An empty stream sends its head with the last chunk.
+        let mut out = Output::new();
+        out.tail().extend_from_slice(b"HEAD|");
+        out.push_stream_first(items(&[]), true, 0, b"FALLBACK|".to_vec());
+        let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
+        assert_eq!(drain(&mut out, &mut w), Stop::Empty);
+        assert_eq!(w.got, b"HEAD|0\r\n\r\n");
     }
 
     #[test]

@@ -358,7 +358,12 @@ fn encode_body(
     }
     let b = bridge(py)?;
     let is_events = body.is_instance(b.event_stream.bind(py))?;
-    let who = || format!("route {} ({})", origin.pattern, origin.label);
+    let who = || super::stream::StreamOrigin {
+        pattern: origin.pattern.to_owned(),
+        handler: origin.label.to_owned(),
+        route: origin.route_id,
+        rid: context::current_id(),
+    };
     // Async generators and other async iterators stream too, each item
     // awaited on the event loop; iterators, generators and other iterables
     // (of str or bytes) are pulled on the pool thread.
@@ -381,10 +386,7 @@ fn encode_body(
             };
             Some(Body::Stream(Box::new(super::stream::PyAsyncStream::new(py, &aiter, waker, who())?)))
         }
-        None => body
-            .try_iter()
-            .ok()
-            .map(|iter| Body::Stream(Box::new(super::stream::PyStream::new(iter, who(), origin.route_id)))),
+        None => body.try_iter().ok().map(|iter| Body::Stream(Box::new(super::stream::PyStream::new(iter, who())))),
     };
     if let Some(stream) = stream {
         if is_events {
@@ -471,6 +473,7 @@ fn send_payload(
     extra: &[(&[u8], &[u8])],
     body: Payload<'_>,
 ) -> Result<(), Unsendable> {
+    let head_at = res.out.tail().len();
     let mut w = res.start(status);
     for (name, value) in extra {
         // pyrs's own headers: always valid.
@@ -490,6 +493,11 @@ fn send_payload(
     }
     match body {
         Payload::Inline(bytes) => w.finish(default_type, bytes),
+        Payload::Queued(Body::Stream(stream)) => {
+            // A generator that raises before its first item answers 500.
+            let how = w.finish_head(default_type, None);
+            res.send_stream_first(how, stream, head_at);
+        }
         Payload::Queued(body) => {
             let how = w.finish_head(default_type, body.known_len());
             res.send_body(how, body);

@@ -3,9 +3,11 @@
 //! the GIL held only for that pull), and `pyrs.EventStream` formats
 //! Server-Sent Events.
 
-use super::{aio, format_exception};
+use super::{aio, errors, format_exception};
 use crate::app::StreamWaker;
 use crate::http::body::{BodyStream, Pulled};
+use crate::http::request_id::RequestId;
+use crate::observe::context;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyIterator, PyModule, PyString};
 use std::sync::{Arc, Mutex};
@@ -26,37 +28,76 @@ pub fn install(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+/// Which handler's response a stream is, for its logs.
+pub struct StreamOrigin {
+    pub pattern: String,
+    /// `module.Class.method`.
+    pub handler: String,
+    pub route: usize,
+    /// The request it answers (None outside a request).
+    pub rid: Option<RequestId>,
+}
+
+impl StreamOrigin {
+    /// `route PATTERN (module.Class.method)`.
+    fn label(&self) -> String {
+        format!("route {} ({})", self.pattern, self.handler)
+    }
+
+    /// Logs an exception raised before the first item: the response's head
+    /// was held back, so the client gets a 500 and the log the handler's
+    /// usual error line (traceback, request id, counted for the status page).
+    fn raised_first(&self, py: Python<'_>, e: &PyErr) {
+        match &self.rid {
+            Some(rid) => {
+                context::enter(self.route, rid);
+                errors::handler_raised(py, &self.pattern, &self.handler, e);
+                context::leave();
+            }
+            None => {
+                errors::handler_raised(py, &self.pattern, &self.handler, e);
+            }
+        }
+    }
+}
+
 /// A Python iterator being sent as a response body.
 pub struct PyStream {
     iter: Py<PyIterator>,
-    /// `route (module.Class.method)`, for logs.
-    label: String,
-    route: usize,
+    origin: StreamOrigin,
+    /// Nothing pulled yet (a failure now answers 500).
+    first: bool,
 }
 
 impl PyStream {
-    pub fn new(iter: Bound<'_, PyIterator>, label: String, route: usize) -> Self {
-        PyStream { iter: iter.unbind(), label, route }
+    pub fn new(iter: Bound<'_, PyIterator>, origin: StreamOrigin) -> Self {
+        PyStream { iter: iter.unbind(), origin, first: true }
     }
 }
 
 impl BodyStream for PyStream {
     fn pull(&mut self, out: &mut Vec<u8>) -> Pulled {
         // The event loop pulls in its locked phase: this thread holds the GIL.
+        let first = std::mem::replace(&mut self.first, false);
         Python::attach(|py| {
             let mut it = self.iter.bind(py).clone();
             let item = match it.next() {
                 None => return Pulled::End,
                 Some(Ok(item)) => item,
+                Some(Err(e)) if first => {
+                    self.origin.raised_first(py, &e);
+                    return Pulled::Failed;
+                }
                 Some(Err(e)) => {
-                    log::error!("{} raised while streaming (response cut):\n{}", self.label, format_exception(py, &e));
+                    let label = self.origin.label();
+                    log::error!("{label} raised while streaming (response cut):\n{}", format_exception(py, &e));
                     return Pulled::Failed;
                 }
             };
             match append_item(&item, out) {
                 Ok(()) => Pulled::Item,
                 Err(e) => {
-                    log::error!("{} streamed a value pyrs cannot send (response cut): {e}", self.label);
+                    log::error!("{} streamed a value pyrs cannot send (response cut): {e}", self.origin.label());
                     Pulled::Failed
                 }
             }
@@ -64,7 +105,7 @@ impl BodyStream for PyStream {
     }
 
     fn route(&self) -> Option<usize> {
-        Some(self.route)
+        Some(self.origin.route)
     }
 
     fn close(&mut self) {
@@ -72,7 +113,7 @@ impl BodyStream for PyStream {
             let it = self.iter.bind(py);
             let Ok(close) = it.getattr("close") else { return };
             if let Err(e) = close.call0() {
-                log::error!("{}: closing the stream raised:\n{}", self.label, format_exception(py, &e));
+                log::error!("{}: closing the stream raised:\n{}", self.origin.label(), format_exception(py, &e));
             }
         })
     }
@@ -105,6 +146,8 @@ struct AsyncItems {
     waiting: bool,
     /// Exhausted (false) or failed (true).
     end: Option<bool>,
+    /// An item has arrived (a failure before one answers 500).
+    yielded: bool,
 }
 
 /// An async generator (or other async iterator) sent as a response body:
@@ -116,14 +159,13 @@ pub struct PyAsyncStream {
     body: Py<PyAny>,
     items: Arc<Mutex<AsyncItems>>,
     waker: StreamWaker,
-    /// `route (module.Class.method)`, for logs.
-    label: Arc<str>,
+    origin: Arc<StreamOrigin>,
 }
 
 impl PyAsyncStream {
-    pub fn new(py: Python<'_>, aiter: &Bound<'_, PyAny>, waker: StreamWaker, label: String) -> PyResult<Self> {
+    pub fn new(py: Python<'_>, aiter: &Bound<'_, PyAny>, waker: StreamWaker, origin: StreamOrigin) -> PyResult<Self> {
         let body = aio::async_body(py, aiter)?;
-        Ok(PyAsyncStream { body, items: Arc::default(), waker, label: label.into() })
+        Ok(PyAsyncStream { body, items: Arc::default(), waker, origin: Arc::new(origin) })
     }
 }
 
@@ -145,7 +187,7 @@ impl BodyStream for PyAsyncStream {
             None => items.waiting = true,
         }
         drop(items);
-        let (shared, waker, label) = (self.items.clone(), self.waker.clone(), self.label.clone());
+        let (shared, waker, origin) = (self.items.clone(), self.waker.clone(), self.origin.clone());
         // The event loop pulls in its locked phase: this thread holds the GIL.
         Python::attach(|py| {
             aio::next_item(
@@ -161,15 +203,22 @@ impl BodyStream for PyAsyncStream {
                             match append_item(&item, &mut buf) {
                                 Ok(()) => items.item = Some(buf),
                                 Err(e) => {
+                                    let label = origin.label();
                                     log::error!("{label} streamed a value pyrs cannot send (response cut): {e}");
                                     items.end = Some(true);
                                 }
                             }
+                            items.yielded = true;
                         }
                         Err(e) => {
-                            if !e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
+                            if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
+                                // Closed (its client went away): not an error.
+                            } else if !items.yielded {
+                                origin.raised_first(py, &e);
+                            } else {
                                 log::error!(
-                                    "{label} raised while streaming (response cut):\n{}",
+                                    "{} raised while streaming (response cut):\n{}",
+                                    origin.label(),
                                     format_exception(py, &e)
                                 );
                             }

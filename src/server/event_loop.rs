@@ -768,7 +768,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             conn.out = out;
             match pulled {
                 PullResult::Idle => continue,
-                PullResult::Item | PullResult::Ended => {}
+                PullResult::Item | PullResult::Ended | PullResult::Replaced => {}
                 PullResult::Failed => conn.cut(),
             }
             lp.dirty.push(i);

@@ -473,6 +473,29 @@ pub fn parse_response(bytes: &[u8]) -> Option<Response> {
     Some(Response { status, reason, headers, body })
 }
 
+/// Everything the server sent until it closed, with each `Date` value
+/// masked as `X` and each `X-Request-Id` value as `R`; and the request ids.
+pub fn exchange_masked(s: &Server, raw: &str) -> (String, Vec<String>) {
+    let mut c = s.connect();
+    c.send(raw.as_bytes());
+    let text = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    let mut rids = Vec::new();
+    let masked: Vec<String> = text
+        .split("\r\n")
+        .map(|l| {
+            if l.starts_with("Date: ") {
+                "Date: X".to_string()
+            } else if let Some(rid) = l.strip_prefix("X-Request-Id: ") {
+                rids.push(rid.to_string());
+                "X-Request-Id: R".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    (masked.join("\r\n"), rids)
+}
+
 /// Waits until `f` holds (panics after `secs`), polling every 20 ms.
 pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

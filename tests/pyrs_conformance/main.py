@@ -4,7 +4,7 @@ through pyrs.testing; the responses must be the same bytes (Date and X-Request-I
 import dataclasses
 import datetime
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 import pyrs
 
@@ -57,6 +57,10 @@ class Api:
 
     def bad_header(self, request: pyrs.Request) -> tuple[str, int, dict[str, str]]:
         return ("x", 200, {"X-Evil": "a\r\nInjected: 1"})
+
+    def gen_boom(self, request: pyrs.Request) -> Iterator[str]:
+        raise ValueError("before the first item")
+        yield "never"
 
     def nan(self, request: pyrs.Request) -> dict[str, float]:
         return {"x": float("nan")}
