@@ -163,20 +163,8 @@ fn after_a_burst_idle_memory_goes_back_to_the_os() {
     let base = rss_kib(s.child.id());
     let conns: Vec<std::net::TcpStream> = (0..400)
         .map(|_| {
-            // A small receive window: the unread responses stay in the
-            // server, not in loopback socket buffers (which autotuning can
-            // grow to megabytes, absorbing the whole burst).
-            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            sock.set_recv_buffer_size(4096).unwrap();
-            loop {
-                match sock.connect(&s.addr.into()) {
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    // An interrupted connect may have completed meanwhile.
-                    Err(e) if e.raw_os_error() == Some(libc::EISCONN) => break,
-                    r => break r.unwrap(),
-                }
-            }
-            let mut c: std::net::TcpStream = sock.into();
+            // A small receive window: the unread responses stay in the server.
+            let mut c = connect_with_small_window(s.addr, 4096);
             std::io::Write::write_all(&mut c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n".repeat(4).as_bytes()).unwrap();
             c
         })

@@ -405,3 +405,51 @@ fn a_trickling_admin_client_is_cut_off_and_probes_are_answered_again() {
     assert!(cut_off, "the admin listener still served a client trickling its head after 60 s");
     assert_eq!(get(admin, "/healthz").status, 200);
 }
+
+#[test]
+fn a_slow_admin_reader_holds_up_no_probe_and_is_cut_at_the_write_deadline() {
+    // 3000 routes: /metrics is about 6 MB, more than the kernel buffers of
+    // a connection (tcp_wmem's 4 MiB at most) can absorb.
+    let routes: Vec<String> = (0..3000)
+        .map(|i| format!(r#"{{"path": "/r{i}", "module": "main", "class": "Api", "handler": "hello"}}"#))
+        .collect();
+    let pyrs = format!("{{\n\"modules\": [{}]\n}}\n", routes.join(",\n"));
+    let p = Project::new(&[("main.py", API), ("project.pyrs", &pyrs)]);
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    let full = get(admin, "/metrics").body.len();
+    assert!(full > 5_000_000, "/metrics is only {full} bytes");
+    // A client with a 4 KiB receive window that takes 1 KiB every 50 ms
+    // (20 KB/s). Before, the single admin thread kept writing to it for as
+    // long as it took (minutes), and every probe waited behind it.
+    let mut slow = connect_with_small_window(admin, 4096);
+    std::io::Write::write_all(&mut slow, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    slow.set_read_timeout(Some(RESPONSE_WAIT)).unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut chunk = [0u8; 1024];
+            // Until the server closes (bounded: the test fails, not hangs, without a deadline).
+            while started.elapsed() < std::time::Duration::from_secs(120) {
+                match read_retry(&mut slow, &mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received.fetch_add(n, std::sync::atomic::Ordering::Relaxed),
+                };
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    wait_until(30, "the slow reader's first bytes", || received.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    // Probes on new connections are answered meanwhile.
+    for _ in 0..3 {
+        assert_eq!(get(admin, "/healthz").text(), "ok\n");
+    }
+    assert_eq!(get(admin, "/readyz").text(), "ready\n");
+    // The slow reader is cut off at the write deadline, well short of the response.
+    reader.join().unwrap();
+    let got = received.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(got < full, "the slow reader got all {got} bytes: no write deadline");
+    assert_eq!(get(admin, "/healthz").text(), "ok\n");
+}

@@ -1,7 +1,11 @@
 //! The admin listener (`admin_listen`): `/metrics`, `/healthz`, `/readyz`
-//! and the status page at `/`, on their own thread, away from the serving
-//! threads. Requests are few and small: one at a time, each on its own
-//! connection with short timeouts, answered and closed.
+//! and the status page at `/`, on their own threads, away from the serving
+//! threads. One request per connection, answered and closed, each
+//! connection on a short-lived thread of its own (at most
+//! [`MAX_CONNECTIONS`] at once), so that a slow client never holds up the
+//! probes behind it. Every connection is bounded in time (the head within
+//! [`HEAD_DEADLINE`], the whole response written within [`WRITE_DEADLINE`])
+//! and in memory (its request head, its response, a small send buffer).
 
 use super::view::Source;
 use crate::http::date::DateCache;
@@ -10,14 +14,22 @@ use crate::http::limits::Limits;
 use crate::http::Version;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// The whole request head must arrive within this, however it trickles in:
-/// one slow client must not hold the admin thread (and the probes behind it).
-const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// The whole request head must arrive within this, however it trickles in.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// The whole response must be written within this, however slowly the
+/// client reads (a large /metrics to a reader that takes a byte at a time).
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_HEAD: usize = 16 * 1024;
+/// Admin connections served at once; more are refused with 503.
+pub const MAX_CONNECTIONS: usize = 16;
+/// The kernel's send buffer of an admin connection: what a client that
+/// does not read can make the kernel hold for it.
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// Serves the admin endpoints from `source` on `listener` (bound by the
 /// caller with `server::listener::bind`: observe does not import server) and
@@ -37,11 +49,12 @@ pub fn spawn(listener: TcpListener, source: Arc<dyn Source>) -> Result<(), Strin
         .name("pyrs-admin".into())
         .spawn(move || {
             let mut date = DateCache::new();
+            let active = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming() {
                 match conn {
                     Ok(stream) => {
                         date.refresh();
-                        serve_one(stream, &*source, date.value());
+                        dispatch(stream, &source, date.value(), &active);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -55,20 +68,73 @@ pub fn spawn(listener: TcpListener, source: Arc<dyn Source>) -> Result<(), Strin
         .map_err(|e| format!("cannot start the admin thread: {e}"))
 }
 
+/// Serves `stream` on a thread of its own, or refuses it when
+/// [`MAX_CONNECTIONS`] are being served.
+fn dispatch(mut stream: TcpStream, source: &Arc<dyn Source>, date: &[u8], active: &Arc<AtomicUsize>) {
+    if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        active.fetch_sub(1, Ordering::AcqRel);
+        let mut out = Vec::new();
+        let ctx = ResponseContext { keep_alive: false, head_only: false, version: Version::Http11 };
+        encode::text_response(&mut out, 503, &[], "Too many admin connections\n", date, ctx);
+        // A new socket's send buffer has room: this never blocks.
+        let _ = stream.set_nonblocking(true);
+        let _ = stream.write(&out);
+        return;
+    }
+    // Given back when the thread ends, or with the closure if it cannot start.
+    let slot = Slot(active.clone());
+    let source = source.clone();
+    let date = date.to_vec();
+    let spawned = std::thread::Builder::new().name("pyrs-admin-conn".into()).spawn(move || {
+        let _slot = slot;
+        serve_one(stream, &*source, &date);
+    });
+    if let Err(e) = spawned {
+        log::warn!("admin listener: cannot start a thread for a connection: {e}");
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] in use.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Writes all of `bytes` before `deadline` (each write waits at most
+/// IO_TIMEOUT); false when the client did not take them in time.
+fn write_before(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> bool {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_write_timeout(Some(left.min(IO_TIMEOUT))).is_err() {
+            return false;
+        }
+        match stream.write(bytes) {
+            Ok(0) => return false,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
 fn serve_one(mut stream: TcpStream, source: &dyn Source, date: &[u8]) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let limits = Limits { max_header_bytes: MAX_HEAD, ..Limits::default() };
-    let deadline = std::time::Instant::now() + HEAD_DEADLINE;
+    let deadline = Instant::now() + HEAD_DEADLINE;
     let head = loop {
         match crate::http::head::parse(&buf, &limits) {
             Ok(Some((head, _))) => break Ok(head),
             Ok(None) => {}
             Err(e) => break Err(e),
         }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left.min(IO_TIMEOUT))).is_err() {
             return;
         }
@@ -103,7 +169,10 @@ fn serve_one(mut stream: TcpStream, source: &dyn Source, date: &[u8]) {
             }
         }
     }
-    let _ = stream.write_all(&out);
+    if !write_before(&mut stream, &out, Instant::now() + WRITE_DEADLINE) {
+        log::debug!("admin listener: a client did not take its response within {WRITE_DEADLINE:?}; closed");
+        return;
+    }
     let _ = stream.shutdown(std::net::Shutdown::Write);
     // Read what the client may still send, so the close is not a reset.
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));

@@ -44,6 +44,24 @@ pub fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     }
 }
 
+/// Connects with a receive buffer of `bytes` (set before connecting, so the
+/// window stays small): what the client does not read piles up in the
+/// server, not in loopback socket buffers that autotuning may grow to
+/// megabytes. Retries `EINTR`.
+pub fn connect_with_small_window(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(bytes).unwrap();
+    loop {
+        match sock.connect(&addr.into()) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // An interrupted connect may have completed meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::EISCONN) => break,
+            r => break r.unwrap(),
+        }
+    }
+    sock.into()
+}
+
 /// One read, retrying `EINTR`.
 pub fn read_retry(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
