@@ -6,12 +6,17 @@ the server would send (same status, headers in the same order, same body).
     r = client.get("/check?word=teh")
     assert r.status == 200 and r.json() == {...}
 
+`async def` handlers are awaited and async generators collected on one
+asyncio event loop per Client (made on first use; `Client.close()`, or
+leaving `with Client(...) as client:`, closes it).
+
 Not served here: `static` directory routes, Range/conditional requests of
 FileResponse (the whole file is sent), worker processes and timeouts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import json
@@ -21,7 +26,7 @@ import re
 import sys
 import traceback
 from email.utils import formatdate
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Any, AsyncIterable, Awaitable, Callable, Iterable, Mapping, TypeVar, Union
 
 from pyrs._events import EventStream
 from pyrs._json import dumps
@@ -49,6 +54,10 @@ DEFAULT_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 HeadersArg = Union[Mapping[str, str], Iterable[tuple[str, str]], None]
+
+_T = TypeVar("_T")
+#: Runs a coroutine to its end (the Client's event loop).
+_Run = Callable[[Awaitable[Any]], Any]
 
 
 class TestResponse:
@@ -206,6 +215,8 @@ class Client:
     def __init__(self, app: Union[str, "os.PathLike[str]", type]):
         self._routes: list[_Route] = []
         self._instances: list[Any] = []
+        #: Where coroutines and async generators run; made on first use.
+        self._loop: asyncio.AbstractEventLoop | None = None
         if isinstance(app, type):
             instance = app()
             self._instances.append(instance)
@@ -233,11 +244,34 @@ class Client:
             self._routes.append(_Route(spec["path"], spec.get("methods"), getattr(classes[key], spec["handler"])))
 
     def close(self) -> None:
-        """Calls close() on every handler instance that has one (as the server does at shutdown)."""
-        for instance in self._instances:
-            close = getattr(instance, "close", None)
-            if callable(close):
-                close()
+        """Calls close() on every handler instance that has one (awaited when `async def`, as the
+        server does at shutdown), then closes the Client's event loop if it made one."""
+        try:
+            for instance in self._instances:
+                close = getattr(instance, "close", None)
+                if callable(close):
+                    result = close()
+                    if inspect.isawaitable(result):
+                        self._run(result)
+        finally:
+            loop, self._loop = self._loop, None
+            if loop is not None:
+                try:
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                finally:
+                    loop.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, awaitable: Awaitable[_T]) -> _T:
+        """Runs a coroutine to its end on this Client's event loop (made on first use)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(awaitable)
 
     # -- routing (the server's precedence: exact, parameterised, longest prefix, /*) --
 
@@ -361,12 +395,15 @@ class Client:
         request = Request(method, path, query, headers, body, params)
         try:
             value = route.target(request)
+            if inspect.iscoroutine(value):
+                # An `async def` handler: awaited as the server's event loop would.
+                value = self._run(value)
         except HTTPError as e:
             return _http_error(e, head_only)
         except Exception:
             return _error(traceback.format_exc(), head_only)
         try:
-            return _encode(value, head_only)
+            return _encode(value, head_only, self._run)
         except HTTPError as e:
             return _http_error(e, head_only)
         except Exception:
@@ -447,17 +484,17 @@ def _status(value: Any) -> int:
     raise ValueError(f"status {value!r} is not a final HTTP status (200-599)")
 
 
-def _encode(value: Any, head_only: bool) -> TestResponse:
+def _encode(value: Any, head_only: bool, run: _Run) -> TestResponse:
     if isinstance(value, tuple):
         if len(value) not in (2, 3):
             raise TypeError(f"a returned tuple must be (body, status) or (body, status, headers), got {len(value)} items")
         body, status = value[0], _status(value[1])
         headers = _headers(value[2] if len(value) == 3 else None)
-        return _body(body, status, headers, None, head_only)
+        return _body(body, status, headers, None, head_only, run)
     if isinstance(value, Response):
         status = _status(value.status)
         headers = _headers(value.headers) + [("Set-Cookie", c) for c in value.cookies]
-        return _body(value.body, status, headers, value.content_type, head_only)
+        return _body(value.body, status, headers, value.content_type, head_only, run)
     if isinstance(value, FileResponse):
         with open(value.path, "rb") as f:
             data = f.read()
@@ -466,10 +503,16 @@ def _encode(value: Any, head_only: bool) -> TestResponse:
         return _finish(_status(value.status), _headers(value.headers), ctype, data, head_only)
     if value is None:
         return _finish(204, [], "", b"", head_only)
-    return _body(value, 200, [], None, head_only)
+    return _body(value, 200, [], None, head_only, run)
 
 
-def _body(body: Any, status: int, headers: list[tuple[str, str]], ctype: str | None, head_only: bool) -> TestResponse:
+async def _collect(items: AsyncIterable[Any]) -> list[Any]:
+    return [item async for item in items]
+
+
+def _body(
+    body: Any, status: int, headers: list[tuple[str, str]], ctype: str | None, head_only: bool, run: _Run
+) -> TestResponse:
     if body is None:
         return _finish(status, headers, ctype or "", b"", head_only, ctype)
     if isinstance(body, str):
@@ -480,8 +523,15 @@ def _body(body: Any, status: int, headers: list[tuple[str, str]], ctype: str | N
         return _finish(status, headers, "application/json", dumps(body), head_only, ctype)
     if isinstance(body, EventStream):
         extra = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] if not headers else []
-        data = "".join(body).encode("utf-8")
+        # Events from an async iterable are awaited on the Client's loop, as the server does.
+        aevents = getattr(body, "_aevents")  # the server streams the same async generator
+        events = run(_collect(aevents())) if hasattr(body.events, "__aiter__") else list(body)
+        data = "".join(events).encode("utf-8")
         return _finish(status, extra + headers, "text/event-stream", data, head_only, ctype)
+    if hasattr(body, "__aiter__"):
+        # An async generator (or other async iterator): collected on the Client's loop.
+        chunks = [c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in run(_collect(body))]
+        return _finish(status, headers, "text/plain; charset=utf-8", b"".join(chunks), head_only, ctype)
     if isinstance(body, Iterable):
         chunks = [c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in body]
         return _finish(status, headers, "text/plain; charset=utf-8", b"".join(chunks), head_only, ctype)

@@ -1,8 +1,9 @@
 """pytest suite of pyrs.testing (run by tests/python_package.rs, so by .ci/run)."""
 
+import asyncio
 import dataclasses
 import os
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import pyrs
 import pytest
@@ -117,3 +118,93 @@ def test_json_contract_matches_the_server_s() -> None:
     with pytest.raises(ValueError):
         pyrs.loads("[NaN]")
     assert pyrs.loads(b"123456789012345678901234567890") == 123456789012345678901234567890
+
+
+class AsyncApi:
+    def __init__(self) -> None:
+        self.loops: list[asyncio.AbstractEventLoop] = []
+        self.closed = False
+
+    async def hello(self, request: pyrs.Request) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        self.loops.append(asyncio.get_running_loop())
+        return {"hi": request.query.get("name", "you")}
+
+    async def made(self, request: pyrs.Request) -> tuple[str, int, dict[str, str]]:
+        await asyncio.sleep(0)
+        return "made", 201, {"X-Kind": "async"}
+
+    async def fail(self, request: pyrs.Request) -> None:
+        await asyncio.sleep(0)
+        raise pyrs.HTTPError(418, "short and stout")
+
+    async def crash(self, request: pyrs.Request) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("async boom")
+
+    async def tokens(self, request: pyrs.Request) -> AsyncIterator[str]:
+        for t in ("a", "b", "c"):
+            await asyncio.sleep(0)
+            yield t
+
+    async def tokens_boom(self, request: pyrs.Request) -> AsyncIterator[str]:
+        yield "a"
+        raise RuntimeError("stream boom")
+
+    def wrapped(self, request: pyrs.Request) -> pyrs.Response:
+        async def gen() -> AsyncIterator[bytes]:
+            yield b"x"
+            await asyncio.sleep(0)
+            yield b"y"
+
+        return pyrs.Response(gen(), status=202, content_type="application/x-thing")
+
+    def events(self, request: pyrs.Request) -> pyrs.EventStream:
+        async def gen() -> AsyncIterator[Any]:
+            yield "one"
+            await asyncio.sleep(0)
+            yield {"event": "tick", "data": {"n": 2}}
+
+        return pyrs.EventStream(gen(), retry=100)
+
+    async def close(self) -> None:
+        await asyncio.sleep(0)
+        self.closed = True
+
+
+def test_coroutine_handlers_are_awaited_on_one_loop_per_client() -> None:
+    with Client(AsyncApi) as c:
+        api = c._instances[0]
+        r = c.get("/hello?name=Ada")
+        assert (r.status, r.json(), r.header("content-type")) == (200, {"hi": "Ada"}, "application/json")
+        assert c.get("/hello").json() == {"hi": "you"}
+        assert len(api.loops) == 2 and api.loops[0] is api.loops[1], "one loop for the Client's requests"
+        r = c.get("/made")
+        assert (r.status, r.text, r.header("x-kind")) == (201, "made", "async")
+        r = c.get("/fail")
+        assert (r.status, r.text) == (418, "short and stout\n")
+        r = c.get("/crash")
+        assert (r.status, r.text) == (500, "Internal Server Error\n")
+        assert r.error is not None and "RuntimeError: async boom" in r.error
+    # Leaving the block awaited the async close() and closed the loop.
+    assert api.closed and api.loops[0].is_closed()
+    # Another Client gets a loop of its own.
+    with Client(AsyncApi) as other:
+        other.get("/hello")
+        assert other._instances[0].loops[0] is not api.loops[0]
+
+
+def test_async_generators_are_collected_into_the_body() -> None:
+    c = Client(AsyncApi)
+    r = c.get("/tokens")
+    assert (r.status, r.text, r.header("content-type")) == (200, "abc", "text/plain; charset=utf-8")
+    r = c.get("/wrapped")
+    assert (r.status, r.body, r.header("content-type")) == (202, b"xy", "application/x-thing")
+    r = c.get("/events")
+    assert r.header("content-type") == "text/event-stream"
+    assert r.text == 'retry: 100\n\ndata: one\n\nevent: tick\ndata: {"n":2}\n\n'
+    r = c.get("/tokens_boom")
+    assert r.status == 500 and r.error is not None and "stream boom" in r.error
+    c.close()
+    assert c._instances[0].closed
+    c.close()  # twice is harmless

@@ -1,6 +1,7 @@
 """Handler cases run twice by tests/python_package.rs: through the real server and
 through pyrs.testing; the responses must be the same bytes (Date and X-Request-Id aside)."""
 
+import asyncio
 import dataclasses
 import datetime
 import uuid
@@ -61,6 +62,18 @@ class Api:
     def gen_boom(self, request: pyrs.Request) -> Iterator[str]:
         raise ValueError("before the first item")
         yield "never"
+
+    async def async_created(self, request: pyrs.Request) -> tuple[str, int, dict[str, str]]:
+        await asyncio.sleep(0)
+        return "made async", 201, {"X-Kind": "async"}
+
+    async def async_teapot(self, request: pyrs.Request) -> None:
+        await asyncio.sleep(0)
+        raise pyrs.HTTPError(418, "short and stout, awaited")
+
+    async def async_boom(self, request: pyrs.Request) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("async kaboom")
 
     def nan(self, request: pyrs.Request) -> dict[str, float]:
         return {"x": float("nan")}
