@@ -4,6 +4,10 @@
 //! paths to targets, `http` frames HTTP/1.1, `server` owns sockets, threads
 //! and the event loops, `app` is the seam between the HTTP core and an
 //! application, and `python` is the application that calls Python classes.
+//!
+//! `python` and `workers` (the only modules that use pyo3) exist with the
+//! `python` feature (the default); without it the crate is the HTTP core, the
+//! server and the plain-Rust `native` App, and does not link libpython.
 
 pub mod app;
 pub mod cli;
@@ -15,9 +19,11 @@ pub mod logging;
 pub mod native;
 pub mod observe;
 pub mod pid1;
+#[cfg(feature = "python")]
 pub mod python;
 pub mod router;
 pub mod sd_notify;
 pub mod server;
 pub mod stdout;
+#[cfg(feature = "python")]
 pub mod workers;
