@@ -304,22 +304,23 @@ fn the_template_and_workers_exit_by_themselves_when_the_master_is_killed() {
     // Seen: a pyrs re-parented to PID 1 after the suite. A master killed by
     // SIGKILL cannot stop its processes; they must notice and exit.
     let p = Project::simple(API, &routes(), "\"workers\": 2,");
-    let mut s = Server::start(&p, &[]);
+    let mut s = Server::start(&p, &["--log-level", "debug"]);
     assert_eq!(pids(&s, 40).len(), 2);
     let master = s.child.id();
     wait_until(10, "the template and two workers", || processes_of_master(master).len() == 3);
     let template: i32 = s
         .stderr()
-        .split("template ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .lines()
+        .find(|l| l.ends_with("(generation 1) starting"))
+        .and_then(|l| l.split("template ").nth(1)?.split(' ').next()?.parse().ok())
         .expect("the template's pid in the log");
     // A spawn command still in the template's pipe when the master dies: the
     // template must not start a worker nobody supervises. (Stopped, it reads
     // the command only after the master is gone.)
     unsafe_kill(template, "STOP");
     s.signal("TTIN");
-    s.wait_stderr("SIGTTIN: adding a worker", 10);
+    // Logged once the command is in the pipe.
+    s.wait_stderr("for a worker in slot 2", 10);
     unsafe_kill(master as i32, "KILL");
     s.child.wait().unwrap();
     unsafe_kill(template, "CONT");

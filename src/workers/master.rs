@@ -319,6 +319,7 @@ impl Master<'_> {
             log::error!("cannot ask template {} for a worker: {e}", t.pid);
             return;
         }
+        log::debug!("asked template {} for a worker in slot {slot}", t.pid);
         self.slots[slot].pending = true;
         self.slots[slot].respawn_at = None;
     }
