@@ -2,6 +2,7 @@
 //! pyrs's asyncio loop while the pool thread serves other requests.
 
 mod common;
+mod observe_support;
 use common::*;
 use std::time::Instant;
 
@@ -365,7 +366,7 @@ fn marker(path: &std::path::Path) -> String {
 #[test]
 fn a_client_that_goes_away_cancels_its_pending_coroutine_and_only_that_one() {
     let p = Project::simple(API, &routes(), "\"thread_count\": 1,");
-    let s = Server::start(&p, &[]);
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
     let dir = temp_dir("cancel-markers");
     let m = |name: &str| dir.join(name);
     let wait = |name: &str| format!("GET /wait_marked?marker={} HTTP/1.1\r\nHost: h\r\n\r\n", m(name).display());
@@ -406,6 +407,9 @@ fn a_client_that_goes_away_cancels_its_pending_coroutine_and_only_that_one() {
     let err = s.stderr();
     assert!(!err.contains("CancelledError") && !err.contains("Internal Server Error"), "{err}");
     assert!(!err.contains("raised"), "{err}");
+    // Counted: the three coroutines cancelled.
+    let metrics = observe_support::get(observe_support::admin_addr(&s), "/metrics").text();
+    assert!(metrics.contains("\npyrs_abandoned_responses_total 3\n"), "{metrics}");
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub const T_BYTES_IN: usize = 2;
 pub const T_BYTES_OUT: usize = 3;
 pub const T_GIL_WAIT_US: usize = 4;
 pub const T_REQUESTS: usize = 5;
+/// Responses still being produced (an awaited coroutine, a stream) when
+/// their connection closed: the coroutine was cancelled, the stream closed.
+pub const T_ABANDONED: usize = 6;
 const THREAD_GLOBALS: usize = 8;
 /// Thread globals that are gauges (not summed into retired totals).
 const GAUGES: [usize; 2] = [T_IN_FLIGHT, T_CONNECTIONS];

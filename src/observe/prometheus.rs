@@ -84,7 +84,7 @@ pub fn render(v: &View) -> String {
     for (i, s) in PROTOCOL_STATUSES.iter().enumerate() {
         let _ = writeln!(o, "pyrs_protocol_errors_total{{status=\"{s}\"}} {}", t.process(i));
     }
-    let simple: [(&str, &str, &str, String); 7] = [
+    let simple: [(&str, &str, &str, String); 8] = [
         (
             "pyrs_requests_in_flight",
             "gauge",
@@ -94,6 +94,12 @@ pub fn render(v: &View) -> String {
         ("pyrs_open_connections", "gauge", "Open client connections.", t.global(T_CONNECTIONS).to_string()),
         ("pyrs_received_bytes_total", "counter", "Bytes read from clients.", t.global(T_BYTES_IN).to_string()),
         ("pyrs_sent_bytes_total", "counter", "Response bytes written to clients.", t.global(T_BYTES_OUT).to_string()),
+        (
+            "pyrs_abandoned_responses_total",
+            "counter",
+            "Responses still being produced when their client went away (coroutine cancelled, stream closed).",
+            t.global(T_ABANDONED).to_string(),
+        ),
         (
             "pyrs_gil_wait_seconds_total",
             "counter",

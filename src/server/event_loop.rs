@@ -39,7 +39,7 @@ use crate::http::request_id::RequestId;
 use crate::http::Limits;
 use crate::http::{Peer, Request, RequestHead};
 use crate::observe::access_log::{Outcome, Pending};
-use crate::observe::metrics::{T_BYTES_IN, T_BYTES_OUT, T_CONNECTIONS, T_GIL_WAIT_US, T_IN_FLIGHT};
+use crate::observe::metrics::{T_ABANDONED, T_BYTES_IN, T_BYTES_OUT, T_CONNECTIONS, T_GIL_WAIT_US, T_IN_FLIGHT};
 use crate::observe::{admin, context, ThreadObserver};
 use crate::router::Router;
 use crossbeam_channel::{Receiver, Sender};
@@ -328,7 +328,12 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         self.batches.closed(i);
         if let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            let before = self.closing.streams.len() + self.closing.cancels.len();
             conn.out.take_streams(&mut self.closing);
+            let abandoned = self.closing.streams.len() + self.closing.cancels.len() - before;
+            if abandoned > 0 {
+                self.obs.metrics.add(T_ABANDONED, abandoned as u64);
+            }
             self.limits.memory.recharge(conn.charged, 0);
             self.free.push(i);
             self.live -= 1;
