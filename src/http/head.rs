@@ -17,7 +17,7 @@ pub const MAX_HEADERS_CAP: usize = 256;
 /// Stands for the path "/" of an absolute-form target with no path.
 const ROOT: Span = Span { start: u32::MAX, end: u32::MAX };
 
-/// A byte range into [`RequestHead::buf`].
+/// A byte range into the request head's buffer (`RequestHead::buf`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
     pub start: u32,

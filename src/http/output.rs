@@ -5,7 +5,7 @@
 //! small bodies are encoded straight into it and written with one `write`,
 //! with no allocation per request. Bodies that are not copied (a Python
 //! `bytes` object, a stream) become segments; bytes encoded after them wait
-//! in `tail` until they are written. A [`Seg::Pending`] slot holds the place
+//! in `tail` until they are written. A `Seg::Pending` slot ([`Output::reserve`]) holds the place
 //! of a response that will be produced later (by another thread, or an
 //! awaited coroutine): everything after it waits until [`Output::fill`].
 

@@ -13,7 +13,7 @@
 //! per interval.
 //!
 //! Reuse: anything that produces whole lines (an access log, a bridge from
-//! Python's `logging`) calls [`line`] with the text, newline included; it
+//! Python's `logging`) calls [`line()`] with the text, newline included; it
 //! never blocks and is cheap when lines are dropped. [`flush`] before exit.
 
 pub mod repeats;

@@ -240,7 +240,7 @@ impl ThreadObserver {
     }
 
     /// Called once per loop turn: hands the buffered lines to the writer
-    /// when the oldest is [`HAND_OVER_AFTER`] old (one hand-over, one write,
+    /// when the oldest is `HAND_OVER_AFTER` (100 ms) old (one hand-over, one write,
     /// per batch of turns: waking the writer every turn would cost more than
     /// formatting the lines).
     pub fn flush(&mut self) {
