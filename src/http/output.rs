@@ -297,14 +297,7 @@ impl Output {
     /// (the connection closing ends the body).
     pub fn push_stream(&mut self, stream: Box<dyn BodyStream>, chunked: bool) {
         self.seal_tail();
-        self.segs.push_back(Seg::Stream(StreamSeg {
-            stream,
-            buf: Vec::new(),
-            pos: 0,
-            chunked,
-            state: StreamState::Open,
-            held: None,
-        }));
+        self.push_stream_seg(stream, chunked, None);
     }
 
     /// Queues a stream like [`Output::push_stream`], its response's head
@@ -317,14 +310,13 @@ impl Output {
     pub fn push_stream_first(&mut self, stream: Box<dyn BodyStream>, chunked: bool, head_at: usize, fallback: Vec<u8>) {
         let head = self.tail.split_off(head_at.min(self.tail.len()));
         self.seal_tail();
-        self.segs.push_back(Seg::Stream(StreamSeg {
-            stream,
-            buf: Vec::new(),
-            pos: 0,
-            chunked,
-            state: StreamState::Open,
-            held: Some(Box::new(HeldHead { head, fallback })),
-        }));
+        self.push_stream_seg(stream, chunked, Some(Box::new(HeldHead { head, fallback })));
+    }
+
+    /// Appends an open stream segment (the tail sealed before).
+    fn push_stream_seg(&mut self, stream: Box<dyn BodyStream>, chunked: bool, held: Option<Box<HeldHead>>) {
+        let seg = StreamSeg { stream, buf: Vec::new(), pos: 0, chunked, state: StreamState::Open, held };
+        self.segs.push_back(Seg::Stream(seg));
     }
 
     /// Queues `len` bytes of `file` from `offset`.
