@@ -224,7 +224,7 @@ fn a_panic_on_the_python_handler_path_answers_500_and_the_thread_serves_on() {
         let rid = r.header("X-Request-Id").expect("a request id").to_string();
         s.wait_stderr(
             &format!("route /panic: the handler call panicked; answered 500, thread 0 serves on rid={rid}"),
-            10,
+            30,
         );
         assert_eq!(s.get("/hello").text(), "world");
     }
@@ -241,14 +241,14 @@ fn a_pool_thread_that_dies_loses_its_connections_at_once_and_the_process_exits_1
     // One thread holds a request; the acceptor gives the next connection to the other.
     let mut held = s.connect();
     held.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
-    s.wait_stdout("holding", 1, 10);
+    s.wait_stdout("holding", 1, 30);
     let mut doomed = s.connect();
     doomed.send(b"GET /die HTTP/1.1\r\nHost: t\r\n\r\n");
     // Its thread died: the client sees the close now, not when the process
     // exits (which waits for the held request below).
     assert!(doomed.try_read_response().is_none(), "a response from a dead thread");
-    s.wait_stderr("died (a panic outside any handler call); it takes no more connections", 10);
-    s.wait_stderr("a server thread died; stopping the server (exit status 1)", 10);
+    s.wait_stderr("died (a panic outside any handler call); it takes no more connections", 30);
+    s.wait_stderr("a server thread died; stopping the server (exit status 1)", 30);
     assert!(s.child.try_wait().unwrap().is_none(), "pyrs exited before draining: {}", s.stderr());
     // The other thread's request is not lost: it drains, then the process exits 1.
     std::fs::write(p.dir.join("release"), "").unwrap();
@@ -266,7 +266,7 @@ fn a_worker_whose_pool_thread_dies_exits_1_and_the_master_replaces_it() {
     let mut doomed = s.connect();
     doomed.send(b"GET /die HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(doomed.try_read_response().is_none(), "a response from a dead thread");
-    s.wait_stderr(&format!("worker {first}: server failed: a pool thread died"), 10);
+    s.wait_stderr(&format!("worker {first}: server failed: a pool thread died"), 30);
     // A new worker takes over; the master never stopped.
     let mut now = first.clone();
     wait_until(30, "a replacement worker to answer", || {
@@ -281,6 +281,6 @@ fn a_worker_whose_pool_thread_dies_exits_1_and_the_master_replaces_it() {
     });
     assert_eq!(s.get("/hello").text(), "world");
     assert!(s.stderr().contains("pool thread 0 died"), "{}", s.stderr());
-    s.wait_stderr("exited with status 1; replacing it", 10);
+    s.wait_stderr("exited with status 1; replacing it", 30);
     assert!(s.child.try_wait().unwrap().is_none(), "the master exited: {}", s.stderr());
 }

@@ -107,7 +107,7 @@ fn a_request_is_answered_while_its_threads_generator_blocks_between_items() {
         assert!(n > 0, "closed before the first item");
         got.extend_from_slice(&buf[..n]);
     }
-    s.wait_stdout("stream blocking", 1, 10);
+    s.wait_stdout("stream blocking", 1, 30);
     // The generator now blocks its thread between item 1 and item 2 (until
     // /release). The other connection of that thread moves to the idle
     // thread and is answered while the stream is still mid-way.

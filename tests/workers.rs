@@ -307,7 +307,7 @@ fn the_template_and_workers_exit_by_themselves_when_the_master_is_killed() {
     let mut s = Server::start(&p, &["--log-level", "debug"]);
     assert_eq!(pids(&s, 40).len(), 2);
     let master = s.child.id();
-    wait_until(10, "the template and two workers", || processes_of_master(master).len() == 3);
+    wait_until(30, "the template and two workers", || processes_of_master(master).len() == 3);
     let template: i32 = s
         .stderr()
         .lines()
@@ -320,10 +320,10 @@ fn the_template_and_workers_exit_by_themselves_when_the_master_is_killed() {
     unsafe_kill(template, "STOP");
     s.signal("TTIN");
     // Logged once the command is in the pipe.
-    s.wait_stderr("for a worker in slot 2", 10);
+    s.wait_stderr("for a worker in slot 2", 30);
     unsafe_kill(master as i32, "KILL");
     s.child.wait().unwrap();
     unsafe_kill(template, "CONT");
-    s.wait_stderr(&format!("the master ({master}) is gone; not starting a worker"), 10);
-    wait_until(10, "every process of the killed master to exit", || processes_of_master(master).is_empty());
+    s.wait_stderr(&format!("the master ({master}) is gone; not starting a worker"), 30);
+    wait_until(30, "every process of the killed master to exit", || processes_of_master(master).is_empty());
 }
