@@ -279,8 +279,9 @@ impl<'a> Responder<'a> {
     /// Queues a stream body like [`Responder::send_body`], but with the
     /// response's head (written from `head_at`, the output's tail length
     /// before [`Responder::start`]) held back until the stream's first item:
-    /// a stream that fails before producing one is answered with a plain 500
-    /// instead (see [`Output::push_stream_first`]).
+    /// a stream that fails before producing one is answered with a short
+    /// text response instead, the status its [`crate::http::body::BodyStream::failure`]
+    /// says, else 500 (see [`Output::push_stream_first`]).
     pub fn send_stream_first(
         &mut self,
         how: SendBody,
@@ -293,10 +294,14 @@ impl<'a> Responder<'a> {
         }
         // A close-delimited body (HTTP/1.0) closes the connection either way.
         let ctx = ResponseContext { keep_alive: self.context().keep_alive && how == SendBody::Chunked, ..self.ctx };
-        let mut fallback = Vec::new();
-        let id: [(&[u8], &[u8]); 1] = [(b"X-Request-Id", self.request_id)];
-        let extra: &[(&[u8], &[u8])] = if self.request_id.is_empty() { &[] } else { &id };
-        crate::http::encode::text_response(&mut fallback, 500, extra, "Internal Server Error\n", self.date, ctx);
+        let (date, rid) = (self.date.to_vec(), self.request_id.to_vec());
+        let fallback = Box::new(move |status: u16, body: &str| {
+            let mut out = Vec::new();
+            let id: [(&[u8], &[u8]); 1] = [(b"X-Request-Id", &rid)];
+            let extra: &[(&[u8], &[u8])] = if rid.is_empty() { &[] } else { &id };
+            crate::http::encode::text_response(&mut out, status, extra, body, &date, ctx);
+            out
+        });
         self.out.push_stream_first(stream, how == SendBody::Chunked, head_at, fallback);
     }
 

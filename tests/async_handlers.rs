@@ -121,6 +121,11 @@ class Api:
         raise ValueError("async boom before the first item")
         yield "never"
 
+    async def agen_http_error(self, request):
+        await asyncio.sleep(0)
+        raise pyrs.HTTPError(409, "taken")
+        yield "never"
+
     def aevents_fail(self, request):
         async def events():
             await asyncio.sleep(0)
@@ -158,6 +163,7 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/agen_fails_first", "agen_fails_first"),
         ("/aevents_fail", "aevents_fail"),
         ("/returns_failing_agen", "returns_failing_agen"),
+        ("/agen_http_error", "agen_http_error"),
     ]
 }
 
@@ -452,4 +458,10 @@ fn an_async_generator_that_raises_before_its_first_item_answers_500() {
         s.wait_stderr(&format!("route {path} (main.Api.{handler}) raised rid={}:", rids[0]), 30);
         s.wait_stderr(exception, 30);
     }
+    // HTTPError before the first item: its status and message.
+    let raw =
+        "GET /agen_http_error HTTP/1.1\r\nHost: h\r\n\r\nGET /hello HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    let (got, _) = exchange_masked(&s, raw);
+    let conflict = "HTTP/1.1 409 Conflict\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 6\r\n\r\ntaken\n";
+    assert_eq!(got, format!("{conflict}{hello}"));
 }

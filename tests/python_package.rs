@@ -53,6 +53,7 @@ fn cases() -> Vec<Case> {
         ("GET", "/bad_header", vec![], ""),
         ("GET", "/nan", vec![], ""),
         ("GET", "/gen_boom", vec![], ""),
+        ("GET", "/gen_http_error", vec![], ""),
         ("GET", "/async_created", vec![], ""),
         ("HEAD", "/async_created", vec![], ""),
         ("GET", "/async_teapot", vec![], ""),

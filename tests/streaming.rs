@@ -140,6 +140,10 @@ class Api:
             yield "never"
         return pyrs.EventStream(gen())
 
+    def fails_first_http(self, request):
+        raise pyrs.HTTPError(404, "no such model")
+        yield "never"
+
     def empty_first(self, request):
         yield ""
         raise RuntimeError("after an empty first item")
@@ -160,6 +164,7 @@ fn stream_server(extra: &str) -> (Project, Server) {
         ("/fails_first_wrapped", "fails_first_wrapped"),
         ("/fails_first_events", "fails_first_events"),
         ("/empty_first", "empty_first"),
+        ("/fails_first_http", "fails_first_http"),
     ];
     let p = Project::simple(STREAMS, &routes, extra);
     let s = Server::start(&p, &[]);
@@ -458,6 +463,12 @@ fn a_generator_that_raises_before_its_first_item_answers_500() {
         s.wait_stderr(&line, 30);
         s.wait_stderr(error, 30);
     }
+    // HTTPError before the first item: its status and message, as from a handler (not logged).
+    let raw =
+        "GET /fails_first_http HTTP/1.1\r\nHost: h\r\n\r\nGET /small HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    let (got, _) = exchange_masked(&s, raw);
+    let not_found = "HTTP/1.1 404 Not Found\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 14\r\n\r\nno such model\n";
+    assert_eq!(got, format!("{not_found}{SMALL_CLOSE}"));
     // HEAD: the generator is never advanced, the head is the 200 one.
     let (got, _) = exchange_masked(&s, "HEAD /fails_first HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
     assert!(

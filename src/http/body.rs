@@ -54,6 +54,12 @@ pub trait BodyStream: Send {
         None
     }
 
+    /// After [`Pulled::Failed`] before any item was produced: the status
+    /// and `text/plain` body to answer instead of the response (None: 500).
+    fn failure(&mut self) -> Option<(u16, String)> {
+        None
+    }
+
     /// It must be pulled by the event loop that created it (it wakes that
     /// loop when it returns [`Pulled::Pending`]): its connection then stays
     /// on that loop.

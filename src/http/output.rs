@@ -53,12 +53,16 @@ struct StreamSeg {
     held: Option<Box<HeldHead>>,
 }
 
-/// A stream response's head waiting for the stream's first item, and the
-/// complete response sent instead if the stream fails before producing one.
+/// A stream response's head waiting for the stream's first item, and what
+/// encodes the complete response sent instead (from a status and a
+/// `text/plain` body) if the stream fails before producing one.
 struct HeldHead {
     head: Vec<u8>,
-    fallback: Vec<u8>,
+    fallback: Fallback,
 }
+
+/// Encodes a complete short response from a status and a `text/plain` body.
+pub type Fallback = Box<dyn FnOnce(u16, &str) -> Vec<u8> + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StreamState {
@@ -302,12 +306,19 @@ impl Output {
 
     /// Queues a stream like [`Output::push_stream`], its response's head
     /// (the bytes of the tail from `head_at` on) held back until the
-    /// stream's first item or end. If the stream fails before either,
-    /// `fallback` (a complete response, e.g. a 500) is sent instead of the
-    /// head and the connection goes on; once the head is out, a failure
+    /// stream's first item or end. If the stream fails before either, the
+    /// response `fallback` encodes (with the stream's
+    /// [`BodyStream::failure`], else a 500) is sent instead of the head and
+    /// the connection goes on; once the head is out, a failure
     /// cuts the response as usual. The first item is pulled like any other
     /// (by the event loop, below the output bound), so nothing blocks here.
-    pub fn push_stream_first(&mut self, stream: Box<dyn BodyStream>, chunked: bool, head_at: usize, fallback: Vec<u8>) {
+    pub fn push_stream_first(
+        &mut self,
+        stream: Box<dyn BodyStream>,
+        chunked: bool,
+        head_at: usize,
+        fallback: Fallback,
+    ) {
         let head = self.tail.split_off(head_at.min(self.tail.len()));
         self.seal_tail();
         self.push_stream_seg(stream, chunked, Some(Box::new(HeldHead { head, fallback })));
@@ -477,7 +488,8 @@ impl Output {
             (Pulled::Pending, held) => s.held = held,
             (Pulled::Failed, Some(held)) => {
                 // Nothing of this response was sent: the fallback replaces it whole.
-                s.buf = held.fallback;
+                let (status, body) = s.stream.failure().unwrap_or_else(|| (500, "Internal Server Error\n".into()));
+                s.buf = (held.fallback)(status, &body);
                 s.state = StreamState::Ended;
                 self.scratch = scratch;
                 return PullResult::Replaced;
@@ -819,6 +831,10 @@ mod tests {
         assert_eq!(w.got, b"H|2\r\nok\r\n");
     }
 
+    fn fallback() -> Fallback {
+        Box::new(|status, body| format!("FALLBACK {status} {body}|").into_bytes())
+    }
+
     #[test]
     fn a_held_head_goes_out_with_the_first_item_or_gives_way_to_the_fallback() {
         // Fails before its first item: the fallback replaces the whole response; what follows is sent.
@@ -826,18 +842,18 @@ mod tests {
         out.tail().extend_from_slice(b"before|");
         let head_at = out.tail().len();
         out.tail().extend_from_slice(b"HEAD|");
-        out.push_stream_first(Box::new(Failing(0)), true, head_at, b"FALLBACK|".to_vec());
+        out.push_stream_first(Box::new(Failing(0)), true, head_at, fallback());
         out.tail().extend_from_slice(b"next response");
         let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
         assert_eq!(out.write_to(&mut w).unwrap(), (Stop::NeedsPull, true));
         assert_eq!(w.got, b"before|", "the head waits for the first item");
         assert_eq!(out.pull(), PullResult::Replaced);
         assert_eq!(drain(&mut out, &mut w), Stop::Empty);
-        assert_eq!(w.got, b"before|FALLBACK|next response");
+        assert_eq!(w.got, b"before|FALLBACK 500 Internal Server Error\n|next response");
         // Fails after its first item: the head went out with it, then the response is cut.
         let mut out = Output::new();
         out.tail().extend_from_slice(b"HEAD|");
-        out.push_stream_first(Box::new(Failing(1)), true, 0, b"FALLBACK|".to_vec());
+        out.push_stream_first(Box::new(Failing(1)), true, 0, fallback());
         out.tail().extend_from_slice(b"next response");
         let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
         assert_eq!(drain(&mut out, &mut w), Stop::Cut);
@@ -845,7 +861,7 @@ mod tests {
         // An empty stream sends its head with the last chunk.
         let mut out = Output::new();
         out.tail().extend_from_slice(b"HEAD|");
-        out.push_stream_first(items(&[]), true, 0, b"FALLBACK|".to_vec());
+        out.push_stream_first(items(&[]), true, 0, fallback());
         let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
         assert_eq!(drain(&mut out, &mut w), Stop::Empty);
         assert_eq!(w.got, b"HEAD|0\r\n\r\n");

@@ -155,14 +155,8 @@ pub fn write(
     let value = match outcome {
         Ok(v) => v,
         Err(e) => {
-            if let Some((status, message)) = http_error_parts(py, &e) {
-                res.text(status, &message);
-            } else {
-                match super::errors::handler_raised(py, pattern, label, &e) {
-                    503 => res.text(503, "Handler timed out\n"),
-                    _ => res.text(500, "Internal Server Error\n"),
-                }
-            }
+            let (status, body) = error_response(py, pattern, label, &e);
+            res.text(status, &body);
             return;
         }
     };
@@ -180,6 +174,19 @@ pub fn write(
             context::handler_error(&why);
             res.text(500, "Internal Server Error\n");
         }
+    }
+}
+
+/// The status and `text/plain` body that answer a raised exception:
+/// `HTTPError`'s own, else 503 for `pyrs.Timeout` or 500, logged with the
+/// traceback (see `errors::handler_raised`).
+pub fn error_response(py: Python<'_>, pattern: &str, label: &str, e: &PyErr) -> (u16, String) {
+    if let Some(parts) = http_error_parts(py, e) {
+        return parts;
+    }
+    match super::errors::handler_raised(py, pattern, label, e) {
+        503 => (503, "Handler timed out\n".to_string()),
+        _ => (500, "Internal Server Error\n".to_string()),
     }
 }
 

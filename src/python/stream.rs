@@ -3,7 +3,7 @@
 //! the GIL held only for that pull), and `pyrs.EventStream` formats
 //! Server-Sent Events.
 
-use super::{aio, errors, format_exception};
+use super::{aio, format_exception, response};
 use crate::app::StreamWaker;
 use crate::http::body::{BodyStream, Pulled};
 use crate::http::request_id::RequestId;
@@ -44,20 +44,18 @@ impl StreamOrigin {
         format!("route {} ({})", self.pattern, self.handler)
     }
 
-    /// Logs an exception raised before the first item: the response's head
-    /// was held back, so the client gets a 500 and the log the handler's
-    /// usual error line (traceback, request id, counted for the status page).
-    fn raised_first(&self, py: Python<'_>, e: &PyErr) {
-        match &self.rid {
-            Some(rid) => {
-                context::enter(self.route, rid);
-                errors::handler_raised(py, &self.pattern, &self.handler, e);
-                context::leave();
-            }
-            None => {
-                errors::handler_raised(py, &self.pattern, &self.handler, e);
-            }
-        }
+    /// What answers an exception raised before the first item: the
+    /// response's head was held back, so the client gets what a handler
+    /// that raised gets (`HTTPError`'s status, else a logged 500 with the
+    /// traceback and request id, counted for the status page).
+    fn raised_first(&self, py: Python<'_>, e: &PyErr) -> (u16, String) {
+        let Some(rid) = &self.rid else {
+            return response::error_response(py, &self.pattern, &self.handler, e);
+        };
+        context::enter(self.route, rid);
+        let answer = response::error_response(py, &self.pattern, &self.handler, e);
+        context::leave();
+        answer
     }
 }
 
@@ -65,13 +63,15 @@ impl StreamOrigin {
 pub struct PyStream {
     iter: Py<PyIterator>,
     origin: StreamOrigin,
-    /// Nothing pulled yet (a failure now answers 500).
+    /// Nothing pulled yet (a failure now answers like a handler's).
     first: bool,
+    /// The answer to a failure before the first item.
+    failure: Option<(u16, String)>,
 }
 
 impl PyStream {
     pub fn new(iter: Bound<'_, PyIterator>, origin: StreamOrigin) -> Self {
-        PyStream { iter: iter.unbind(), origin, first: true }
+        PyStream { iter: iter.unbind(), origin, first: true, failure: None }
     }
 }
 
@@ -85,7 +85,7 @@ impl BodyStream for PyStream {
                 None => return Pulled::End,
                 Some(Ok(item)) => item,
                 Some(Err(e)) if first => {
-                    self.origin.raised_first(py, &e);
+                    self.failure = Some(self.origin.raised_first(py, &e));
                     return Pulled::Failed;
                 }
                 Some(Err(e)) => {
@@ -106,6 +106,10 @@ impl BodyStream for PyStream {
 
     fn route(&self) -> Option<usize> {
         Some(self.origin.route)
+    }
+
+    fn failure(&mut self) -> Option<(u16, String)> {
+        self.failure.take()
     }
 
     fn close(&mut self) {
@@ -146,8 +150,10 @@ struct AsyncItems {
     waiting: bool,
     /// Exhausted (false) or failed (true).
     end: Option<bool>,
-    /// An item has arrived (a failure before one answers 500).
+    /// An item has arrived (a failure before one answers like a handler's).
     yielded: bool,
+    /// The answer to a failure before the first item.
+    failure: Option<(u16, String)>,
 }
 
 /// An async generator (or other async iterator) sent as a response body:
@@ -214,7 +220,7 @@ impl BodyStream for PyAsyncStream {
                             if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
                                 // Closed (its client went away): not an error.
                             } else if !items.yielded {
-                                origin.raised_first(py, &e);
+                                items.failure = Some(origin.raised_first(py, &e));
                             } else {
                                 log::error!(
                                     "{} raised while streaming (response cut):\n{}",
@@ -235,6 +241,10 @@ impl BodyStream for PyAsyncStream {
 
     fn close(&mut self) {
         Python::attach(|py| aio::close_body(py, self.body.bind(py)));
+    }
+
+    fn failure(&mut self) -> Option<(u16, String)> {
+        lock_items(&self.items).failure.take()
     }
 
     fn pinned(&self) -> bool {

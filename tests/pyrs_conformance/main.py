@@ -63,6 +63,10 @@ class Api:
         raise ValueError("before the first item")
         yield "never"
 
+    def gen_http_error(self, request: pyrs.Request) -> Iterator[str]:
+        raise pyrs.HTTPError(404, "no such stream")
+        yield "never"
+
     async def async_created(self, request: pyrs.Request) -> tuple[str, int, dict[str, str]]:
         await asyncio.sleep(0)
         return "made async", 201, {"X-Kind": "async"}
