@@ -63,6 +63,21 @@ impl PyUploadedFile {
     }
 }
 
+/// Copies the first `len` bytes of a spooled upload to `out`, 64 KiB at a
+/// time. `read_exact_at` and `write_all` retry EINTR; a spool shorter than
+/// `len` is an error (UnexpectedEof), never a silently truncated copy.
+fn copy_spooled(file: &std::fs::File, len: u64, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; len.min(64 * 1024) as usize];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        out.write_all(&buf[..n])?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 #[pymethods]
 impl PyUploadedFile {
     /// The size in bytes.
@@ -113,20 +128,7 @@ impl PyUploadedFile {
         let result = py.detach(|| -> std::io::Result<()> {
             match &self.data {
                 Stored::Memory(b) => std::fs::write(&path, b),
-                Stored::Disk(file, len) => {
-                    let mut out = std::fs::File::create(&path)?;
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut at = 0u64;
-                    while at < *len {
-                        let n = file.read_at(&mut buf, at)?;
-                        if n == 0 {
-                            break;
-                        }
-                        std::io::Write::write_all(&mut out, &buf[..n])?;
-                        at += n as u64;
-                    }
-                    Ok(())
-                }
+                Stored::Disk(file, len) => copy_spooled(file, *len, &mut std::fs::File::create(&path)?),
             }
         });
         result.map_err(|e| PyOSError::new_err(format!("cannot save the upload to {}: {e}", path.display())))
@@ -134,5 +136,29 @@ impl PyUploadedFile {
 
     fn __repr__(&self) -> String {
         format!("<pyrs.UploadedFile {:?} {:?} {} bytes>", self.name, self.filename, self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_spooled;
+    use std::io::Write;
+
+    #[test]
+    fn a_spooled_upload_is_copied_whole_or_fails() {
+        let path = std::env::temp_dir().join(format!("pyrs-upload-copy-{}", std::process::id()));
+        let content: Vec<u8> = (0..200_003u32).map(|i| (i % 251) as u8).collect();
+        std::fs::File::create(&path).and_then(|mut f| f.write_all(&content)).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut out = Vec::new();
+        copy_spooled(&file, content.len() as u64, &mut out).unwrap();
+        assert!(out == content, "the copy differs from the spool");
+        out.clear();
+        copy_spooled(&file, 1000, &mut out).unwrap();
+        assert_eq!(out, content[..1000]);
+        let short = copy_spooled(&file, content.len() as u64 + 1, &mut Vec::new()).unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
+        copy_spooled(&file, 0, &mut out).unwrap();
     }
 }

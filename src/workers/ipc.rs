@@ -97,15 +97,23 @@ impl Message {
     }
 }
 
-/// Writes one message with a single write(2).
+/// Writes one message with a single write(2), again when a signal
+/// interrupted it before it wrote anything (EINTR: a worker's blocked write
+/// to a full pipe returns it when its SIGURG arrives, which has no
+/// SA_RESTART; the message must not be lost).
 pub fn send(fd: RawFd, msg: &Message) -> io::Result<()> {
     let line = msg.encode();
-    // SAFETY: writes from a valid buffer of the given length.
-    let n = unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+    loop {
+        // SAFETY: writes from a valid buffer of the given length.
+        let n = unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
-    Ok(())
 }
 
 /// A pipe whose ends are close-on-exec: (read, write).
@@ -154,5 +162,80 @@ mod tests {
         }
         assert_eq!(Message::parse("nonsense"), None);
         assert!(Message::Fatal { slot: 0, gen: 1, pid: 1, message: "é".repeat(2000) }.encode().len() <= MAX_LINE);
+    }
+
+    /// A send blocked on a full pipe and interrupted by a signal without
+    /// SA_RESTART (EINTR) still delivers its message once there is room.
+    #[test]
+    fn an_interrupted_send_is_retried() {
+        use std::io::Read;
+        use std::os::fd::FromRawFd;
+        use std::os::unix::thread::JoinHandleExt;
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: a do-nothing SIGURG handler without SA_RESTART (as server::interrupt_accept installs).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut());
+        }
+        let (r, w) = pipe().unwrap();
+        // Fill the pipe (non-blocking for that), then make the write end blocking again.
+        // SAFETY: fcntl and write on the pipe this test made.
+        unsafe {
+            let flags = libc::fcntl(w, libc::F_GETFL);
+            libc::fcntl(w, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            let junk = [b'x'; 4096];
+            while libc::write(w, junk.as_ptr().cast(), junk.len()) > 0 {}
+            while libc::write(w, junk.as_ptr().cast(), 1) > 0 {}
+            libc::fcntl(w, libc::F_SETFL, flags);
+        }
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            send(w, &Message::Beat { slot: 1, gen: 2, pid: 3 })
+        });
+        let tid = tid_rx.recv().unwrap();
+        let stat = format!("/proc/self/task/{tid}/stat");
+        let blocked = || {
+            // The state follows the command name in parentheses: S = sleeping (in write).
+            std::fs::read_to_string(&stat).is_ok_and(|s| s.rsplit(") ").next().is_some_and(|t| t.starts_with('S')))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !blocked() {
+            assert!(std::time::Instant::now() < deadline, "the sender never blocked on the full pipe");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // The blocked write returns EINTR to send().
+        // SAFETY: the thread is alive (it cannot finish while the pipe is full).
+        unsafe { libc::pthread_kill(sender.as_pthread_t(), libc::SIGURG) };
+        // Drain the pipe until the message arrived or the sender gave up (non-blocking
+        // reads: a send that failed writes nothing, and the test must fail, not hang).
+        // SAFETY: fcntl on the read end, which File owns (and closes) from here on.
+        let mut reader = unsafe {
+            libc::fcntl(r, libc::F_SETFL, libc::fcntl(r, libc::F_GETFL) | libc::O_NONBLOCK);
+            std::fs::File::from_raw_fd(r)
+        };
+        let mut all = Vec::new();
+        let mut buf = [0u8; 65536];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !all.ends_with(b"\n") {
+            let finished = sender.is_finished();
+            match reader.read(&mut buf) {
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && finished => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
+                    assert!(std::time::Instant::now() < deadline, "the message never arrived");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("reading the pipe: {e}"),
+            }
+        }
+        let sent = sender.join().unwrap();
+        assert!(sent.is_ok(), "send failed instead of retrying: {sent:?}");
+        let text = String::from_utf8_lossy(&all);
+        assert_eq!(text.trim_start_matches('x'), "beat 1 2 3\n");
+        close(w);
     }
 }
