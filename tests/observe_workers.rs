@@ -1,6 +1,7 @@
 //! Observability with worker processes: the master's /metrics adds up every
 //! worker and keeps the counts of workers that died (a SIGKILLed worker does
-//! not make a counter go back), workers share one access-log file in whole
+//! not make a counter go back) and the new workers of a reload that changed
+//! the routes and threads, workers share one access-log file in whole
 //! lines, /readyz follows the workers, and the status page, loaded in
 //! headless Chromium, shows one row per worker (screenshot under target/).
 
@@ -121,6 +122,50 @@ fn the_master_adds_up_workers_and_keeps_the_counts_of_dead_ones() {
         get_retry(&s, "/hello");
         std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
     });
+}
+
+/// A reload that adds a route and a thread gives the new workers another
+/// metrics layout: the master still adds them up, the new route included,
+/// and the old workers' counts stay.
+#[test]
+fn a_reload_that_changes_routes_and_threads_keeps_every_worker_in_the_metrics() {
+    let p = project("");
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    for _ in 0..3 {
+        assert_eq!(get_retry(&s, "/hello").text(), "world");
+    }
+    let routes = [("/hello", "hello"), ("/pid", "pid"), ("/whoami", "pid"), ("/fail", "fail"), ("/wait", "wait")];
+    let reloaded = Project::simple(API, &routes, "\"workers\": 2, \"thread_count\": 2,");
+    std::fs::copy(reloaded.file(), p.file()).unwrap();
+    s.signal("HUP");
+    s.wait_stderr("reload complete", 90);
+    for _ in 0..5 {
+        assert_eq!(get_retry(&s, "/whoami").status, 200);
+    }
+    for _ in 0..4 {
+        assert_eq!(get_retry(&s, "/hello").text(), "world");
+    }
+    let m = metrics(admin);
+    let hello = [("route", "/hello"), ("status", "2xx")];
+    assert_eq!(value(&m, "pyrs_requests_total", &[("route", "/whoami"), ("status", "2xx")]), 5.0);
+    assert_eq!(value(&m, "pyrs_requests_total", &hello), 7.0, "3 from the old workers, 4 from the new");
+    assert_eq!(value(&m, "pyrs_request_duration_seconds_count", &[("route", "/whoami")]), 5.0);
+    assert_eq!(value(&m, "pyrs_workers_up", &[]), 2.0);
+    assert!(!s.stderr().contains("stay out of /metrics"), "{}", s.stderr());
+    // Once more with the old shape: a third layout, the same routes' counts go on.
+    let back = Project::simple(API, &[("/hello", "hello")], "\"workers\": 2, \"thread_count\": 1,");
+    std::fs::copy(back.file(), p.file()).unwrap();
+    s.signal("HUP");
+    wait_until(90, "the second reload", || s.stderr().matches("reload complete").count() == 2);
+    assert_eq!(get_retry(&s, "/hello").text(), "world");
+    let m = metrics(admin);
+    assert_eq!(value(&m, "pyrs_requests_total", &hello), 8.0);
+    assert_eq!(
+        value(&m, "pyrs_requests_total", &[("route", "/whoami"), ("status", "2xx")]),
+        5.0,
+        "a removed route keeps its count"
+    );
 }
 
 #[test]

@@ -3,8 +3,14 @@
 //! read from the workers' shared-memory regions, and a worker that exits has
 //! its final counts (and its last handler errors) folded into retired totals
 //! under the same lock the readers take, so no scrape sees a count go back.
+//!
+//! A reload that changes the routes or `thread_count` changes the regions'
+//! layout: the master then makes another shared-memory file ([`Fleet::add_layout`]).
+//! Each file is a shard with its own route list; the view adds every shard
+//! up under one merged list of routes (a route keeps its figures across
+//! reloads; one that was removed keeps its counts).
 
-use super::metrics::{HandlerError, Region, Totals, ERROR_SLOTS, T_IN_FLIGHT, T_REQUESTS};
+use super::metrics::{HandlerError, Layout, Region, Totals, ERROR_SLOTS, T_IN_FLIGHT, T_REQUESTS};
 use super::shm::Mapping;
 use super::view::{RouteLabel, Source, View, WorkerRow};
 use std::collections::{BTreeMap, HashMap};
@@ -20,8 +26,20 @@ struct Member {
     drain_reason: &'static str,
 }
 
-struct State {
+/// One shared-memory file: its regions (one layout), where its routes are in
+/// the merged list (`to[r]`; its last route is `unmatched`), and what its
+/// exited workers counted.
+struct Shard {
+    regions: Vec<Region>,
+    to: Vec<usize>,
     retired: Totals,
+}
+
+struct State {
+    shards: Vec<Shard>,
+    /// Every shard's routes, first seen first, `unmatched` last.
+    labels: Vec<RouteLabel>,
+    /// In merged route numbers.
     retired_errors: Vec<HandlerError>,
     members: BTreeMap<i32, Member>,
     starts: u64,
@@ -30,19 +48,73 @@ struct State {
     stopping: bool,
 }
 
+impl State {
+    /// Adds the routes of `labels` (`unmatched` last) that the merged list
+    /// lacks, before its `unmatched`; returns where each of them is.
+    fn merge(&mut self, labels: &[RouteLabel]) -> Vec<usize> {
+        let Some((_, routes)) = labels.split_last() else { return Vec::new() };
+        // The list always ends with `unmatched` (Fleet::new puts it there).
+        let old_unmatched = self.labels.len() - 1;
+        let mut to = Vec::with_capacity(labels.len());
+        for l in routes {
+            let end = self.labels.len() - 1;
+            let i = match self.labels[..end].iter().position(|m| m.route == l.route && m.handler == l.handler) {
+                Some(i) => i,
+                None => {
+                    self.labels.insert(end, l.clone());
+                    end
+                }
+            };
+            self.labels[i].batched |= l.batched;
+            to.push(i);
+        }
+        // `unmatched` moved to the end of the longer list: every shard's last route follows it.
+        let unmatched = self.labels.len() - 1;
+        to.push(unmatched);
+        for shard in &mut self.shards {
+            if let Some(last) = shard.to.last_mut() {
+                *last = unmatched;
+            }
+        }
+        for e in &mut self.retired_errors {
+            if e.route == old_unmatched {
+                e.route = unmatched;
+            }
+        }
+        to
+    }
+
+    /// The shard and region `pid` claimed.
+    fn region_of(&self, pid: i32) -> Option<(&Shard, &Region)> {
+        self.shards
+            .iter()
+            .find_map(|sh| sh.regions.iter().find(|r| r.owner() == pid as u32 && r.in_use()).map(|r| (sh, r)))
+    }
+}
+
+/// A region's handler errors with merged route numbers.
+fn errors_of<'a>(shard: &'a Shard, r: &'a Region) -> impl Iterator<Item = HandlerError> + 'a {
+    r.errors().into_iter().map(|mut e| {
+        e.route = shard.to.get(e.route).copied().unwrap_or(e.route);
+        e
+    })
+}
+
 pub struct Fleet {
     state: Mutex<State>,
-    regions: Vec<Region>,
-    labels: Vec<RouteLabel>,
+}
+
+fn unmatched() -> RouteLabel {
+    RouteLabel { route: "unmatched".into(), handler: String::new(), batched: false }
 }
 
 impl Fleet {
+    /// `labels`: the routes of `mapping`'s workers, `unmatched` last.
     pub fn new(mapping: &Arc<Mapping>, labels: Vec<RouteLabel>) -> Fleet {
-        let regions = mapping.regions();
-        let layout = regions.first().map(|r| r.layout()).unwrap_or(super::layout_for(1, 0));
-        Fleet {
+        let fleet = Fleet {
             state: Mutex::new(State {
-                retired: Totals::zero(layout),
+                shards: Vec::new(),
+                labels: vec![unmatched()],
                 retired_errors: Vec::new(),
                 members: BTreeMap::new(),
                 starts: 0,
@@ -50,15 +122,32 @@ impl Fleet {
                 exits: EXIT_REASONS.iter().map(|r| (*r, 0)).collect(),
                 stopping: false,
             }),
-            regions,
-            labels,
+        };
+        fleet.add_layout(mapping, labels);
+        fleet
+    }
+
+    /// Workers started from now on count in `mapping`'s regions, under
+    /// `labels` (`unmatched` last): a reload changed the routes or threads.
+    pub fn add_layout(&self, mapping: &Arc<Mapping>, labels: Vec<RouteLabel>) {
+        let regions = mapping.regions();
+        let layout = regions.first().map(|r| r.layout()).unwrap_or(super::layout_for(1, 0));
+        let mut labels = labels;
+        if labels.len() != layout.routes + 1 {
+            // Not one label per route then `unmatched`: route numbers stand in (as Observer::plain).
+            labels = (0..layout.routes)
+                .map(|i| RouteLabel { route: format!("#{i}"), handler: String::new(), batched: false })
+                .chain([unmatched()])
+                .collect();
         }
+        let mut s = self.lock();
+        let to = s.merge(&labels);
+        s.shards.push(Shard { regions, to, retired: Totals::zero(layout) });
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-
     /// A worker process exists (it reported `born`).
     pub fn born(&self, pid: i32, slot: usize) {
         let mut s = self.lock();
@@ -104,12 +193,15 @@ impl Fleet {
             None => return,
         };
         *s.exits.entry(reason).or_default() += 1;
-        for r in self.regions.iter().filter(|r| r.owner() == pid as u32) {
-            if r.in_use() {
-                s.retired.add(&r.totals(), true);
-                s.retired_errors.extend(r.errors());
+        let s = &mut *s;
+        for shard in &mut s.shards {
+            for r in shard.regions.iter().filter(|r| r.owner() == pid as u32) {
+                if r.in_use() {
+                    shard.retired.add(&r.totals(), true);
+                    s.retired_errors.extend(errors_of(shard, r));
+                }
+                r.release();
             }
-            r.release();
         }
         let n = s.retired_errors.len();
         if n > ERROR_SLOTS {
@@ -127,15 +219,19 @@ impl Source for Fleet {
 
     fn view(&self) -> View {
         let s = self.lock();
-        let mut totals = s.retired.clone();
+        let mut totals = Totals::zero(Layout { threads: 1, routes: s.labels.len() - 1 });
+        for shard in &s.shards {
+            totals.add_mapped(&shard.retired, &shard.to);
+        }
         let mut errors = s.retired_errors.clone();
         let mut workers = Vec::new();
         for (&pid, m) in &s.members {
-            let region = self.regions.iter().find(|r| r.owner() == pid as u32 && r.in_use());
+            let found = s.region_of(pid);
+            let region = found.map(|(_, r)| r);
             let t = region.map(|r| r.totals());
-            if let (Some(r), Some(t)) = (region, &t) {
-                totals.add(t, false);
-                errors.extend(r.errors());
+            if let (Some((shard, r)), Some(t)) = (found, &t) {
+                totals.add_mapped(t, &shard.to);
+                errors.extend(errors_of(shard, r));
             }
             let (rss, uss) = super::procmem::memory(pid as u32);
             workers.push(WorkerRow {
@@ -157,7 +253,7 @@ impl Source for Fleet {
         }
         View {
             totals,
-            labels: self.labels.clone(),
+            labels: s.labels.clone(),
             workers,
             errors,
             ready: !s.stopping && s.members.values().any(|m| m.state == "serving"),
@@ -171,7 +267,6 @@ impl Source for Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::metrics::Layout;
 
     #[test]
     fn counts_survive_exits_and_gauges_do_not() {
@@ -204,5 +299,58 @@ mod tests {
         assert_eq!(fleet.view().worker_starts, 2);
         // SAFETY: closing the test's descriptor.
         unsafe { libc::close(fd) };
+    }
+
+    fn label(route: &str) -> RouteLabel {
+        RouteLabel { route: route.into(), handler: format!("main.Api{route}").replace('/', "."), batched: false }
+    }
+
+    #[test]
+    fn a_second_layout_adds_up_under_the_merged_routes() {
+        let unmatched = RouteLabel { route: "unmatched".into(), handler: String::new(), batched: false };
+        let (m1, fd1) = Mapping::create(Layout { threads: 2, routes: 1 }, 2).unwrap();
+        let fleet = Fleet::new(&m1, vec![label("/a"), unmatched.clone()]);
+        let old = m1.regions();
+        fleet.born(100, 0);
+        assert!(old[0].claim(100));
+        old[0].thread(1).request(0, 200, 10);
+        old[0].thread(1).request(1, 404, 10);
+        old[0].record_error(0, "r1", "old boom");
+        // A reload: one more route, in front, and another thread.
+        let (m2, fd2) = Mapping::create(Layout { threads: 3, routes: 2 }, 2).unwrap();
+        fleet.add_layout(&m2, vec![label("/b"), label("/a"), unmatched.clone()]);
+        let new = m2.regions();
+        fleet.born(200, 0);
+        assert!(new[1].claim(200));
+        let w = new[1].thread(2);
+        w.request(0, 200, 10);
+        w.request(0, 200, 10);
+        w.request(1, 500, 10);
+        w.request(2, 404, 10);
+        new[1].record_error(0, "r2", "new boom");
+        let check = |v: &View| {
+            let names: Vec<&str> = v.labels.iter().map(|l| l.route.as_str()).collect();
+            assert_eq!(names, ["/a", "/b", "unmatched"]);
+            assert_eq!(v.totals.route_count(0), 2, "/a: one old 200, one new 500");
+            assert_eq!(v.totals.route_errors(0), 1);
+            assert_eq!(v.totals.route_count(1), 2, "/b");
+            assert_eq!(v.totals.route_count(2), 2, "unmatched");
+            assert_eq!(v.totals.global(T_REQUESTS), 6);
+            let mut errors: Vec<(&str, &str)> =
+                v.errors.iter().map(|e| (v.labels[e.route].route.as_str(), e.text.as_str())).collect();
+            errors.sort();
+            assert_eq!(errors, [("/a", "old boom"), ("/b", "new boom")]);
+        };
+        check(&fleet.view());
+        // The old worker exits: its counts stay, under the same routes.
+        fleet.exited(100);
+        check(&fleet.view());
+        fleet.exited(200);
+        check(&fleet.view());
+        // SAFETY: closing the test's descriptors.
+        unsafe {
+            libc::close(fd1);
+            libc::close(fd2);
+        }
     }
 }

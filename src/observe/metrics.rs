@@ -405,6 +405,23 @@ impl Totals {
         }
     }
 
+    /// Adds `other`, whose route `r` is this one's route `to[r]` (figures
+    /// counted under another route list: a reload changed the routes).
+    /// Routes `to` does not place in range are left out.
+    pub fn add_mapped(&mut self, other: &Totals, to: &[usize]) {
+        let routes_at = PROCESS_WORDS + THREAD_GLOBALS;
+        for (a, b) in self.values[..routes_at].iter_mut().zip(&other.values[..routes_at]) {
+            *a += b;
+        }
+        for (r, words) in other.values[routes_at..].chunks(ROUTE_WORDS).enumerate() {
+            let Some(&dst) = to.get(r).filter(|&&d| d <= self.layout.routes) else { continue };
+            let at = routes_at + dst * ROUTE_WORDS;
+            for (a, b) in self.values[at..at + ROUTE_WORDS].iter_mut().zip(words) {
+                *a += b;
+            }
+        }
+    }
+
     pub fn process(&self, i: usize) -> u64 {
         self.values[i]
     }
@@ -484,6 +501,25 @@ mod tests {
         assert_eq!(t.process(5), 1);
         let p50 = t.quantile_us(0, 0.5).unwrap();
         assert!((250.0..=500.0).contains(&p50), "{p50}");
+    }
+
+    #[test]
+    fn totals_add_up_under_another_route_list() {
+        let r = Region::heap(Layout { threads: 1, routes: 2 });
+        let w = r.thread(0);
+        w.request(0, 200, 5);
+        w.request(1, 404, 5);
+        w.request(1, 404, 5);
+        w.request(2, 200, 5);
+        let mut merged = Totals::zero(Layout { threads: 1, routes: 3 });
+        // Its route 0 is merged route 2, 1 is 0, and unmatched stays last; 9 is out of range.
+        merged.add_mapped(&r.totals(), &[2, 0, 3]);
+        merged.add_mapped(&r.totals(), &[9, 0, 3]);
+        assert_eq!(merged.route_count(2), 1);
+        assert_eq!(merged.route_count(0), 4);
+        assert_eq!(merged.route_count(1), 0);
+        assert_eq!(merged.route_count(3), 2);
+        assert_eq!(merged.global(T_REQUESTS), 8);
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Worker mode: every worker's metrics region lives in one shared memory
-//! file (memfd) that the master creates, the template maps before forking,
-//! and each worker claims a free region of (by writing its pid into the
-//! region's header). The master reads all regions for `/metrics` and, when a
+//! Worker mode: every worker's metrics region lives in a shared memory
+//! file (memfd) that the master creates (another one when a reload changes
+//! the routes or threads: `fleet` adds them up), the template maps before
+//! forking, and each worker claims a free region of (by writing its pid
+//! into the region's header). The master reads all regions for `/metrics` and, when a
 //! worker exits, adds its final counts to the retired totals and frees the
 //! region: nothing is lost even when a worker is killed.
 
@@ -107,14 +108,15 @@ pub fn attach_inherited() {
 }
 
 /// A worker: claims a free shared region of `layout` for this process, or a
-/// private one (with a warning) when the shape differs (a reload changed
-/// routes or thread_count) or every region is taken.
+/// private one (with a warning) when the shape differs from the master's
+/// (the project file changed between the master's and the template's reads
+/// of it) or every region is taken.
 pub fn claim(layout: Layout) -> Region {
     let pid = std::process::id();
     if let Some(m) = INHERITED.get() {
         if m.layout != layout {
             log::warn!(
-                "worker {pid}: routes or thread_count changed since pyrs started; this worker's metrics stay out of /metrics until pyrs restarts"
+                "worker {pid}: the routes or threads differ from what the master read in the project file; this worker's metrics stay out of /metrics (reload again)"
             );
         } else if let Some(r) = m.regions().into_iter().find(|r| r.claim(pid)) {
             return r;

@@ -14,6 +14,7 @@ use super::ipc::{self, Message};
 use super::{ENV_GENERATION, ENV_MASTER_PID, ENV_ROLE};
 use crate::config::Config;
 use crate::observe::fleet::Fleet;
+use crate::observe::metrics::Layout;
 use crate::observe::shm::{self, Mapping};
 use crate::observe::view::RouteLabel;
 use crate::server::listener::{self, Listener};
@@ -102,9 +103,14 @@ struct Master<'a> {
     pending_line: String,
     /// The workers as /metrics and the status page see them.
     fleet: Arc<Fleet>,
-    /// The shared metrics memory (templates get it at fd `shm::FD`).
+    /// The shared metrics memory new templates get (at fd `shm::FD`).
     metrics_fd: RawFd,
     metrics_env: String,
+    /// Its layout and routes: when a reload changes them, new workers count
+    /// in a new shared memory ([`Master::follow_metrics_shape`]).
+    metrics_shape: (Layout, Vec<RouteLabel>),
+    /// Regions in each shared memory.
+    metrics_regions: usize,
 }
 
 /// Runs the supervisor until the server stops.
@@ -142,9 +148,10 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     // Every worker's metrics, in memory the master can read after the worker is gone.
     // The same layout the workers claim (batch threads have rows too).
     let layout = crate::observe::layout_of(cfg);
+    let labels = RouteLabel::for_routes(&cfg.modules);
     let regions = (4 * count + 8).clamp(16, 1024);
     let (mapping, metrics_fd) = Mapping::create(layout, regions)?;
-    let fleet = Arc::new(Fleet::new(&mapping, RouteLabel::for_routes(&cfg.modules)));
+    let fleet = Arc::new(Fleet::new(&mapping, labels.clone()));
     if let Some(addr) = cfg.observe.admin_listen {
         crate::observe::admin::start(listener::bind(addr, 64), fleet.clone())?;
     }
@@ -169,6 +176,8 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         fleet,
         metrics_fd,
         metrics_env: mapping.env_value(),
+        metrics_shape: (layout, labels),
+        metrics_regions: regions,
     };
     m.spawn_template(true)?;
     let mut events = Events::with_capacity(64);
@@ -351,7 +360,10 @@ impl Master<'_> {
                 } else {
                     log::info!("SIGHUP received: reloading (new workers with freshly imported code)");
                     crate::sd_notify::reloading();
-                    self.warn_about_unapplied_settings();
+                    if let Some(new) = self.reread_config() {
+                        self.warn_about_unapplied_settings(&new);
+                        self.follow_metrics_shape(&new);
+                    }
                     self.reloading = Some(self.next_gen);
                     self.spawn_template(true)?;
                 }
@@ -382,17 +394,45 @@ impl Master<'_> {
         Ok(())
     }
 
+    /// The configuration as a new template will read it (None when it does
+    /// not load: the template reports why).
+    fn reread_config(&self) -> Option<Config> {
+        let cli = crate::cli::Cli::parse().ok()?;
+        Config::load_layered(&cli.project, cli.env, cli.flags).ok()
+    }
+
     /// A reload starts new workers on the same sockets: settings that only
     /// a restart applies (where to listen) are reported when they changed.
-    fn warn_about_unapplied_settings(&self) {
-        let Ok(cli) = crate::cli::Cli::parse() else { return };
-        // An invalid file is reported by the new template.
-        let Ok(new) = Config::load_layered(&cli.project, cli.env, cli.flags) else { return };
+    fn warn_about_unapplied_settings(&self, new: &Config) {
         if let Some(why) = listener::differences(&new.listeners, &self.listeners) {
             log::warn!("{why}: a reload keeps the listening sockets; restart pyrs to listen elsewhere");
         }
         if new.workers.count != self.cfg.workers.count {
             log::warn!("workers changed in the configuration: a reload keeps the number of workers (restart pyrs, or send SIGTTIN/SIGTTOU)");
+        }
+    }
+
+    /// When `new` changes the routes or the threads, the metrics regions of
+    /// the workers it starts have another layout: they get a shared memory
+    /// of their own, which the fleet adds up with the others (the old workers
+    /// keep theirs until they exit). Kept until pyrs stops: one per reload
+    /// that changed the shape.
+    fn follow_metrics_shape(&mut self, new: &Config) {
+        let shape = (crate::observe::layout_of(new), RouteLabel::for_routes(&new.modules));
+        if shape == self.metrics_shape {
+            return;
+        }
+        match Mapping::create(shape.0, self.metrics_regions) {
+            Ok((mapping, fd)) => {
+                self.fleet.add_layout(&mapping, shape.1.clone());
+                // Templates already started keep their own copy of the old descriptor.
+                ipc::close(self.metrics_fd);
+                self.metrics_fd = fd;
+                self.metrics_env = mapping.env_value();
+                self.metrics_shape = shape;
+                log::info!("the routes or threads changed: new workers count their metrics in a new shared memory");
+            }
+            Err(e) => log::warn!("{e}; the new workers' metrics stay out of /metrics"),
         }
     }
 
@@ -622,6 +662,9 @@ impl Master<'_> {
                     t.gen,
                     describe(status)
                 );
+                if let Some(new) = self.reread_config() {
+                    self.follow_metrics_shape(&new);
+                }
                 self.spawn_template(false)?;
             }
             return Ok(());
