@@ -126,6 +126,10 @@ class Api:
         raise pyrs.HTTPError(409, "taken")
         yield "never"
 
+    def gen_fails_first(self, request):
+        raise ValueError("sync boom before the first item")
+        yield "never"
+
     def aevents_fail(self, request):
         async def events():
             await asyncio.sleep(0)
@@ -164,6 +168,7 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/aevents_fail", "aevents_fail"),
         ("/returns_failing_agen", "returns_failing_agen"),
         ("/agen_http_error", "agen_http_error"),
+        ("/gen_fails_first", "gen_fails_first"),
     ]
 }
 
@@ -464,4 +469,30 @@ fn an_async_generator_that_raises_before_its_first_item_answers_500() {
     let (got, _) = exchange_masked(&s, raw);
     let conflict = "HTTP/1.1 409 Conflict\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 6\r\n\r\ntaken\n";
     assert_eq!(got, format!("{conflict}{hello}"));
+}
+
+#[test]
+fn a_generator_that_raises_before_its_first_item_counts_as_a_handler_exception() {
+    // Answered 500 like a handler that raised, so counted and kept for the
+    // status page like one: a sync generator (pulled on the pool thread) and
+    // an async one (its exception arrives on the asyncio thread). An
+    // HTTPError is an answer, not an exception: not counted.
+    let p = Project::simple(API, &routes(), "");
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let admin = observe_support::admin_addr(&s);
+    let mut rids = Vec::new();
+    for path in ["/gen_fails_first", "/agen_fails_first"] {
+        let r = s.get(path);
+        assert_eq!(r.status, 500, "{path}");
+        rids.push(r.header("X-Request-Id").expect("a request id").to_string());
+    }
+    assert_eq!(s.get("/agen_http_error").status, 409);
+    let m = observe_support::metrics(admin);
+    for (path, n) in [("/gen_fails_first", 1.0), ("/agen_fails_first", 1.0), ("/agen_http_error", 0.0)] {
+        assert_eq!(observe_support::value(&m, "pyrs_handler_exceptions_total", &[("route", path)]), n, "{path}");
+    }
+    let page = observe_support::get(admin, "/").text();
+    for (rid, error) in rids.iter().zip(["sync boom before the first item", "async boom before the first item"]) {
+        assert!(page.contains(rid.as_str()) && page.contains(error), "{rid} {error}:\n{page}");
+    }
 }

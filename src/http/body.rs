@@ -49,7 +49,8 @@ pub trait BodyStream: Send {
     fn close(&mut self) {}
 
     /// The route that produced the stream (the worker watchdog names it
-    /// while an item is pulled).
+    /// while an item is pulled; a failure before the first item is counted
+    /// as its handler's exception).
     fn route(&self) -> Option<usize> {
         None
     }

@@ -47,15 +47,15 @@ impl StreamOrigin {
     /// What answers an exception raised before the first item: the
     /// response's head was held back, so the client gets what a handler
     /// that raised gets (`HTTPError`'s status, else a logged 500 with the
-    /// traceback and request id, counted for the status page).
+    /// traceback and request id, kept for the status page). Called by the
+    /// pool thread's pull, in the request's context, which the event loop
+    /// leaves after the pull and, as after a handler call, counts the
+    /// exception if one was recorded.
     fn raised_first(&self, py: Python<'_>, e: &PyErr) -> (u16, String) {
-        let Some(rid) = &self.rid else {
-            return response::error_response(py, &self.pattern, &self.handler, e);
-        };
-        context::enter(self.route, rid);
-        let answer = response::error_response(py, &self.pattern, &self.handler, e);
-        context::leave();
-        answer
+        if let Some(rid) = &self.rid {
+            context::enter(self.route, rid);
+        }
+        response::error_response(py, &self.pattern, &self.handler, e)
     }
 }
 
@@ -152,6 +152,10 @@ struct AsyncItems {
     end: Option<bool>,
     /// An item has arrived (a failure before one answers like a handler's).
     yielded: bool,
+    /// The exception raised before the first item, answered by the pool
+    /// thread's next pull (not here on the asyncio thread, which has no
+    /// request context or metrics region).
+    raised_first: Option<PyErr>,
     /// The answer to a failure before the first item.
     failure: Option<(u16, String)>,
 }
@@ -185,6 +189,14 @@ impl BodyStream for PyAsyncStream {
         if let Some(item) = items.item.take() {
             out.extend_from_slice(&item);
             return Pulled::Item;
+        }
+        if let Some(e) = items.raised_first.take() {
+            // The event loop pulls in its locked phase: this thread holds the
+            // GIL (the lock is not held across Python code).
+            drop(items);
+            let answer = Python::attach(|py| self.origin.raised_first(py, &e));
+            lock_items(&self.items).failure = Some(answer);
+            return Pulled::Failed;
         }
         match items.end {
             Some(false) => return Pulled::End,
@@ -220,7 +232,7 @@ impl BodyStream for PyAsyncStream {
                             if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
                                 // Closed (its client went away): not an error.
                             } else if !items.yielded {
-                                items.failure = Some(origin.raised_first(py, &e));
+                                items.raised_first = Some(e);
                             } else {
                                 log::error!(
                                     "{} raised while streaming (response cut):\n{}",
@@ -245,6 +257,10 @@ impl BodyStream for PyAsyncStream {
 
     fn failure(&mut self) -> Option<(u16, String)> {
         lock_items(&self.items).failure.take()
+    }
+
+    fn route(&self) -> Option<usize> {
+        Some(self.origin.route)
     }
 
     fn pinned(&self) -> bool {

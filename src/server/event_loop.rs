@@ -765,6 +765,13 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             }
             let lp = held.get();
             lp.in_handler = None;
+            // A stream that raised before its first item answered like a
+            // handler that raised, in its request's context: counted like one.
+            if context::leave() {
+                if let Some(id) = route {
+                    lp.obs.metrics.exception(id);
+                }
+            }
             // The connection being pulled is never moved (it is `in_handler`).
             let Some(conn) = lp.conns.get_mut(i).and_then(Option::as_mut).filter(|c| c.serial == serial) else {
                 out.take_streams(&mut lp.closing);
