@@ -6,6 +6,9 @@
 //! - `panic_in_handler`: a panic in the Python bridge, right after the
 //!   handler method returned (its result and request still alive): the
 //!   event loop's per-job catch must answer 500 and the thread serve on.
+//! - `panic_in_pull`: a panic in the Python bridge while a generator's next
+//!   item is pulled: that stream fails (a 500 before its first item, else
+//!   the response is cut) and the thread serves on.
 //! - `panic_in_loop`: a panic in the event loop itself, after the handler
 //!   call and outside any per-job catch: the pool thread dies, and the
 //!   server must stop handing it connections and exit non-zero.
@@ -18,6 +21,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     PanicInHandler,
+    PanicInPull,
     PanicInLoop,
 }
 
@@ -34,6 +38,7 @@ mod armed {
         let (kind, route) = value.split_once(':')?;
         let kind = match kind {
             "panic_in_handler" => Fault::PanicInHandler,
+            "panic_in_pull" => Fault::PanicInPull,
             "panic_in_loop" => Fault::PanicInLoop,
             _ => return None,
         };
@@ -48,7 +53,7 @@ mod armed {
                 match &parsed {
                     Some((kind, route)) => log::warn!("fault injection armed: {kind:?} on route {route}"),
                     None => {
-                        log::warn!("{ENV}={value:?} ignored: expected panic_in_handler:ROUTE or panic_in_loop:ROUTE")
+                        log::warn!("{ENV}={value:?} ignored: expected panic_in_handler, panic_in_pull or panic_in_loop, then :ROUTE")
                     }
                 }
                 parsed
@@ -84,6 +89,7 @@ mod tests {
     fn parses_kind_and_route() {
         assert_eq!(parse("panic_in_handler:/boom"), Some((Fault::PanicInHandler, "/boom".to_string())));
         assert_eq!(parse("panic_in_loop:/x/{id}"), Some((Fault::PanicInLoop, "/x/{id}".to_string())));
+        assert_eq!(parse("panic_in_pull:/s"), Some((Fault::PanicInPull, "/s".to_string())));
         assert_eq!(parse("panic_in_loop:"), None);
         assert_eq!(parse("explode:/boom"), None);
         assert_eq!(parse("/boom"), None);

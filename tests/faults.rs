@@ -198,6 +198,9 @@ class Api:
     def die(self, request):
         return "never sent"
 
+    def stream(self, request):
+        yield "never sent"
+
     def hold(self, request):
         # Until the test creates the file "release" beside this module.
         print("holding", flush=True)
@@ -208,7 +211,14 @@ class Api:
 "#;
 
 fn faulty_project(extra: &str) -> Project {
-    let routes = [("/hello", "hello"), ("/pid", "pid"), ("/panic", "panic"), ("/die", "die"), ("/hold", "hold")];
+    let routes = [
+        ("/hello", "hello"),
+        ("/pid", "pid"),
+        ("/panic", "panic"),
+        ("/die", "die"),
+        ("/hold", "hold"),
+        ("/stream", "stream"),
+    ];
     Project::simple(FAULTY, &routes, extra)
 }
 
@@ -283,4 +293,25 @@ fn a_worker_whose_pool_thread_dies_exits_1_and_the_master_replaces_it() {
     assert!(s.stderr().contains("pool thread 0 died"), "{}", s.stderr());
     s.wait_stderr("exited with status 1; replacing it", 30);
     assert!(s.child.try_wait().unwrap().is_none(), "the master exited: {}", s.stderr());
+}
+
+#[test]
+#[cfg_attr(not(debug_assertions), ignore = "fault injection exists only in debug builds")]
+fn a_panic_while_pulling_a_stream_fails_that_stream_and_the_thread_serves_on() {
+    let p = faulty_project("");
+    // One pool thread: before, the panic killed it and the process exited 1.
+    let mut s = Server::start_with(&p, &["--threads", "1"], &[("PYRS_INTERNAL_FAULT", "panic_in_pull:/stream")]);
+    for _ in 0..3 {
+        // Before the first item: the held head gives way to a 500, and the
+        // pipelined request behind it is answered.
+        let mut c = s.connect();
+        c.send(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!((r.status, r.text()), (500, "Internal Server Error\n".to_string()), "{}", s.stderr());
+        assert_eq!(c.read_response().text(), "world");
+        s.wait_stderr("pulling a response stream's next item panicked", 30);
+    }
+    assert!(s.stderr().contains("injected fault PanicInPull on route /stream"), "{}", s.stderr());
+    assert!(s.child.try_wait().unwrap().is_none(), "pyrs exited: {}", s.stderr());
+    assert_eq!(s.get("/hello").text(), "world");
 }

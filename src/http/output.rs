@@ -483,7 +483,14 @@ impl Output {
             self.scratch = scratch;
             return PullResult::Idle;
         };
-        let pulled = s.stream.pull(&mut scratch);
+        // A panic in the stream's code (a bug) fails that stream, as an
+        // exception would, not the thread that pulls it: like a handler
+        // call, a pull is contained to its request.
+        let pulled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.stream.pull(&mut scratch)))
+            .unwrap_or_else(|_| {
+                log::error!("pulling a response stream's next item panicked; that stream failed");
+                Pulled::Failed
+            });
         match (pulled, s.held.take()) {
             (Pulled::Pending, held) => s.held = held,
             (Pulled::Failed, Some(held)) => {

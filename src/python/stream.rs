@@ -77,6 +77,8 @@ impl PyStream {
 
 impl BodyStream for PyStream {
     fn pull(&mut self, out: &mut Vec<u8>) -> Pulled {
+        // Debug builds: a test can make this pull panic (the stream fails, the thread serves on).
+        crate::fault::hit(crate::fault::Fault::PanicInPull, &self.origin.pattern);
         // The event loop pulls in its locked phase: this thread holds the GIL.
         let first = std::mem::replace(&mut self.first, false);
         Python::attach(|py| {
