@@ -1,5 +1,10 @@
-//! The `pyrs` command: read the project, start Python, load the handlers,
-//! listen, serve until SIGINT/SIGTERM, shut down cleanly.
+//! The `pyrs` command: read the settings (flags, `PYRS_<KEY>` variables,
+//! the project file), then either supervise worker processes
+//! (`workers::master`, with `workers`) or serve as a single process: own the
+//! signals, start Python, open every configured listener (or take the
+//! sockets inherited across a SIGHUP re-exec) before the long load, load the
+//! handlers, serve until SIGINT/SIGTERM and shut down cleanly, or re-exec
+//! for a reload.
 
 use pyrs::cli::Cli;
 use pyrs::config::Config;

@@ -1,7 +1,9 @@
 //! HTTP/1.1 framing, kept apart from sockets and from Python: request heads
 //! (`head`), body decoding (`decode`), response encoding (`encode`), the cached
-//! `Date` header (`date`) and the error statuses the protocol layer answers
-//! with by itself.
+//! `Date` header (`date`), a connection's output queue (`output`, `body`),
+//! limits and the memory budget (`limits`, `budget`), what a request carries
+//! (`request`, `target`, `form`, `cookie`, `forwarded`, `request_id`, `file`)
+//! and the error statuses the protocol layer answers with by itself.
 
 pub mod body;
 pub mod budget;

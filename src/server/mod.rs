@@ -1,9 +1,11 @@
-//! The server: the listening socket, the acceptor (the main thread), the
-//! pool of event-loop threads, signals, and graceful shutdown.
+//! The server: the listening sockets, the acceptor, the pool of event-loop
+//! threads, signals, and graceful shutdown.
 //!
-//! The main thread accepts connections and hands each to the pool thread
-//! with the fewest open connections (a crossbeam channel plus a mio
-//! `Waker`). From then on that thread owns the connection: it reads, parses,
+//! The main thread accepts connections from every listener (in a worker
+//! process, whose sockets are shared with its siblings, one thread per
+//! socket accepts with blocking calls instead) and hands each to a pool
+//! thread that is not busy in a handler, then the one with the fewest open
+//! connections (a crossbeam channel plus a mio `Waker`). From then on that thread owns the connection: it reads, parses,
 //! calls the application and writes, with no further hand-off.
 
 pub mod activity;

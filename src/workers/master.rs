@@ -1,7 +1,8 @@
 //! The supervisor. Pure Rust: it never starts Python, so it stays small and
-//! cannot be wedged by handler code. It owns the port, starts a template per
-//! code generation, keeps one worker per slot alive, recycles workers on
-//! request, and turns signals into graceful stops, rolling reloads and scaling.
+//! cannot be wedged by handler code. It owns the listening sockets and the
+//! workers' shared metrics memory, starts a template per code generation,
+//! keeps one worker per slot alive, recycles workers on request, and turns
+//! signals into graceful stops, rolling reloads and scaling.
 //!
 //! Restart policy: only a start-up in which no worker ever served stops the
 //! server (a slot failing 3 times in a row); once any worker has served, a

@@ -3,7 +3,7 @@
 //! and the `worker` side that serves.
 //!
 //! ```text
-//! master (Rust only; child subreaper; owns the port)
+//! master (Rust only; child subreaper; owns the listening sockets)
 //!   └─ template gen N   (Python: imports, instantiates, gc.freeze(); waits for commands)
 //!        └─ (short-lived) ─ worker slot K gen N   (reparented to the master)
 //! ```

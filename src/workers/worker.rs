@@ -1,8 +1,8 @@
 //! A worker process, from the moment the template forks it: report to the
-//! master, run `post_fork` hooks, open its own SO_REUSEPORT listener and
-//! thread pool, serve until SIGTERM, then drain and exit. A watchdog thread
-//! enforces `timeout`, `max_requests` and `max_rss_mb`, and stops the worker
-//! if the master dies.
+//! master, run `post_fork` hooks, serve the master's listening sockets
+//! (inherited through the template) with its own thread pool until SIGTERM,
+//! then drain and exit. A watchdog thread enforces `timeout`,
+//! `max_requests` and `max_rss_mb`, and stops the worker if the master dies.
 
 use super::ipc::{self, Message, STATUS_FD};
 use crate::config::Config;
