@@ -459,3 +459,116 @@ fn a_slow_admin_reader_holds_up_no_probe_and_is_cut_at_the_write_deadline() {
     assert!(got < full, "the slow reader got all {got} bytes: no write deadline");
     assert_eq!(get(admin, "/healthz").text(), "ok\n");
 }
+
+const STREAMS: &str = r#"
+import asyncio, os, pyrs
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+class Api:
+    def sync_fails(self, request):
+        raise RuntimeError("boom before the first item")
+        yield "never"
+
+    def sync_http(self, request):
+        raise pyrs.HTTPError(404, "no such model")
+        yield "never"
+
+    def sync_ok(self, request):
+        yield "a"
+        yield "b"
+
+    async def async_fails(self, request):
+        await asyncio.sleep(0)
+        raise RuntimeError("async boom before the first item")
+        yield "never"
+
+    async def async_http(self, request):
+        await asyncio.sleep(0)
+        raise pyrs.HTTPError(404, "no such model")
+        yield "never"
+
+    async def async_ok(self, request):
+        await asyncio.sleep(0)
+        yield "a"
+        yield "b"
+
+    async def coro_fails(self, request):
+        def gen():
+            raise RuntimeError("returned generator boom")
+            yield "never"
+        return pyrs.Response(gen(), status=202)
+
+    async def async_waits(self, request):
+        open(os.path.join(HERE, "waiting"), "w").close()
+        await asyncio.sleep(3600)
+        yield "never"
+"#;
+
+#[test]
+fn a_stream_that_fails_before_its_first_item_is_logged_and_counted_with_the_status_sent() {
+    let names =
+        ["sync_fails", "sync_http", "sync_ok", "async_fails", "async_http", "async_ok", "coro_fails", "async_waits"];
+    let routes: Vec<String> = names
+        .iter()
+        .map(|h| format!(r#"{{"path": "/{h}", "module": "main", "class": "Api", "handler": "{h}"}}"#))
+        .collect();
+    let pyrs = format!("{{\n\"modules\": [{}]\n}}\n", routes.join(",\n"));
+    let p = Project::new(&[("main.py", STREAMS), ("project.pyrs", &pyrs)]);
+    let log = p.dir.join("access.log");
+    let s = Server::start(&p, &["--access-log", log.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    // (route, status sent, the line's bytes: the replacing response's body, `-` for a stream)
+    let expected = [
+        ("/sync_fails", 500, "22"),
+        ("/sync_http", 404, "14"),
+        ("/sync_ok", 200, "-"),
+        ("/async_fails", 500, "22"),
+        ("/async_http", 404, "14"),
+        ("/async_ok", 200, "-"),
+        ("/coro_fails", 500, "22"),
+    ];
+    for (path, status, _) in expected {
+        let mut c = s.connect();
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+        let got = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+        assert!(got.starts_with(&format!("HTTP/1.1 {status} ")), "{path}: {got}");
+        if status == 200 {
+            assert!(got.ends_with("\r\n\r\n1\r\na\r\n1\r\nb\r\n0\r\n\r\n"), "{path}: {got}");
+        }
+    }
+    // A client that leaves before the head is decided still gets its line (the handler's status).
+    let mut c = s.connect();
+    c.send(b"GET /async_waits HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_until(30, "the generator's first pull", || p.dir.join("waiting").exists());
+    drop(c);
+
+    let lines = wait_lines(&log, expected.len() + 1);
+    assert_eq!(lines.len(), expected.len() + 1, "{lines:#?}");
+    let logged = |path: &str| {
+        let request = format!("\"GET {path} HTTP/1.1\" ");
+        let found: Vec<&String> = lines.iter().filter(|l| l.contains(&request)).collect();
+        assert_eq!(found.len(), 1, "{path}: {lines:#?}");
+        let after = &found[0][found[0].find(&request).unwrap() + request.len()..];
+        let mut fields = after.split(' ');
+        (fields.next().unwrap().to_string(), fields.next().unwrap().to_string())
+    };
+    for (path, status, bytes) in expected {
+        assert_eq!(logged(path), (status.to_string(), bytes.to_string()), "{path}");
+    }
+    assert_eq!(logged("/async_waits"), ("200".to_string(), "-".to_string()));
+
+    let m = metrics(admin);
+    let req = |route: &str, class: &str| value(&m, "pyrs_requests_total", &[("route", route), ("status", class)]);
+    for (path, status, _) in expected {
+        let class = format!("{}xx", status / 100);
+        assert_eq!(req(path, &class), 1.0, "{path} {class}");
+        let total: f64 = all(&m, "pyrs_requests_total")
+            .iter()
+            .filter(|s| s.labels.get("route").map(String::as_str) == Some(path))
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(total, 1.0, "{path}: counted once");
+        assert_eq!(value(&m, "pyrs_request_duration_seconds_count", &[("route", path)]), 1.0, "{path}");
+    }
+}

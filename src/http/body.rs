@@ -101,11 +101,20 @@ pub struct Released {
     pub streams: Vec<Box<dyn BodyStream>>,
     pub cancels: Vec<Box<dyn Cancel>>,
     pub shared: Vec<Box<dyn SharedBytes>>,
+    /// The notes of responses whose held head was never decided (see
+    /// [`crate::http::output::Output::note_held_head`]); the owner takes
+    /// them before [`Released::release`], which drops them.
+    pub notes: Vec<Note>,
 }
+
+/// What the owner of an output attaches to a response whose head is held
+/// back, and gets back once the head is decided (opaque here: the server
+/// keeps its access-log and metrics record in it).
+pub type Note = Box<dyn std::any::Any + Send>;
 
 impl Released {
     pub fn is_empty(&self) -> bool {
-        self.streams.is_empty() && self.cancels.is_empty() && self.shared.is_empty()
+        self.streams.is_empty() && self.cancels.is_empty() && self.shared.is_empty() && self.notes.is_empty()
     }
 
     /// Closes the streams, cancels the pending work and drops the rest
@@ -118,6 +127,7 @@ impl Released {
             cancel.cancel();
         }
         self.shared.clear();
+        self.notes.clear();
     }
 }
 

@@ -9,7 +9,7 @@
 //! of a response that will be produced later (by another thread, or an
 //! awaited coroutine): everything after it waits until [`Output::fill`].
 
-use super::body::{BodyStream, Cancel, Pulled, Released, SharedBytes};
+use super::body::{BodyStream, Cancel, Note, Pulled, Released, SharedBytes};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
@@ -59,6 +59,18 @@ struct StreamSeg {
 struct HeldHead {
     head: Vec<u8>,
     fallback: Fallback,
+    /// The owner's note, handed back when the head is decided.
+    note: Option<Note>,
+}
+
+/// How a held head was decided (see [`Output::take_decided`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// The head went out with the first item (or the end of the stream).
+    Sent,
+    /// The stream failed first: a complete response with this status and
+    /// `body_bytes` of body went out instead.
+    Replaced { status: u16, body_bytes: u64 },
 }
 
 /// Encodes a complete short response from a status and a `text/plain` body.
@@ -126,6 +138,21 @@ impl Seg {
         }
     }
 
+    /// Hands what belongs to the application (an unfinished stream, shared
+    /// bytes, an undecided head's note) to `into`; the rest is dropped.
+    fn release(self, into: &mut Released) {
+        match self {
+            Seg::Stream(s) if matches!(s.state, StreamState::Open | StreamState::Waiting) => {
+                if let Some(note) = s.held.and_then(|h| h.note) {
+                    into.notes.push(note);
+                }
+                into.streams.push(s.stream)
+            }
+            Seg::Shared { data, .. } => into.shared.push(data),
+            _ => {}
+        }
+    }
+
     /// Fully written and nothing more will come.
     fn done(&self) -> bool {
         match self {
@@ -138,8 +165,9 @@ impl Seg {
     }
 }
 
-/// A position in the queue to roll back to (see [`Output::rollback`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A position in the queue to roll back to (see [`Output::rollback`]); the
+/// default is the start of an output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Mark {
     segs: usize,
     tail: usize,
@@ -192,6 +220,8 @@ pub struct Output {
     /// What cancels the work behind an unfilled slot, by slot (see
     /// [`Output::on_cancel`]); handed over when the connection goes.
     cancels: Vec<(u64, Box<dyn Cancel>)>,
+    /// Notes of held heads decided by [`Output::pull`], not yet taken.
+    decided: Vec<(Note, Head)>,
 }
 
 impl Output {
@@ -321,7 +351,31 @@ impl Output {
     ) {
         let head = self.tail.split_off(head_at.min(self.tail.len()));
         self.seal_tail();
-        self.push_stream_seg(stream, chunked, Some(Box::new(HeldHead { head, fallback })));
+        self.push_stream_seg(stream, chunked, Some(Box::new(HeldHead { head, fallback, note: None })));
+    }
+
+    /// Attaches `note` to the held head of the stream queued last, when that
+    /// stream was queued since `since` and its head is still held without a
+    /// note (says whether it did; `note` is made only then);
+    /// [`Output::take_decided`] hands it back once the head is decided, or
+    /// [`Output::take_streams`] (undecided) when the connection goes.
+    pub fn note_held_head(&mut self, since: Mark, note: impl FnOnce() -> Note) -> bool {
+        if self.segs.len() <= since.segs {
+            return false;
+        }
+        match self.segs.back_mut() {
+            Some(Seg::Stream(StreamSeg { held: Some(held), .. })) if held.note.is_none() => {
+                held.note = Some(note());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The notes of the held heads decided since the last call, and how
+    /// (the caller of [`Output::pull`] takes them right after it).
+    pub fn take_decided(&mut self) -> Vec<(Note, Head)> {
+        std::mem::take(&mut self.decided)
     }
 
     /// Appends an open stream segment (the tail sealed before).
@@ -424,13 +478,7 @@ impl Output {
             return false;
         };
         for seg in self.segs.drain(at + 1..) {
-            match seg {
-                Seg::Stream(s) if matches!(s.state, StreamState::Open | StreamState::Waiting) => {
-                    dropped.streams.push(s.stream)
-                }
-                Seg::Shared { data, .. } => dropped.shared.push(data),
-                _ => {}
-            }
+            seg.release(dropped);
         }
         // Slots are numbered in queue order: those after this one are dropped.
         let (after, keep): (Vec<_>, Vec<_>) = self.cancels.drain(..).partition(|(n, _)| *n > slot);
@@ -491,17 +539,26 @@ impl Output {
                 log::error!("pulling a response stream's next item panicked; that stream failed");
                 Pulled::Failed
             });
+        let mut sent_note = None;
         match (pulled, s.held.take()) {
             (Pulled::Pending, held) => s.held = held,
             (Pulled::Failed, Some(held)) => {
                 // Nothing of this response was sent: the fallback replaces it whole.
                 let (status, body) = s.stream.failure().unwrap_or_else(|| (500, "Internal Server Error\n".into()));
-                s.buf = (held.fallback)(status, &body);
+                let HeldHead { fallback, note, .. } = *held;
+                s.buf = fallback(status, &body);
                 s.state = StreamState::Ended;
                 self.scratch = scratch;
+                if let Some(note) = note {
+                    self.decided.push((note, Head::Replaced { status, body_bytes: body.len() as u64 }));
+                }
                 return PullResult::Replaced;
             }
-            (_, Some(held)) => s.buf = held.head,
+            (_, Some(held)) => {
+                let HeldHead { head, note, .. } = *held;
+                s.buf = head;
+                sent_note = note;
+            }
             (_, None) => {}
         }
         let result = match pulled {
@@ -535,6 +592,9 @@ impl Output {
             scratch = Vec::new();
         }
         self.scratch = scratch;
+        if let Some(note) = sent_note {
+            self.decided.push((note, Head::Sent));
+        }
         if result == PullResult::Failed {
             // Nothing after a cut response is ever sent.
             let at = self.segs.iter().position(|s| matches!(s, Seg::Stream(st) if st.state == StreamState::Failed));
@@ -551,13 +611,7 @@ impl Output {
     /// application locked) and everything queued: the connection is going.
     pub fn take_streams(&mut self, into: &mut Released) {
         for seg in self.segs.drain(..) {
-            match seg {
-                Seg::Stream(s) if matches!(s.state, StreamState::Open | StreamState::Waiting) => {
-                    into.streams.push(s.stream)
-                }
-                Seg::Shared { data, .. } => into.shared.push(data),
-                _ => {}
-            }
+            seg.release(into);
         }
         into.cancels.extend(self.cancels.drain(..).map(|(_, c)| c));
         into.shared.append(&mut self.retired);
@@ -872,6 +926,58 @@ mod tests {
         let mut w = Slow { got: Vec::new(), room: 100, calls: 0 };
         assert_eq!(drain(&mut out, &mut w), Stop::Empty);
         assert_eq!(w.got, b"HEAD|0\r\n\r\n");
+    }
+
+    #[test]
+    fn a_held_heads_note_comes_back_once_the_head_is_decided_or_with_the_stream() {
+        let note = |n: u32| move || Box::new(n) as Note;
+        let decided = |out: &mut Output| -> Vec<(u32, Head)> {
+            out.take_decided().into_iter().map(|(n, h)| (*n.downcast::<u32>().unwrap(), h)).collect()
+        };
+        // Only a held head queued since the mark takes a note, and only one.
+        let mut out = Output::new();
+        let start = out.mark();
+        assert!(!out.note_held_head(start, note(0)), "nothing queued");
+        out.push_stream(items(&["x"]), true);
+        assert!(!out.note_held_head(start, note(0)), "a stream without a held head");
+        out.push_stream_first(Box::new(Failing(0)), true, 0, fallback());
+        let after = out.mark();
+        assert!(!out.note_held_head(after, note(0)), "queued before the mark");
+        assert!(out.note_held_head(start, note(1)));
+        assert!(!out.note_held_head(start, note(2)), "noted already");
+        // The first stream's item is no head; the second fails first: replaced.
+        assert_eq!(out.pull(), PullResult::Item);
+        assert_eq!(out.pull(), PullResult::Ended);
+        assert_eq!(decided(&mut out), []);
+        let mut w = Vec::new();
+        assert_eq!(out.write_to(&mut w).unwrap(), (Stop::NeedsPull, true));
+        assert_eq!(out.pull(), PullResult::Replaced);
+        let replaced = Head::Replaced { status: 500, body_bytes: 22 };
+        assert_eq!(decided(&mut out), [(1, replaced)]);
+        assert_eq!(decided(&mut out), [], "handed back once");
+        // The head goes out with the first item (an empty stream: its end).
+        let mut out = Output::new();
+        out.push_stream_first(items(&[]), true, 0, fallback());
+        assert!(out.note_held_head(Mark::default(), note(3)));
+        assert_eq!(out.pull(), PullResult::Ended);
+        assert_eq!(decided(&mut out), [(3, Head::Sent)]);
+        // Never decided: the note goes with the stream when the connection goes.
+        let mut out = Output::new();
+        out.push_stream_first(items(&["x"]), true, 0, fallback());
+        assert!(out.note_held_head(Mark::default(), note(4)));
+        let mut taken = Released::default();
+        out.take_streams(&mut taken);
+        assert_eq!(taken.streams.len(), 1);
+        let notes: Vec<u32> = taken.notes.drain(..).map(|n| *n.downcast::<u32>().unwrap()).collect();
+        assert_eq!(notes, [4]);
+        // Dropped after another response's slot filled last: the same.
+        let mut out = Output::new();
+        let slot = out.reserve();
+        out.push_stream_first(items(&["x"]), true, 0, fallback());
+        assert!(out.note_held_head(Mark::default(), note(5)));
+        assert!(out.fill_last(slot, |o| o.tail().extend_from_slice(b"closing"), &mut taken));
+        let notes: Vec<u32> = taken.notes.drain(..).map(|n| *n.downcast::<u32>().unwrap()).collect();
+        assert_eq!(notes, [5]);
     }
 
     #[test]

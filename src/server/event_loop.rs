@@ -31,10 +31,10 @@ use super::listener::Stream;
 use super::rescue;
 use super::ThreadShared;
 use crate::app::{App, Completed, CompletionSink, Later, Responder, Route, Worker};
-use crate::http::body::Released;
+use crate::http::body::{Note, Released};
 use crate::http::date::{DateCache, DATE_LEN};
 use crate::http::encode::{self, ResponseContext, Sent};
-use crate::http::output::{Output, PullResult, Stop};
+use crate::http::output::{Head, Mark, Output, PullResult, Stop};
 use crate::http::request_id::RequestId;
 use crate::http::Limits;
 use crate::http::{Peer, Request, RequestHead};
@@ -247,8 +247,8 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
     /// Puts the answers of batched requests in their slots, counts and logs them.
     fn take_filled(&mut self) {
         while let Ok(mut f) = self.shared.filled_rx.try_recv() {
-            let to = &f.to;
-            self.batches.answered(to.token, to.serial);
+            self.batches.answered(f.to.token, f.to.serial);
+            let to = &mut f.to;
             let conn = self.conns.get_mut(to.token).and_then(Option::as_mut).filter(|c| c.serial == to.serial);
             let Some(conn) = conn else {
                 // The connection went away while its request waited.
@@ -256,19 +256,36 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 continue;
             };
             conn.in_flight -= 1;
+            let mut held = false;
+            let (out, sent) = (&mut f.out, f.sent);
+            let place = |o: &mut Output| {
+                std::mem::swap(o, out);
+                held = hold_record(o, Mark::default(), sent, || HeldRecord {
+                    line: to.line.take(),
+                    rid: to.rid,
+                    route: to.route,
+                    status: sent.status,
+                    received: to.received,
+                });
+            };
             let placed = if f.closes {
                 // Nothing queued after a response that closes the connection is sent.
                 conn.close_after = true;
-                conn.out.fill_last(to.slot, |o| std::mem::swap(o, &mut f.out), &mut self.closing)
+                conn.out.fill_last(to.slot, place, &mut self.closing)
             } else {
-                conn.out.fill(to.slot, |o| std::mem::swap(o, &mut f.out))
+                conn.out.fill(to.slot, place)
             };
             if !placed {
                 // An earlier response closed the connection: this one is never sent.
                 f.out.take_streams(&mut self.closing);
                 continue;
             }
+            let to = &f.to;
             self.dirty.push(to.token);
+            if held {
+                // Counted and logged when its stream's head is decided.
+                continue;
+            }
             let micros = to.received.elapsed().as_micros() as u64;
             self.obs.metrics.request(to.route, f.sent.status, micros);
             if let Some(line) = &to.line {
@@ -638,7 +655,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 sent.set(Sent { status: 500, body_bytes: Some(body.len() as u64) });
                 closes.set(true);
             }
-            held.get().finish_call(call, closes.get(), sent.get(), failed, deferred);
+            held.get().finish_call(call, closes.get(), sent.get(), failed, (before, deferred));
         }
         let lp = held.get();
         lp.obs.metrics.set(T_IN_FLIGHT, 0);
@@ -664,7 +681,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 }
             };
             let at = self.deferred.iter().position(|d| (d.token, d.serial, d.slot) == (token, serial, slot));
-            let Some(log) = at.map(|at| self.deferred.swap_remove(at)) else {
+            let Some(mut log) = at.map(|at| self.deferred.swap_remove(at)) else {
                 continue;
             };
             let Some(conn) = self.conns.get_mut(token).and_then(Option::as_mut) else {
@@ -679,13 +696,21 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             // Its streams may wake the loop, but it cannot defer again.
             let later = Later { sink, token, serial, can_defer: false };
             context::enter(log.route_index, &log.rid);
+            let mut held = false;
             conn.out.fill(slot, |part| {
                 fill(
                     Responder::new(part, date, ctx, stopping, &closes)
                         .with_request_id(log.rid.as_bytes())
                         .recording(&sent)
                         .with_later(later),
-                )
+                );
+                held = hold_record(part, Mark::default(), sent.get(), || HeldRecord {
+                    line: log.line.take(),
+                    rid: log.rid,
+                    route: log.route_index,
+                    status: sent.get().status,
+                    received: log.received,
+                });
             });
             if context::leave() {
                 self.obs.metrics.exception(log.route_index);
@@ -694,6 +719,10 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 conn.close_after = true;
             }
             self.dirty.push(token);
+            if held {
+                // Counted and logged when its stream's head is decided.
+                continue;
+            }
             let micros = log.received.elapsed().as_micros() as u64;
             let Sent { status, body_bytes } = sent.get();
             self.obs.metrics.request(log.route_index, status, micros);
@@ -728,7 +757,37 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
 
     /// Closes the streams of connections that went away (application locked).
     fn close_streams(&mut self) {
+        // Responses whose head was never decided (the client went first):
+        // recorded with the status their handler chose.
+        for note in std::mem::take(&mut self.closing.notes) {
+            self.record_held(note, None);
+        }
         self.closing.release();
+    }
+
+    /// Counts and logs a response whose head was held back (see
+    /// [`HeldRecord`]), now that `head` decided it (None: never decided).
+    fn record_held(&mut self, note: Note, head: Option<Head>) {
+        let Ok(rec) = note.downcast::<HeldRecord>() else {
+            return;
+        };
+        let (status, bytes) = match head {
+            Some(Head::Replaced { status, body_bytes }) => (status, Some(body_bytes)),
+            Some(Head::Sent) | None => (rec.status, None),
+        };
+        let micros = rec.received.elapsed().as_micros() as u64;
+        self.obs.metrics.request(rec.route, status, micros);
+        if let Some(line) = &rec.line {
+            let outcome = Outcome {
+                status,
+                bytes,
+                duration_us: micros,
+                request_id: rec.rid.as_str(),
+                route: self.shared.observer.route_label(rec.route),
+                date: self.date.value(),
+            };
+            self.obs.finish_line_from(line, &outcome);
+        }
     }
 
     /// Pulls one item from each stream that asked for one (application
@@ -765,6 +824,10 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             }
             let lp = held.get();
             lp.in_handler = None;
+            // A held head decided by this pull: its response is recorded now.
+            for (note, head) in out.take_decided() {
+                lp.record_held(note, Some(head));
+            }
             // A stream that raised before its first item answered like a
             // handler that raised, in its request's context: counted like one.
             if context::leave() {
@@ -805,7 +868,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             // Not reached: io_phase locks the application for batches with calls.
             let sent = Sent { status: 500, body_bytes: Some(22) };
             encode::text_response(call.out.tail(), 500, &[], "Internal Server Error\n", &call.date, call.ctx);
-            self.finish_call(call, false, sent, false, None);
+            self.finish_call(call, false, sent, false, (Mark::default(), None));
         }
         self.obs.metrics.set(T_IN_FLIGHT, 0);
         self.batches.commit();
@@ -986,7 +1049,10 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
     /// Puts a handled call's output back in its connection, then counts and
     /// logs the answer (or keeps what that needs, for a response deferred
     /// to the reserved `slot`).
-    fn finish_call(&mut self, call: Call<'r, T>, closes: bool, sent: Sent, failed: bool, slot: Option<u64>) {
+    /// `at` is where the call's response began in the output (`Mark`) and
+    /// its deferred slot, if any.
+    fn finish_call(&mut self, call: Call<'r, T>, closes: bool, sent: Sent, failed: bool, at: (Mark, Option<u64>)) {
+        let (before, slot) = at;
         self.in_handler = None;
         let route = call.route;
         if failed {
@@ -1020,6 +1086,18 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                 route_label: route.pattern.as_str(),
                 received: call.received,
             });
+            return;
+        }
+        let obs = &mut self.obs;
+        let record = || HeldRecord {
+            line: obs.logging().then(|| obs.take_line()),
+            rid: call.rid,
+            route: route.id,
+            status: sent.status,
+            received: call.received,
+        };
+        if hold_record(&mut conn.out, before, sent, record) {
+            // Counted and logged when its stream's head is decided.
             return;
         }
         let micros = call.received.elapsed().as_micros() as u64;
@@ -1132,6 +1210,29 @@ struct DeferredLog<'r> {
     route_index: usize,
     route_label: &'r str,
     received: Instant,
+}
+
+/// The access-log line and metrics of a response whose head its stream
+/// holds back until the first item (`Output::push_stream_first`): noted on
+/// that head, so that it travels with the connection if the rescuer moves
+/// it, and recorded by the loop that owns the connection once a pull
+/// decides the head (the status actually sent: the handler's, or the one
+/// of the response that replaced it).
+struct HeldRecord {
+    /// The access-log line's request part (None: no access log).
+    line: Option<Pending>,
+    rid: RequestId,
+    route: usize,
+    /// The handler's status (recorded as such when the head is never decided).
+    status: u16,
+    received: Instant,
+}
+
+/// Notes the record `rec` makes on the held head of a stream response
+/// queued in `out` since `since`; false (and `rec` not made) when the
+/// response is not one (a plain response: `sent` has its body size).
+fn hold_record(out: &mut Output, since: Mark, sent: Sent, rec: impl FnOnce() -> HeldRecord) -> bool {
+    sent.body_bytes.is_none() && out.note_held_head(since, || Box::new(rec()) as Note)
 }
 
 /// A connection moved from a thread stuck in a handler, with its parsed requests.
