@@ -461,11 +461,40 @@ fn a_slow_admin_reader_holds_up_no_probe_and_is_cut_at_the_write_deadline() {
 }
 
 const STREAMS: &str = r#"
-import asyncio, os, pyrs
+import asyncio, os, pyrs, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+BIG = b"x" * (16 << 20)
 
 class Api:
+    def tid(self, request):
+        return str(threading.get_ident())
+
+    def big(self, request):
+        return BIG
+
+    def marked_fails(self, request):
+        def gen():
+            raise RuntimeError("boom after a move")
+            yield "never"
+        open(os.path.join(HERE, "marked"), "w").close()
+        return gen()
+
+    def batch_gens(self, requests):
+        def fails():
+            raise pyrs.HTTPError(409, "taken")
+            yield "never"
+        def ok():
+            yield "a"
+            yield "b"
+        return [fails() if r.query.get("fail") else ok() for r in requests]
+
+    def block(self, request):
+        open(os.path.join(HERE, "blocking"), "w").close()
+        while not os.path.exists(os.path.join(HERE, "go")):
+            time.sleep(0.01)
+        return "unblocked"
+
     def sync_fails(self, request):
         raise RuntimeError("boom before the first item")
         yield "never"
@@ -505,16 +534,33 @@ class Api:
         yield "never"
 "#;
 
-#[test]
-fn a_stream_that_fails_before_its_first_item_is_logged_and_counted_with_the_status_sent() {
-    let names =
-        ["sync_fails", "sync_http", "sync_ok", "async_fails", "async_http", "async_ok", "coro_fails", "async_waits"];
+/// A project serving `STREAMS`: each of `names` at `/NAME` (batched when it starts with `batch_`).
+fn streams_project(names: &[&str], extra: &str) -> Project {
     let routes: Vec<String> = names
         .iter()
-        .map(|h| format!(r#"{{"path": "/{h}", "module": "main", "class": "Api", "handler": "{h}"}}"#))
+        .map(|h| {
+            let batch = if h.starts_with("batch_") { r#", "batch": {"max_size": 4, "max_wait_ms": 1}"# } else { "" };
+            format!(r#"{{"path": "/{h}", "module": "main", "class": "Api", "handler": "{h}"{batch}}}"#)
+        })
         .collect();
-    let pyrs = format!("{{\n\"modules\": [{}]\n}}\n", routes.join(",\n"));
-    let p = Project::new(&[("main.py", STREAMS), ("project.pyrs", &pyrs)]);
+    let pyrs = format!("{{\n{extra}\n\"modules\": [{}]\n}}\n", routes.join(",\n"));
+    Project::new(&[("main.py", STREAMS), ("project.pyrs", &pyrs)])
+}
+
+#[test]
+fn a_stream_that_fails_before_its_first_item_is_logged_and_counted_with_the_status_sent() {
+    let names = [
+        "sync_fails",
+        "sync_http",
+        "sync_ok",
+        "async_fails",
+        "async_http",
+        "async_ok",
+        "coro_fails",
+        "async_waits",
+        "batch_gens",
+    ];
+    let p = streams_project(&names, "");
     let log = p.dir.join("access.log");
     let s = Server::start(&p, &["--access-log", log.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
     let admin = admin_addr(&s);
@@ -527,6 +573,8 @@ fn a_stream_that_fails_before_its_first_item_is_logged_and_counted_with_the_stat
         ("/async_http", 404, "14"),
         ("/async_ok", 200, "-"),
         ("/coro_fails", 500, "22"),
+        ("/batch_gens?fail=1", 409, "6"),
+        ("/batch_gens", 200, "-"),
     ];
     for (path, status, _) in expected {
         let mut c = s.connect();
@@ -560,7 +608,8 @@ fn a_stream_that_fails_before_its_first_item_is_logged_and_counted_with_the_stat
 
     let m = metrics(admin);
     let req = |route: &str, class: &str| value(&m, "pyrs_requests_total", &[("route", route), ("status", class)]);
-    for (path, status, _) in expected {
+    assert_eq!((req("/batch_gens", "4xx"), req("/batch_gens", "2xx")), (1.0, 1.0));
+    for &(path, status, _) in &expected[..expected.len() - 2] {
         let class = format!("{}xx", status / 100);
         assert_eq!(req(path, &class), 1.0, "{path} {class}");
         let total: f64 = all(&m, "pyrs_requests_total")
@@ -571,4 +620,43 @@ fn a_stream_that_fails_before_its_first_item_is_logged_and_counted_with_the_stat
         assert_eq!(total, 1.0, "{path}: counted once");
         assert_eq!(value(&m, "pyrs_request_duration_seconds_count", &[("route", path)]), 1.0, "{path}");
     }
+}
+
+#[test]
+fn a_held_streams_record_moves_with_its_connection() {
+    let p = streams_project(&["tid", "big", "marked_fails", "block"], r#""thread_count": 2, "log_level": "debug","#);
+    let log = p.dir.join("access.log");
+    let s = Server::start(&p, &["--access-log", log.to_str().unwrap()]);
+    // Two connections served by the same pool thread (3 connections over 2 threads).
+    let mut conns: Vec<(Client, String)> = (0..3)
+        .map(|_| {
+            let mut c = s.connect();
+            c.send(b"GET /tid HTTP/1.1\r\nHost: t\r\n\r\n");
+            let tid = c.read_response().text();
+            (c, tid)
+        })
+        .collect();
+    let (i, j) = [(0, 1), (0, 2), (1, 2)].into_iter().find(|&(i, j)| conns[i].1 == conns[j].1).unwrap();
+    let (mut blocker, _) = conns.remove(j);
+    let (mut held, _) = conns.remove(i);
+    // A response the client does not read, then a stream that fails before its first item:
+    // the stream is not pulled while the unread bytes exceed max_buffered_output.
+    held.send(
+        b"GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /marked_fails HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    wait_until(30, "the stream's handler", || p.dir.join("marked").exists());
+    // The thread blocks in another handler: the rescuer moves the held connection away.
+    blocker.send(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_until(30, "the blocking handler", || p.dir.join("blocking").exists());
+    s.wait_stderr("busy in a handler: connections moved to thread", 30);
+    // Its stream is pulled by the other thread once the client reads: the 500 replaces it.
+    let big = held.read_response();
+    assert_eq!((big.status, big.body.len()), (200, 16 << 20));
+    assert_eq!(held.read_response().status, 500);
+    std::fs::write(p.dir.join("go"), b"").unwrap();
+    assert_eq!(blocker.read_response().text(), "unblocked");
+    let lines = wait_lines(&log, 6);
+    let failed: Vec<&String> = lines.iter().filter(|l| l.contains("\"GET /marked_fails HTTP/1.1\" ")).collect();
+    assert_eq!(failed.len(), 1, "{lines:#?}");
+    assert!(failed[0].contains("\"GET /marked_fails HTTP/1.1\" 500 22 "), "{}", failed[0]);
 }
