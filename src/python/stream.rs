@@ -162,6 +162,18 @@ struct AsyncItems {
     failure: Option<(u16, String)>,
 }
 
+/// What one `__anext__` gave, before it is published in [`AsyncItems`].
+enum Got {
+    Item(Vec<u8>),
+    End,
+    /// An item that is neither `str` nor bytes (logged).
+    Unsendable,
+    /// Cancelled, or raised after an item (logged).
+    Failed,
+    /// Raised before any item: answered by the pool thread's next pull.
+    RaisedFirst(PyErr),
+}
+
 /// An async generator (or other async iterator) sent as a response body:
 /// each item is awaited on the process's asyncio loop, and the pool thread
 /// is woken ([`StreamWaker`]) when it arrives; one item at a time, only
@@ -214,34 +226,49 @@ impl BodyStream for PyAsyncStream {
                 py,
                 self.body.bind(py),
                 Box::new(move |py, outcome| {
-                    let mut items = lock_items(&shared);
-                    items.waiting = false;
-                    match outcome.and_then(|v| v.extract::<(Bound<'_, PyAny>, bool)>()) {
-                        Ok((_, true)) => items.end = Some(false),
+                    // The Python work (encoding the item, formatting a
+                    // traceback) is done before the lock is taken: the pool
+                    // thread takes that lock with the GIL held, so it is
+                    // never held across Python code. Only this callback (one
+                    // `__anext__` at a time) writes `yielded`.
+                    let yielded = lock_items(&shared).yielded;
+                    let got = match outcome.and_then(|v| v.extract::<(Bound<'_, PyAny>, bool)>()) {
+                        Ok((_, true)) => Got::End,
                         Ok((item, false)) => {
                             let mut buf = Vec::new();
                             match append_item(&item, &mut buf) {
-                                Ok(()) => items.item = Some(buf),
+                                Ok(()) => Got::Item(buf),
                                 Err(e) => {
                                     let label = origin.label();
                                     log::error!("{label} streamed a value pyrs cannot send (response cut): {e}");
-                                    items.end = Some(true);
+                                    Got::Unsendable
                                 }
                             }
+                        }
+                        // Closed (its client went away): not an error.
+                        Err(e) if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => Got::Failed,
+                        Err(e) if !yielded => Got::RaisedFirst(e),
+                        Err(e) => {
+                            let label = origin.label();
+                            log::error!("{label} raised while streaming (response cut):\n{}", format_exception(py, &e));
+                            Got::Failed
+                        }
+                    };
+                    let mut items = lock_items(&shared);
+                    items.waiting = false;
+                    match got {
+                        Got::Item(buf) => {
+                            items.item = Some(buf);
                             items.yielded = true;
                         }
-                        Err(e) => {
-                            if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) {
-                                // Closed (its client went away): not an error.
-                            } else if !items.yielded {
-                                items.raised_first = Some(e);
-                            } else {
-                                log::error!(
-                                    "{} raised while streaming (response cut):\n{}",
-                                    origin.label(),
-                                    format_exception(py, &e)
-                                );
-                            }
+                        Got::End => items.end = Some(false),
+                        Got::Unsendable => {
+                            items.end = Some(true);
+                            items.yielded = true;
+                        }
+                        Got::Failed => items.end = Some(true),
+                        Got::RaisedFirst(e) => {
+                            items.raised_first = Some(e);
                             items.end = Some(true);
                         }
                     }
