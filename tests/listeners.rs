@@ -77,7 +77,7 @@ fn a_stale_socket_file_is_replaced_and_other_files_are_not() {
     let p = project("");
     let s = Server::spawn(pyrs(&p, &["--bind", &format!("unix:{}", sock.display())]));
     assert!(who_unix(&sock).is_some());
-    assert!(s.stderr().contains("replacing the stale socket file"), "{}", s.stderr());
+    s.wait_stderr("replacing the stale socket file", 30);
     drop(s);
 
     let file = dir.join("not-a-socket");
@@ -139,7 +139,7 @@ fn systemd_socket_activation_replaces_the_configured_listeners() {
     let addr = pass_listener(&mut cmd, 3);
     let s = Server::spawn(cmd);
     assert_eq!(s.addr, addr);
-    assert!(s.stderr().contains("from systemd (LISTEN_FDS)"), "{}", s.stderr());
+    s.wait_stderr("from systemd (LISTEN_FDS)", 30);
     assert_eq!(who_tcp(addr)["v"], "v1");
     // Handler code does not see the variables (they were for pyrs).
     assert_eq!(s.get("/who").status, 200);

@@ -270,7 +270,7 @@ fn python_logging_goes_to_the_pyrs_log_unless_the_app_configured_it() {
     let err = s.stderr();
     let line = err.lines().find(|l| l.contains("myapp: careful 42")).unwrap();
     assert!(line.contains("WARN") && line.contains(&format!("pyrs[{}]", s.child.id())), "{line}");
-    assert!(err.contains("UserWarning: old api"), "{err}");
+    s.wait_stderr("UserWarning: old api", 30);
     assert!(!err.contains("hidden detail"), "debug records are below log_level info: {err}");
     drop(s);
 
@@ -354,7 +354,7 @@ fn access_log_to_stderr_and_admin_refuses_other_addresses() {
     let s = Server::start(&p, &["--access-log"]);
     let rid = s.get("/hello").header("X-Request-Id").unwrap().to_string();
     s.wait_stderr("\"GET /hello HTTP/1.1\" 200 5 \"-\" \"-\"", 10);
-    assert!(s.stderr().contains(&format!("rid={rid}")));
+    s.wait_stderr(&format!("rid={rid}"), 30);
     drop(s);
 
     let file = p.file();

@@ -219,7 +219,7 @@ fn worker_settings_without_workers_are_flagged() {
     let p = Project::simple(OK_API, &[("/hello", "hello")], "\"max_requests\": 10,");
     let s = Server::start(&p, &[]);
     assert_eq!(s.get("/hello").text(), "world");
-    assert!(s.stderr().contains("apply only with worker processes"), "{}", s.stderr());
+    s.wait_stderr("apply only with worker processes", 30);
 }
 
 #[test]

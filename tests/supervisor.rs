@@ -103,7 +103,7 @@ fn a_slot_failing_after_start_up_retries_while_the_healthy_worker_serves_and_rec
     kill(victim, "KILL");
     wait_until(30, "four failed restarts of the slot", || s.stderr().matches("the database is down").count() >= 4);
     assert!(s.child.try_wait().unwrap().is_none(), "the supervisor exited: {}", s.stderr());
-    assert!(s.stderr().contains("failure(s) in a row; next worker in"), "{}", s.stderr());
+    s.wait_stderr("failure(s) in a row; next worker in", 30);
     // The healthy worker kept serving all along.
     let healthy = *both.iter().find(|&&p| p != victim).unwrap();
     for _ in 0..10 {
@@ -126,7 +126,7 @@ fn status_lines_from_handler_code_cannot_crash_the_master() {
     let first = pid_of(&s).unwrap();
     assert_eq!(s.get("/scribble").text(), "scribbled");
     s.wait_stderr("status line for a slot that does not exist: \"over 12345", 30);
-    assert!(s.stderr().contains("status line for a slot that does not exist: \"recycle 999"), "{}", s.stderr());
+    s.wait_stderr("status line for a slot that does not exist: \"recycle 999", 30);
     assert!(s.child.try_wait().unwrap().is_none(), "the master exited: {}", s.stderr());
     assert_eq!(pid_of(&s), Some(first));
     s.signal("TERM");
