@@ -301,7 +301,8 @@ fn health_readiness_and_the_probe_path() {
     let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut cmd = std::process::Command::new(BIN);
     cmd.arg(p.file()).args(["--bind", "127.0.0.1:0", "--admin", &admin.to_string()]).env_remove("VIRTUAL_ENV");
-    let starting = std::thread::spawn(move || Server::spawn(cmd));
+    // Owned here from the start: a failed check below kills it on the way out.
+    let mut s = Server::launch(cmd);
     let mut seen = None;
     wait_until(30, "the admin listener", || {
         seen = std::net::TcpStream::connect(admin).ok().map(|_| get(admin, "/readyz"));
@@ -311,7 +312,7 @@ fn health_readiness_and_the_probe_path() {
     assert_eq!((r.status, r.text().as_str()), (503, "not ready\n"));
     assert_eq!(get(admin, "/healthz").status, 200);
     std::fs::write(p.dir.join("loaded"), "").unwrap();
-    let s = starting.join().unwrap();
+    s.wait_listening();
     // Readiness is set once the pool threads run, just after "Listening on".
     let mut r = get(admin, "/readyz");
     wait_until(30, "/readyz 200 once serving", || {

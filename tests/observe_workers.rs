@@ -176,7 +176,8 @@ fn readiness_follows_the_workers() {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = Command::new(BIN);
     cmd.arg(p.file()).args(["--bind", "127.0.0.1:0", "--admin", &admin.to_string()]).env_remove("VIRTUAL_ENV");
-    let starting = std::thread::spawn(move || Server::spawn(cmd));
+    // Owned here from the start: a failed check below kills it on the way out.
+    let mut s = Server::launch(cmd);
     let mut seen = None;
     wait_until(30, "the master's admin listener", || {
         seen = std::net::TcpStream::connect(admin).ok().map(|_| get(admin, "/readyz"));
@@ -184,7 +185,7 @@ fn readiness_follows_the_workers() {
     });
     assert_eq!(seen.unwrap().status, 503, "no worker serves while the template loads");
     std::fs::write(p.dir.join("loaded"), "").unwrap();
-    let s = starting.join().unwrap();
+    s.wait_listening();
     assert_eq!(get(admin, "/readyz").status, 200);
     drain_with_a_request_in_flight(s, &p.dir, admin);
 }

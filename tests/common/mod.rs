@@ -160,11 +160,37 @@ impl Server {
 
     /// Like [`Server::spawn`]; with `read_stderr` false, stderr is a pipe
     /// nobody reads (kept in `unread_stderr`), which fills after 64 KiB.
-    ///
+    pub fn spawn_with(cmd: Command, read_stderr: bool) -> Server {
+        let mut s = Self::launch_with(cmd, read_stderr);
+        s.wait_listening();
+        s
+    }
+
+    /// Starts `cmd` without waiting for it to listen: the handle is owned
+    /// by the caller from the start, so that whatever panics next (a check
+    /// made while pyrs loads), dropping it kills the server. Then
+    /// [`Server::wait_listening`] (which sets `addr`).
+    pub fn launch(cmd: Command) -> Server {
+        Self::launch_with(cmd, true)
+    }
+
     /// The process gets a process group of its own: dropping the `Server`
-    /// kills the whole group (a master's template and workers too).
-    pub fn spawn_with(mut cmd: Command, read_stderr: bool) -> Server {
+    /// kills the whole group (a master's template and workers too). It also
+    /// gets SIGKILL when the thread that launched it ends (`PR_SET_PDEATHSIG`;
+    /// the test process exiting or being killed ends every thread), so no
+    /// pyrs outlives its test even when no destructor runs: launch it on the
+    /// thread that owns it, never on a helper thread that ends first.
+    pub fn launch_with(mut cmd: Command, read_stderr: bool) -> Server {
         use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd
             .process_group(0)
             .stdin(Stdio::null())
@@ -181,30 +207,36 @@ impl Server {
         } else {
             unread_stderr = child.stderr.take();
         }
+        register_group(child.id() as libc::pid_t);
+        let addr = "0.0.0.0:0".parse().unwrap();
+        Server { child, addr, stdout, stderr, readers, unread_stderr }
+    }
+
+    /// Waits for "Listening on" and sets `addr` (0.0.0.0:0 for a server
+    /// with only Unix or inherited sockets); panics, killing the server on
+    /// the way out, if pyrs exits first or takes over 60 s.
+    pub fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = stdout.lock().unwrap().clone();
+            let out = self.stdout();
             if let Some(rest) = out.split("Listening on http://").nth(1) {
                 if let Some(line) = rest.split_once('\n').map(|(l, _)| l) {
-                    let addr = line.trim().parse().unwrap();
-                    return Server { child, addr, stdout, stderr, readers, unread_stderr };
+                    self.addr = line.trim().parse().unwrap();
+                    return;
                 }
             }
             // A server with only Unix sockets (or inherited ones): no TCP address to give.
             if out.contains("Listening on unix:") && !out.contains("Listening on http://") {
-                let addr = "0.0.0.0:0".parse().unwrap();
-                return Server { child, addr, stdout, stderr, readers, unread_stderr };
+                return;
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "pyrs exited with {status} before listening\nstdout:\n{out}\nstderr:\n{}",
-                    stderr.lock().unwrap()
-                );
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("pyrs exited with {status} before listening\nstdout:\n{out}\nstderr:\n{}", self.stderr());
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("pyrs did not start listening in 60 s\nstdout:\n{out}\nstderr:\n{}", stderr.lock().unwrap());
-            }
+            assert!(
+                Instant::now() < deadline,
+                "pyrs did not start listening in 60 s\nstdout:\n{out}\nstderr:\n{}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -294,10 +326,37 @@ impl Drop for Server {
         // leaves its template and workers to notice by themselves.
         let pgid = self.child.id() as libc::pid_t;
         // SAFETY: kill has no memory-safety preconditions; the group is the
-        // one this child leads (see spawn_with).
+        // one this child leads (see launch_with).
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Ok(mut live) = LIVE_GROUPS.lock() {
+            live.retain(|&g| g != pgid);
+        }
+    }
+}
+
+/// The process groups of `Server`s not dropped yet: killed when the test
+/// process exits (the harness exits while a failed test's detached threads
+/// may still own one), whoever owns them.
+static LIVE_GROUPS: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+
+fn register_group(pgid: libc::pid_t) {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a function that only calls kill(2).
+        unsafe { libc::atexit(kill_live_groups) };
+    });
+    LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner()).push(pgid);
+}
+
+extern "C" fn kill_live_groups() {
+    // try_lock: a thread that held the lock when exit began never gives it back.
+    if let Ok(live) = LIVE_GROUPS.try_lock() {
+        for &pgid in live.iter() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
     }
 }
 
