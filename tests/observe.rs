@@ -297,18 +297,13 @@ fn health_readiness_and_the_probe_path() {
     // /readyz answers 503 while the project loads: __init__ waits for a file.
     let slow = format!("{API}\nimport os as _os, time as _t\n_here = _os.path.dirname(_os.path.abspath(__file__))\nwhile not _os.path.exists(_os.path.join(_here, 'loaded')):\n    _t.sleep(0.01)\n");
     std::fs::write(p.dir.join("main.py"), slow).unwrap();
-    let port = free_port();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut cmd = std::process::Command::new(BIN);
-    cmd.arg(p.file()).args(["--bind", "127.0.0.1:0", "--admin", &admin.to_string()]).env_remove("VIRTUAL_ENV");
+    cmd.arg(p.file()).args(["--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0"]).env_remove("VIRTUAL_ENV");
     // Owned here from the start: a failed check below kills it on the way out.
     let mut s = Server::launch(cmd);
-    let mut seen = None;
-    wait_until(30, "the admin listener", || {
-        seen = std::net::TcpStream::connect(admin).ok().map(|_| get(admin, "/readyz"));
-        seen.is_some()
-    });
-    let r = seen.unwrap();
+    // The admin address is announced before the project loads.
+    let admin = announced_admin(&s);
+    let r = get(admin, "/readyz");
     assert_eq!((r.status, r.text().as_str()), (503, "not ready\n"));
     assert_eq!(get(admin, "/healthz").status, 200);
     std::fs::write(p.dir.join("loaded"), "").unwrap();

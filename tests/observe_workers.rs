@@ -9,7 +9,6 @@ mod common;
 mod observe_support;
 use common::*;
 use observe_support::*;
-use std::net::SocketAddr;
 use std::process::Command;
 
 const API: &str = r#"
@@ -173,17 +172,13 @@ fn readiness_follows_the_workers() {
     let p = project("");
     let slow = format!("{API}\nwhile not os.path.exists(os.path.join(HERE, 'loaded')):\n    time.sleep(0.01)\n");
     std::fs::write(p.dir.join("main.py"), slow).unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.arg(p.file()).args(["--bind", "127.0.0.1:0", "--admin", &admin.to_string()]).env_remove("VIRTUAL_ENV");
+    cmd.arg(p.file()).args(["--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0"]).env_remove("VIRTUAL_ENV");
     // Owned here from the start: a failed check below kills it on the way out.
     let mut s = Server::launch(cmd);
-    let mut seen = None;
-    wait_until(30, "the master's admin listener", || {
-        seen = std::net::TcpStream::connect(admin).ok().map(|_| get(admin, "/readyz"));
-        seen.is_some()
-    });
-    assert_eq!(seen.unwrap().status, 503, "no worker serves while the template loads");
+    // The master announces its admin address before the template loads.
+    let admin = announced_admin(&s);
+    assert_eq!(get(admin, "/readyz").status, 503, "no worker serves while the template loads");
     std::fs::write(p.dir.join("loaded"), "").unwrap();
     s.wait_listening();
     assert_eq!(get(admin, "/readyz").status, 200);

@@ -16,16 +16,25 @@ pub fn admin_addr(s: &Server) -> SocketAddr {
     rest.lines().next().unwrap().trim().parse().unwrap()
 }
 
+/// The admin address of a server launched with `--admin 127.0.0.1:0`, once
+/// announced (before the project loads: the listener is bound by then).
+/// Tests never pick a "free" port themselves: released, it can be taken by
+/// any other process on the machine before pyrs binds it, and the test then
+/// talks to that process instead.
+pub fn announced_admin(s: &Server) -> SocketAddr {
+    s.wait_stdout("Admin listening on http://", 1, 30);
+    // The line is complete once the one after it started, or at its newline.
+    wait_until(30, "the whole admin line", || {
+        s.stdout().split("Admin listening on http://").nth(1).is_some_and(|rest| rest.contains('\n'))
+    });
+    admin_addr(s)
+}
+
 /// GET `path` from `addr` on a new connection.
 pub fn get(addr: SocketAddr, path: &str) -> Response {
     let mut c = Client::connect(addr);
     c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
     c.read_response()
-}
-
-/// A free 127.0.0.1 port (bound and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn repo() -> PathBuf {
