@@ -402,6 +402,22 @@ fn a_trickling_admin_client_is_cut_off_and_probes_are_answered_again() {
     assert_eq!(get(admin, "/healthz").status, 200);
 }
 
+/// A probe whose request head stops halfway gets an HTTP answer (408 once
+/// the 5 s head deadline passes), never a bare close; the listener serves on.
+#[test]
+fn an_admin_request_cut_short_is_answered_408() {
+    let p = project("");
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    let mut c = Client::connect(admin);
+    c.send(b"GET /readyz HTTP/1.1\r\nHost: t\r\n");
+    let r = c.read_response();
+    assert_eq!((r.status, r.text().as_str()), (408, "request not received in time\n"));
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(c.is_closed());
+    assert_eq!(get(admin, "/healthz").status, 200);
+}
+
 #[test]
 fn a_slow_admin_reader_holds_up_no_probe_and_is_cut_at_the_write_deadline() {
     // 3000 routes: /metrics is about 6 MB, more than the kernel buffers of

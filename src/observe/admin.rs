@@ -4,8 +4,9 @@
 //! connection on a short-lived thread of its own (at most
 //! [`MAX_CONNECTIONS`] at once), so that a slow client never holds up the
 //! probes behind it. Every connection is bounded in time (the head within
-//! [`HEAD_DEADLINE`], the whole response written within [`WRITE_DEADLINE`])
-//! and in memory (its request head, its response, a small send buffer).
+//! [`HEAD_DEADLINE`], else 408 if part of it came; the whole response
+//! written within [`WRITE_DEADLINE`]) and in memory (its request head, its
+//! response, a small send buffer).
 
 use super::view::Source;
 use crate::http::date::DateCache;
@@ -136,13 +137,25 @@ fn serve_one(mut stream: TcpStream, source: &dyn Source, date: &[u8]) {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left.min(IO_TIMEOUT))).is_err() {
-            return;
+            // Part of a request came and the rest did not: say so (408)
+            // rather than close as if nothing had been asked. A client that
+            // sent nothing at all gets the close.
+            if buf.is_empty() {
+                return;
+            }
+            break Err(crate::http::HttpError::Timeout);
         }
         match stream.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) if buf.len() + n <= MAX_HEAD + 1 => buf.extend_from_slice(&chunk[..n]),
             Ok(_) => break Err(crate::http::HttpError::HeadersTooLarge),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A pause in the client's sending (or a signal): the head deadline decides.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            // Reset: nobody left to answer.
             Err(_) => return,
         }
     };
