@@ -68,6 +68,7 @@ fn run(bind: SocketAddr, threads: usize) -> Result<(), String> {
         activity: None,
         observer: Arc::new(pyrs::observe::Observer::plain(threads, 3)),
         shared_accept: false,
+        accept_share: None,
         stuck_after: None,
         on_serving: None,
         reload_check: None,

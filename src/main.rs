@@ -139,6 +139,7 @@ fn run(cli: Cli) -> Result<(), String> {
         activity: Some(activity.clone()),
         observer: Arc::new(observer),
         shared_accept: false,
+        accept_share: None,
         stuck_after: None,
         on_serving: None,
         reload_check: Some(reexec::check_new_code),

@@ -71,6 +71,7 @@ fn native_app_through_the_core() {
         activity: None,
         observer: Arc::new(pyrs::observe::Observer::plain(2, 4)),
         shared_accept: false,
+        accept_share: None,
         stuck_after: None,
         on_serving: None,
         reload_check: None,

@@ -77,6 +77,65 @@ fn two_workers_both_answer_and_run_post_fork() {
     assert!(!seen.contains(&(s.child.id() as i32)), "the master itself must not serve");
 }
 
+/// A burst of new keep-alive connections is shared between the workers: 16
+/// clients connect at once (one after the other, as fast as the kernel
+/// completes the handshakes), then each sends 20 requests on its connection;
+/// each of the 2 workers must own at least 4 of them, in each of 3 bursts.
+/// Before the accept table (`server/accept_share.rs`) the worker whose
+/// accept thread ran first took nearly a whole burst (16/0, 15/1, 14/2).
+#[test]
+fn a_burst_of_connections_is_shared_between_the_workers() {
+    const CLIENTS: usize = 16;
+    const REQUESTS: usize = 20;
+    let p = Project::simple(API, &routes(), "\"workers\": 2,");
+    let s = Server::start(&p, &[]);
+    wait_until(30, "both workers up", || up_count(&s) >= 2);
+    wait_until(30, "both workers answering", || pids(&s, 8).len() == 2);
+    for round in 1..=3 {
+        // The burst: every connection is made (the kernel completes the
+        // handshakes and queues them) before any request is sent.
+        let burst: Vec<Client> = (0..CLIENTS).map(|_| s.connect()).collect();
+        let done = Arc::new(std::sync::Barrier::new(CLIENTS));
+        let clients: Vec<_> = burst
+            .into_iter()
+            .map(|mut c| {
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let mut seen = HashSet::new();
+                    let mut ask = |c: &mut Client, last: bool| {
+                        let close = if last { "Connection: close\r\n" } else { "" };
+                        c.send(format!("GET /pid HTTP/1.1\r\nHost: t\r\n{close}\r\n").as_bytes());
+                        let r = c.read_response();
+                        assert_eq!(r.status, 200);
+                        seen.insert(r.text().split(' ').next().unwrap_or_default().parse::<i32>().expect("a pid"));
+                    };
+                    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        for _ in 0..REQUESTS {
+                            ask(&mut c, false);
+                        }
+                    }));
+                    // Every connection stays open until all have been served
+                    // (a client that failed still reaches the barrier); then
+                    // the server closes each, so the next burst finds none.
+                    done.wait();
+                    served.unwrap_or_else(|e| std::panic::resume_unwind(e));
+                    ask(&mut c, true);
+                    c.read_to_close();
+                    assert_eq!(seen.len(), 1, "one keep-alive connection, one worker: {seen:?}");
+                    seen.into_iter().next().unwrap_or_default()
+                })
+            })
+            .collect();
+        let mut per_pid = std::collections::HashMap::<i32, usize>::new();
+        for c in clients {
+            *per_pid.entry(c.join().expect("client thread")).or_default() += 1;
+        }
+        eprintln!("burst {round}: connections per worker pid: {per_pid:?}");
+        assert_eq!(per_pid.len(), 2, "burst {round}: connections per worker pid: {per_pid:?}");
+        assert!(per_pid.values().all(|&n| n >= 4), "burst {round}: connections per worker pid: {per_pid:?}");
+    }
+}
+
 /// Sends requests on fresh connections until `stop`; counts ok and failed.
 fn load(
     s: &Server,

@@ -230,7 +230,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         if let Err(e) = self.poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE) {
             log::warn!("cannot register connection from {addr}: {e}");
             self.free.push(i);
-            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            self.shared.closed_one();
             return;
         }
         self.next_serial += 1;
@@ -314,7 +314,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(i), interest) {
             log::warn!("cannot take over the connection from {}: {e}", conn.addr);
             self.free.push(i);
-            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            self.shared.closed_one();
             if conn.slow {
                 self.shared.slow_conns.fetch_sub(1, Ordering::AcqRel);
             }
@@ -354,7 +354,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
             self.limits.memory.recharge(conn.charged, 0);
             self.free.push(i);
             self.live -= 1;
-            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            self.shared.closed_one();
             self.obs.metrics.set(T_CONNECTIONS, self.live as u64);
             if conn.slow {
                 self.shared.slow_conns.fetch_sub(1, Ordering::AcqRel);

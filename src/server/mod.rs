@@ -8,6 +8,7 @@
 //! connections (a crossbeam channel plus a mio `Waker`). From then on that thread owns the connection: it reads, parses,
 //! calls the application and writes, with no further hand-off.
 
+pub mod accept_share;
 pub mod activity;
 pub mod batch;
 pub mod conn;
@@ -75,6 +76,10 @@ pub struct ServerConfig {
     /// run this long (the worker is about to be killed for `timeout`, and
     /// what it holds would die with it); the siblings take them.
     pub stuck_after: Option<Duration>,
+    /// With shared sockets: this worker's entry in its generation's accept
+    /// table, so that a burst of connections is shared with the siblings
+    /// (`accept_share`). None: accept as they come.
+    pub accept_share: Option<accept_share::Member>,
     /// SIGHUP: run this check on a thread (serving goes on) and, when it
     /// passes, stop like SIGTERM but keep the listeners for a reload. None:
     /// the signal pipe does not carry SIGHUP.
@@ -100,6 +105,9 @@ pub struct ThreadShared {
     waker: Waker,
     /// Open connections owned by this thread.
     pub connections: AtomicUsize,
+    /// Worker mode: this process's entry in the accept table, which counts
+    /// its open connections for the siblings (`accept_share`).
+    share: Option<accept_share::Member>,
     /// The thread is running handlers (not waiting for I/O).
     pub busy: AtomicBool,
     /// The thread has ended (a panic past the per-job catch, or shutdown):
@@ -131,6 +139,16 @@ impl ThreadShared {
     /// Called by the loop before it takes the completed responses.
     pub fn completions_taken(&self) {
         self.completions_signalled.store(false, Ordering::SeqCst);
+    }
+}
+
+impl ThreadShared {
+    /// One of this thread's connections closed (or never got going).
+    pub fn closed_one(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+        if let Some(m) = &self.share {
+            m.closed();
+        }
     }
 }
 
@@ -183,6 +201,7 @@ pub fn serve<A: App>(
             incoming_tx,
             waker,
             connections: AtomicUsize::new(0),
+            share: cfg.accept_share,
             busy: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             busy_since: rescue::BusySince::default(),
@@ -240,10 +259,11 @@ pub fn serve<A: App>(
             l.set_blocking_accept(SHARED_ACCEPT_WAKE)?;
             let (acceptor, stop) = (Acceptor::new(&shared, &cfg), accept_stop.clone());
             let stuck = cfg.activity.clone().zip(cfg.stuck_after);
+            let share = cfg.accept_share;
             accept_threads.push(
                 std::thread::Builder::new()
                     .name("pyrs-accept".into())
-                    .spawn(move || acceptor.accept_blocking(l, &stop, stuck))?,
+                    .spawn(move || acceptor.accept_blocking(l, &stop, stuck, share))?,
             );
         }
     }
@@ -336,7 +356,7 @@ pub fn serve<A: App>(
         // Connections handed to a thread as it died go to the others.
         for s in shared.iter().filter(|s| s.ended.load(Ordering::Acquire)) {
             while let Ok((stream, addr)) = s.incoming_rx.try_recv() {
-                s.connections.fetch_sub(1, Ordering::AcqRel);
+                s.closed_one();
                 acceptor.dispatch(stream, addr);
             }
         }
@@ -520,14 +540,38 @@ impl Acceptor {
     /// Accepts with blocking calls until `stop` (checked at least every
     /// `SHARED_ACCEPT_WAKE`). The kernel gives a new connection to one
     /// waiting accept(2) at a time, in the order they began to wait, so the
-    /// processes sharing a socket take turns.
-    fn accept_blocking(mut self, listener: Listener, stop: &AtomicBool, stuck: Option<(Arc<Activity>, Duration)>) {
+    /// processes sharing a socket take turns. But a thread already running
+    /// would find a burst queued and take all of it before a sibling's woken
+    /// thread runs: with `share`, a worker over its share of the open
+    /// connections leaves the queue to its accepting siblings for a moment
+    /// (see `accept_share`).
+    fn accept_blocking(
+        mut self,
+        listener: Listener,
+        stop: &AtomicBool,
+        stuck: Option<(Arc<Activity>, Duration)>,
+        share: Option<accept_share::Member>,
+    ) {
+        let mut yields = 0;
         while !stop.load(Ordering::Acquire) {
             if let Some((activity, after)) = &stuck {
                 if activity.longest_busy().is_some_and(|(busy, _)| busy >= *after) {
+                    if let Some(m) = &share {
+                        m.accepting(false);
+                    }
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
                 }
+            }
+            if let Some(m) = &share {
+                let open = self.open();
+                m.accepting(true);
+                if yields < accept_share::MAX_YIELD && m.over_share(open) {
+                    yields += 1;
+                    std::thread::sleep(accept_share::YIELD);
+                    continue;
+                }
+                yields = 0;
             }
             match listener.accept() {
                 Ok((stream, addr)) => self.dispatch(stream, addr),
@@ -545,6 +589,14 @@ impl Acceptor {
                 }
             }
         }
+        if let Some(m) = &share {
+            m.accepting(false);
+        }
+    }
+
+    /// Open connections of this process's pool threads.
+    fn open(&self) -> usize {
+        self.shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum()
     }
 
     fn accept_all(&mut self, listener: &Listener) {
@@ -579,7 +631,7 @@ impl Acceptor {
 
     fn dispatch(&mut self, mut stream: Stream, addr: Peer) {
         self.accepted += 1;
-        let total: usize = self.shared.iter().map(|s| s.connections.load(Ordering::Acquire)).sum();
+        let total = self.open();
         let live = self.shared.iter().filter(|s| !s.ended.load(Ordering::Acquire)).count();
         if total >= self.max_connections || live == 0 {
             if live == 0 {
@@ -639,8 +691,11 @@ impl Acceptor {
         self.next = best + 1;
         let target = &self.shared[best];
         target.connections.fetch_add(1, Ordering::AcqRel);
+        if let Some(m) = &target.share {
+            m.opened();
+        }
         if target.incoming_tx.send((stream, addr)).is_err() {
-            target.connections.fetch_sub(1, Ordering::AcqRel);
+            target.closed_one();
             return;
         }
         let _ = target.waker.wake();

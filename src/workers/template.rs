@@ -66,6 +66,8 @@ pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
         }
         Ok(())
     })?;
+    // Shared by the workers forked below (balancing bursts of connections).
+    crate::server::accept_share::create();
     let pid = std::process::id() as i32;
     ipc::send(STATUS_FD, &Message::Ready { gen, pid }).map_err(|e| format!("cannot report to the master: {e}"))?;
 

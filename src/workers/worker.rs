@@ -121,6 +121,8 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         activity: Some(activity),
         observer,
         shared_accept: true,
+        // Balances bursts of new connections with the sibling workers.
+        accept_share: crate::server::accept_share::Member::join(id.slot),
         stuck_after: Some(cfg.workers.timeout / 2),
         reload_check: None,
         // Up once this worker accepts: only then may the master drain an older one.
