@@ -170,14 +170,27 @@ fn after_a_burst_idle_memory_goes_back_to_the_os() {
             c
         })
         .collect();
-    // The responses nobody reads pile up in the server.
-    wait_until(30, "the burst to grow memory", || rss_kib(s.child.id()) > base + 50 * 1024);
+    // The responses nobody reads pile up in the server, as far as the kernel's
+    // send buffers (which loopback grows to megabytes) leave them there: alone
+    // RSS passes +50 MB within a second, but with the rest of the suite and
+    // two busy loops on the 2 CPUs the kernel took in so much that the peak
+    // was +22-50 MB before memory went back (the freed responses trimmed).
+    let mut peak = base;
+    let deadline = std::time::Instant::now() + generous(30);
+    while peak <= base + 50 * 1024 && std::time::Instant::now() < deadline {
+        peak = peak.max(rss_kib(s.child.id()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let grown = peak - base;
+    assert!(grown > 16 * 1024, "the burst grew RSS by only {grown} kB: nothing to give back");
     for c in conns {
         // A reset, not a FIN: SO_LINGER 0.
         let _ = socket2::SockRef::from(&c).set_linger(Some(std::time::Duration::ZERO));
     }
     // Nothing else happens: the server alone must give the memory back.
-    wait_until(30, "idle memory back near its start", || rss_kib(s.child.id()) < base + 30 * 1024);
+    // Back near the start: below a third of the peak's growth, at most +30 MB.
+    let near = base + (grown / 3).min(30 * 1024);
+    wait_until(30, "idle memory back near its start", || rss_kib(s.child.id()) < near);
     assert_eq!(s.get("/hello").text(), "world");
 }
 
