@@ -64,15 +64,7 @@ setup_venv() {
             -r "$ROOT/examples/batched_model/requirements.txt" >&2
     }
 }
-setup_venv &
-VENV_JOB=$!
-if [[ ${BENCH_NO_BUILD:-} != 1 ]]; then
-    say "== building pyrs (release)"
-    cargo build --release --bin pyrs >&2
-fi
-wait "$VENV_JOB" || die "cannot set up $VENV"
-PYRS=$ROOT/target/release/pyrs
-[[ -x $PYRS ]] || die "$PYRS is missing (run without BENCH_NO_BUILD)"
+build_with_venv
 
 # The request body: image 0 of load_digits() (a 0), 64 floats as JSON.
 BODY=$OUT/digit.json

@@ -50,6 +50,20 @@ restore_autogroup() {
     return 0
 }
 
+# build_with_venv: runs the caller's setup_venv (which makes $VENV) while cargo builds pyrs in release
+# (skipped with BENCH_NO_BUILD=1), then sets PYRS.
+build_with_venv() {
+    setup_venv &
+    local venv_job=$!
+    if [[ ${BENCH_NO_BUILD:-} != 1 ]]; then
+        say "== building pyrs (release)"
+        cargo build --release --bin pyrs >&2
+    fi
+    wait "$venv_job" || die "cannot set up $VENV"
+    PYRS=$ROOT/target/release/pyrs
+    [[ -x $PYRS ]] || die "$PYRS is missing (run without BENCH_NO_BUILD)"
+}
+
 stop_server() {
     local name=$1 pid=${PID[$1]:-}
     [[ -n $pid ]] || return 0

@@ -89,15 +89,7 @@ setup_venv() {
         touch "$stamp"
     fi
 }
-setup_venv &
-VENV_JOB=$!
-if [[ ${BENCH_NO_BUILD:-} != 1 ]]; then
-    say "== building pyrs (release)"
-    cargo build --release --bin pyrs >&2
-fi
-wait "$VENV_JOB" || die "cannot set up $VENV"
-PYRS=$ROOT/target/release/pyrs
-[[ -x $PYRS ]] || die "target/release/pyrs is missing (run without BENCH_NO_BUILD)"
+build_with_venv
 BUILD_SECONDS=$((SECONDS - START_TIME))
 
 export VIRTUAL_ENV=$VENV

@@ -15,33 +15,31 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-PORT=${PORT:-18440}
+ASYNC_PORT=${PORT:-18440}
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
 BEFORE=${BEFORE:-}
 NICE=-20
 ((EUID == 0)) || NICE=0
-# With autogroup scheduling, nice only ranks processes within a session: give this script's
-# session (the servers and clients started below belong to it) the same niceness, restored on exit
-# (see benches/lib.sh).
-AUTOGROUP_WAS=$(awk '{print $3}' /proc/$$/autogroup 2>/dev/null || true)
-if [[ $NICE != 0 && -w /proc/$$/autogroup ]]; then echo "$NICE" >/proc/$$/autogroup 2>/dev/null || true; fi
+# say, die, and this script's autogroup niced to NICE (restored on exit): with autogroup
+# scheduling nice only ranks processes within a session (see benches/lib.sh).
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 PYRS=${PYRS:-}
 if [ -z "$PYRS" ]; then
     cargo build --release --quiet
     PYRS=$ROOT/target/release/pyrs
 fi
 LOG=$(mktemp)
-PID=
-stop() { if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; fi; PID=; }
-restore_autogroup() { if [[ -n $AUTOGROUP_WAS && -w /proc/$$/autogroup ]]; then echo "$AUTOGROUP_WAS" >/proc/$$/autogroup 2>/dev/null || true; fi; }
+SERVER_PID=
+stop() { if [ -n "$SERVER_PID" ]; then kill -TERM "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true; fi; SERVER_PID=; }
 trap 'stop; rm -f "$LOG"; restore_autogroup' EXIT
 start() { # binary threads
     # Empty the log here, not in the background job's redirection: that one may run after the
     # loop below has already found the previous server's "Listening on" line.
     : >"$LOG"
-    nice -n "$NICE" taskset -c 0 "$1" benches/async/project.pyrs --threads "$2" --bind "127.0.0.1:$PORT" >"$LOG" 2>&1 &
-    PID=$!
+    nice -n "$NICE" taskset -c 0 "$1" benches/async/project.pyrs --threads "$2" --bind "127.0.0.1:$ASYNC_PORT" >"$LOG" 2>&1 &
+    SERVER_PID=$!
     for _ in $(seq 1 600); do grep -q "Listening on" "$LOG" && return; sleep 0.1; done
     echo "pyrs did not start: $(cat "$LOG")" >&2
     exit 1
@@ -51,7 +49,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 valid() { ! grep -q "Non-2xx\|Socket errors" <<<"$1"; }
 rps() { # path -> req/s of one wrk run (0 when any request failed)
     local out
-    out=$(client wrk -t1 -c32 -d"$DURATION" "http://127.0.0.1:$PORT$1")
+    out=$(client wrk -t1 -c32 -d"$DURATION" "http://127.0.0.1:$ASYNC_PORT$1")
     if ! valid "$out"; then echo "INVALID run: $out" >&2; echo 0; return; fi
     awk '/Requests\/sec/ {print int($2)}' <<<"$out"
 }
@@ -61,9 +59,9 @@ ms() { # wrk latency like 1.23ms / 456.00us / 1.20s -> ms
 isolation() { # -> "p50 p99 max hello_rps slow_rps" of one round
     local slow_out fast_out
     slow_out=$(mktemp)
-    client wrk -t1 -c7 -d"$DURATION" "http://127.0.0.1:$PORT/slow" >"$slow_out" 2>&1 &
+    client wrk -t1 -c7 -d"$DURATION" "http://127.0.0.1:$ASYNC_PORT/slow" >"$slow_out" 2>&1 &
     local slow_pid=$!
-    fast_out=$(client wrk -t1 -c8 -d"$DURATION" --latency "http://127.0.0.1:$PORT/hello")
+    fast_out=$(client wrk -t1 -c8 -d"$DURATION" --latency "http://127.0.0.1:$ASYNC_PORT/hello")
     wait "$slow_pid" || true
     if ! valid "$fast_out" || ! valid "$(cat "$slow_out")"; then echo "INVALID run" >&2; fi
     local p50 p99 max
@@ -79,7 +77,7 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 start "$PYRS" 1
 echo "== 1000 concurrent GET /sleep (await asyncio.sleep(0.5)), thread_count 1"
-for _ in $(seq 1 "$ROUNDS"); do client python3 benches/async/burst.py "$PORT" 1000 "/sleep?s=0.5"; done
+for _ in $(seq 1 "$ROUNDS"); do client python3 benches/async/burst.py "$ASYNC_PORT" 1000 "/sleep?s=0.5"; done
 stop
 
 echo "== wrk -t1 -c32 -d$DURATION, thread_count 1: GET /hello (def) and GET /ahello (async def)"
@@ -87,7 +85,7 @@ declare -A R
 for _ in $(seq 1 "$ROUNDS"); do
     for b in "${BINS[@]}"; do
         start "$b" 1
-        client wrk -t1 -c32 -d1s "http://127.0.0.1:$PORT/hello" >/dev/null
+        client wrk -t1 -c32 -d1s "http://127.0.0.1:$ASYNC_PORT/hello" >/dev/null
         R["$b hello"]+="$(rps /hello) "
         [ "$b" = "$PYRS" ] && R["$b ahello"]+="$(rps /ahello) "
         stop
