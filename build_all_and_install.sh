@@ -221,4 +221,8 @@ if ! on_path "$dest"; then
 elif [ "$(command -v pyrs)" != "$installed" ]; then
     printf 'note: another pyrs comes first on PATH: %s\n' "$(command -v pyrs)"
 fi
-printf 'Try it: pyrs %s/examples/echo/project.pyrs\n' "$repo_dir"
+# What to do next: the example README.md's first command serves, then a project of one's own.
+printf '\nTry it:   pyrs %s/examples/echo/project.pyrs\n' "$repo_dir"
+printf '          then, in another terminal: curl -d hello http://127.0.0.1:8094/echo   (answers hello; Ctrl-C stops pyrs)\n'
+printf 'Your own: cp -r %s/project_template myproject && pyrs myproject/project.pyrs\n' "$repo_dir"
+printf '          (edit myproject/main.py and myproject/project.pyrs; every key is explained in its comments)\n'

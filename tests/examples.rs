@@ -161,7 +161,10 @@ fn project_template_passes_check() {
     let file = repo().join("project_template/project.pyrs");
     let (code, out, err) = run_pyrs(&[file.to_str().unwrap(), "--check"], &[("PYTHONDONTWRITEBYTECODE", "1")]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("OK"), "{out}");
+    // README quotes this line for a copy of the template: keep them in step.
+    assert!(out.contains("project.pyrs is valid (6 routes)"), "{out}");
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(readme.contains("\"OK: project.pyrs is valid (6 routes)\""), "README quotes another --check line");
 }
 
 #[test]
