@@ -43,6 +43,11 @@ class Api:
         finally:
             print("forever finally ran", flush=True)
 
+    async def nap(self, request):
+        print("nap started", flush=True)
+        await asyncio.sleep(0.3)
+        return "napped"
+
     async def slow(self, request):
         print("slow started", flush=True)
         await asyncio.sleep(0.5)
@@ -156,6 +161,7 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/forever", "forever"),
         ("/hello", "hello"),
         ("/slow", "slow"),
+        ("/nap", "nap"),
         ("/boom", "boom"),
         ("/pid", "pid"),
         ("/agen", "agen"),
@@ -377,7 +383,7 @@ fn marker(path: &std::path::Path) -> String {
 #[test]
 fn a_client_that_goes_away_cancels_its_pending_coroutine_and_only_that_one() {
     let p = Project::simple(API, &routes(), "\"thread_count\": 1,");
-    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0", "--log-level", "debug"]);
     let dir = temp_dir("cancel-markers");
     let m = |name: &str| dir.join(name);
     let wait = |name: &str| format!("GET /wait_marked?marker={} HTTP/1.1\r\nHost: h\r\n\r\n", m(name).display());
@@ -386,26 +392,27 @@ fn a_client_that_goes_away_cancels_its_pending_coroutine_and_only_that_one() {
     let mut kept = s.connect();
     kept.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n");
 
-    // The client closes (FIN) while its coroutine awaits.
+    // The client half-closes (FIN: its coroutine goes on), then resets.
     let mut fin = s.connect();
     fin.send(wait("fin").as_bytes());
     s.wait_stdout(&format!("waiting {}", m("fin").display()), 1, 30);
-    drop(fin);
+    fin.half_close();
+    s.wait_stderr("client sent FIN; its received requests are still answered", 30);
+    fin.reset();
     assert_eq!(marker(&m("fin")), "cancelled", "the coroutine saw CancelledError and its finally ran");
 
     // The client resets the connection.
     let mut rst = s.connect();
     rst.send(wait("rst").as_bytes());
     s.wait_stdout(&format!("waiting {}", m("rst").display()), 1, 30);
-    socket2::SockRef::from(&rst.stream).set_linger(Some(std::time::Duration::ZERO)).unwrap();
-    drop(rst);
+    rst.reset();
     assert_eq!(marker(&m("rst")), "cancelled");
 
     // Pipelined: the pending coroutine and what queued behind it go with the connection.
     let mut piped = s.connect();
     piped.send(format!("{}GET /hello HTTP/1.1\r\nHost: h\r\n\r\n", wait("piped")).as_bytes());
     s.wait_stdout(&format!("waiting {}", m("piped").display()), 1, 30);
-    drop(piped);
+    piped.reset();
     assert_eq!(marker(&m("piped")), "cancelled");
 
     // The server serves on, and the other connection's coroutine was left running.
@@ -432,8 +439,9 @@ fn a_client_that_goes_away_closes_an_async_generator_awaiting_its_next_item() {
     c.send(format!("GET /agen_marked?marker={} HTTP/1.1\r\nHost: h\r\n\r\n", path.display()).as_bytes());
     read_until_contains(&mut c, "first");
     // The generator now awaits for an hour: no write can fail meanwhile,
-    // so only the client's FIN tells the server it has gone.
-    drop(c);
+    // so only the client's reset tells the server it has gone (a FIN
+    // alone would leave the stream to go on).
+    c.reset();
     // "cancelled" when its pending __anext__ was cancelled, "closed" when the
     // client went before the next __anext__ started (aclose() then ran).
     let how = marker(&path);
@@ -441,6 +449,33 @@ fn a_client_that_goes_away_closes_an_async_generator_awaiting_its_next_item() {
     assert_eq!(s.get("/hello").text(), "hello");
     let err = s.stderr();
     assert!(!err.contains("CancelledError") && !err.contains("raised"), "{err}");
+}
+
+/// Sends `raw`, waits until stdout has `started` `count` times, half-closes
+/// (FIN) and returns everything the server sent until it closed, masked.
+fn half_closed_exchange(s: &Server, raw: &str, started: &str, count: usize) -> String {
+    let mut c = s.connect();
+    c.send(raw.as_bytes());
+    s.wait_stdout(started, count, 30);
+    c.half_close();
+    masked(&c.read_to_close()).0
+}
+
+#[test]
+fn a_half_closed_client_gets_its_pending_coroutines_answer() {
+    let p = Project::simple(API, &routes(), "");
+    let s = Server::start(&p, &[]);
+    let napped = "HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 6\r\n\r\nnapped";
+    let hello = "HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\nhello";
+    // The FIN comes while the coroutine awaits asyncio.sleep(0.3).
+    let got = half_closed_exchange(&s, "GET /nap HTTP/1.1\r\nHost: h\r\n\r\n", "nap started", 1);
+    assert_eq!(got, napped);
+    // Pipelined, a sync answer then a pending coroutine's: both, in order.
+    let raw = "GET /hello HTTP/1.1\r\nHost: h\r\n\r\nGET /nap HTTP/1.1\r\nHost: h\r\n\r\n";
+    let got = half_closed_exchange(&s, raw, "nap started", 2);
+    assert_eq!(got, format!("{hello}{napped}"));
+    let err = s.stderr();
+    assert!(!err.contains("CancelledError") && !err.contains("rror"), "{err}");
 }
 
 #[test]

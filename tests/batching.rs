@@ -266,12 +266,12 @@ fn a_client_that_disconnects_while_waiting_is_dropped_from_the_batch() {
     let mut first = s.connect();
     first.send(get(&format!("/echo?v=first&hold={}", flag.display())).as_bytes());
     s.wait_stdout("holding", 1, 10);
-    // Meanwhile a request waits in the queue, and its client gives up.
+    // Meanwhile a request waits in the queue, and its client goes away.
     let mut gone = s.connect();
     gone.send(get("/echo?v=gone").as_bytes());
     queued(2);
-    drop(gone);
-    s.wait_stderr("client closed while its request waited for a batch", 10);
+    gone.reset();
+    s.wait_stderr("client went away while its request waited for a batch", 10);
     let mut stays = s.connect();
     stays.send(get("/echo?v=stays").as_bytes());
     queued(3);
@@ -285,6 +285,31 @@ fn a_client_that_disconnects_while_waiting_is_dropped_from_the_batch() {
         serde_json::json!(["first", "stays"]),
         "the handler never saw the request of the client that left"
     );
+}
+
+#[test]
+fn a_half_closed_client_gets_its_batched_answer() {
+    let p = project(r#"{"max_size": 64, "max_wait_ms": 2}"#, "");
+    let s = Server::start(&p, &["--log-level", "debug"]);
+    let pid = json(&s.get("/stats"))["pid"].as_u64().unwrap();
+    let flag = p.dir.join("release");
+    let mut c = s.connect();
+    // The batch holds its request until the flag exists; the FIN comes meanwhile.
+    let path = format!("/echo?v=half&hold={}", flag.display());
+    c.send(format!("{}{}", get("/plain?v=before"), get(&path)).as_bytes());
+    s.wait_stdout("holding", 1, 30);
+    c.half_close();
+    s.wait_stderr("client sent FIN; its received requests are still answered", 30);
+    std::fs::write(&flag, b"").unwrap();
+    let (got, rids) = masked(&c.read_to_close());
+    let body = format!(r#"{{"v":"half","size":1,"pid":{pid},"version":"v1"}}"#);
+    let plain = "HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\n\r\nplain before";
+    let echo = format!(
+        "HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(got, format!("{plain}{echo}"));
+    assert_eq!(rids.len(), 2);
 }
 
 #[test]

@@ -601,7 +601,7 @@ fn a_stream_that_fails_before_its_first_item_is_logged_and_counted_with_the_stat
     let mut c = s.connect();
     c.send(b"GET /async_waits HTTP/1.1\r\nHost: t\r\n\r\n");
     wait_until(30, "the generator's first pull", || p.dir.join("waiting").exists());
-    drop(c);
+    c.reset();
 
     let lines = wait_lines(&log, expected.len() + 1);
     assert_eq!(lines.len(), expected.len() + 1, "{lines:#?}");

@@ -16,8 +16,9 @@
 //! and keep-alive: their clients usually come back. A lone client therefore
 //! gets its batch of one at once (no added latency at low load), 64 clients
 //! in a closed loop get batches of 64, and requests arriving while a batch
-//! runs form the next one. A request whose client disconnects (or sends FIN)
-//! while it waits is dropped before its batch is formed.
+//! runs form the next one. A request whose connection closes (a reset, a
+//! failed write) while it waits is dropped before its batch is formed; a
+//! client that only sent FIN is answered, but not expected back.
 
 use super::ThreadShared;
 use crate::app::{App, BatchSettings, Responder, Route, Worker};
@@ -273,14 +274,16 @@ pub struct LoopBatches {
 }
 
 impl LoopBatches {
-    /// Queues a request of connection `reply.token` (sent at the end of the turn by [`LoopBatches::commit`]).
-    pub fn enqueue(&mut self, queue: &Arc<Queue<Item>>, req: Request, reply: ReplyTo) {
+    /// Queues a request of connection `reply.token` (sent at the end of the
+    /// turn by [`LoopBatches::commit`]); `peer_closed` when its client has
+    /// sent FIN (answered, but not expected back).
+    pub fn enqueue(&mut self, queue: &Arc<Queue<Item>>, req: Request, reply: ReplyTo, peer_closed: bool) {
         let entry = self.conns.entry(reply.token).or_insert_with(|| (reply.serial, Arc::default(), 0));
         if entry.0 != reply.serial {
             *entry = (reply.serial, Arc::default(), 0);
         }
         entry.2 += 1;
-        if !reply.ctx.keep_alive {
+        if !reply.ctx.keep_alive || peer_closed {
             entry.1.leaving();
         }
         let waiting = Waiting { payload: (req, reply), ticket: entry.1.clone(), at: Instant::now() };
@@ -310,6 +313,14 @@ impl LoopBatches {
             if c.0 == serial {
                 c.2 = c.2.saturating_sub(1);
             }
+        }
+    }
+
+    /// Connection `token` sends no more requests (its client sent FIN): its
+    /// waiting requests are still answered, but no batch waits for it.
+    pub fn leaving(&mut self, token: usize) {
+        if let Some((_, ticket, _)) = self.conns.get(&token) {
+            ticket.leaving();
         }
     }
 

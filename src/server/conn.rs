@@ -690,6 +690,8 @@ mod tests {
         input: VecDeque<Step>,
         written: Vec<u8>,
         room: usize,
+        /// The peer is gone: writes fail with EPIPE.
+        broken: bool,
     }
 
     impl Read for Scripted {
@@ -714,6 +716,9 @@ mod tests {
 
     impl Write for Scripted {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.broken {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
             let n = buf.len().min(self.room);
             if n == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
@@ -749,7 +754,7 @@ mod tests {
     }
 
     fn conn(steps: Vec<Step>, room: usize) -> Conn<'static, (), Scripted> {
-        let s = Scripted { input: steps.into(), written: Vec::new(), room };
+        let s = Scripted { input: steps.into(), written: Vec::new(), room, broken: false };
         Conn::new(s, Peer::Tcp("127.0.0.1:9".parse().unwrap()), 1)
     }
 
@@ -879,6 +884,45 @@ mod tests {
         answer(&mut c, &mut jobs);
         c.flush().unwrap();
         assert!(c.finished() && c.peer_closed);
+    }
+
+    #[test]
+    fn a_fin_keeps_the_connection_until_every_received_request_is_answered() {
+        let r = leak_router();
+        let l = Limits::default();
+        let mut jobs = Vec::new();
+        let two = "GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+        let mut c = conn(vec![data(two), Step::Eof], 1 << 20);
+        assert_eq!(c.read_ready(0, r, &l, &mut jobs, true), ReadOutcome::Open);
+        assert_eq!(jobs.len(), 2);
+        assert!(c.peer_closed);
+        // The first is answered at once, the second later (a coroutine or a
+        // batch fills its slot).
+        jobs.clear();
+        c.in_flight = 0;
+        c.out.tail().extend_from_slice(b"[a]");
+        let slot = c.out.reserve();
+        assert_eq!(c.flush().unwrap(), (Stop::Pending, true));
+        assert!(!c.finished(), "the FIN does not drop the pending answer");
+        assert_eq!(c.wanted_deadline(), None, "nor does a deadline run while it is produced");
+        // Readiness after the FIN (a writable edge reports it again) changes nothing.
+        assert_eq!(c.read_ready(0, r, &l, &mut jobs, true), ReadOutcome::Open);
+        assert!(jobs.is_empty() && !c.finished());
+        assert!(c.out.fill(slot, |o| o.tail().extend_from_slice(b"[b]")));
+        assert_eq!(c.flush().unwrap(), (Stop::Empty, true));
+        assert_eq!(c.stream.written, b"[a][b]");
+        assert!(c.finished(), "everything answered: the connection can go");
+        assert_eq!(c.start_linger(), ReadOutcome::Close, "the client already closed: no lingering");
+
+        // A write that fails (the client reset) ends it, pending answers or not.
+        let mut d = conn(vec![data(two), Step::Eof], 1 << 20);
+        d.read_ready(0, r, &l, &mut jobs, true);
+        jobs.clear();
+        d.in_flight = 0;
+        d.out.tail().extend_from_slice(b"[a]");
+        let _slot = d.out.reserve();
+        d.stream.broken = true;
+        assert_eq!(d.flush().map_err(|e| e.kind()), Err(io::ErrorKind::BrokenPipe));
     }
 
     #[test]

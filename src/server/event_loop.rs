@@ -194,6 +194,13 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                     continue;
                 }
                 let i = token.0;
+                if event.is_write_closed() {
+                    // A reset, or a Unix peer that closed both ways: nothing
+                    // written can arrive, so the connection's pending work
+                    // (a batched request, a coroutine, a stream) is dropped.
+                    self.peer_gone(i);
+                    continue;
+                }
                 if writable {
                     self.flush_one(i);
                 }
@@ -341,6 +348,19 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         self.read_one(i);
     }
 
+    /// The client can receive nothing more: the connection closes at once.
+    fn peer_gone(&mut self, i: usize) {
+        let Some(conn) = self.conns.get(i).and_then(Option::as_ref) else {
+            return;
+        };
+        if !conn.lingering && (conn.in_flight > 0 || conn.has_pending_output()) {
+            let what =
+                if self.batches.waiting(i) { "its request waited for a batch" } else { "its response was pending" };
+            log::debug!("{}: client went away while {what}", conn.addr);
+        }
+        self.close(i);
+    }
+
     fn close(&mut self, i: usize) {
         self.batches.closed(i);
         if let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) {
@@ -379,21 +399,17 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
         };
         let before = self.jobs.len();
         let read_before = conn.bytes_read;
+        let was_closed = conn.peer_closed;
         let outcome = conn.read_ready(i, self.router, &self.limits, &mut self.jobs, drain);
         self.obs.metrics.add(T_BYTES_IN, conn.bytes_read - read_before);
-        if conn.peer_closed
-            && !conn.lingering
-            && (self.batches.waiting(i) || conn.out.has_slot() || conn.out.has_pinned_stream())
-        {
-            // A client that disconnects while its request waits for a batch,
-            // a coroutine or an async generator's next item is dropped: the
-            // batch skips it, the coroutine is cancelled, the generator
-            // closed (a FIN counts: clients that give up close).
-            let what =
-                if self.batches.waiting(i) { "its request waited for a batch" } else { "its response was pending" };
-            log::debug!("{}: client closed while {what}", conn.addr);
-            self.close(i);
-            return;
+        if conn.peer_closed && !was_closed {
+            // A FIN only ends what the client sends: every request already
+            // received is still answered (batched, awaited or streamed ones
+            // too), but its client is not expected back with another.
+            self.batches.leaving(i);
+            if conn.in_flight > 0 || conn.has_pending_output() {
+                log::debug!("{}: client sent FIN; its received requests are still answered", conn.addr);
+            }
         }
         if outcome == ReadOutcome::Close && self.jobs.len() == before {
             self.close(i);
@@ -966,7 +982,7 @@ impl<'r, T: Send + Sync + 'static> EventLoop<'r, T> {
                             held: self.limits.memory.hold(req.body.capacity()),
                         };
                         log::trace!("{}: request queued for a batch of route {}", conn.addr, route.pattern);
-                        self.batches.enqueue(queue, req, reply);
+                        self.batches.enqueue(queue, req, reply, conn.peer_closed);
                         // Answered (and counted, and logged) when the slot is filled.
                         conn.in_flight += 1;
                         deferred = true;

@@ -504,6 +504,18 @@ impl Client {
         self.buf.is_empty() && self.fill() == 0
     }
 
+    /// Shuts down the sending side (FIN): the server sees the end of the
+    /// requests, and can still answer them.
+    pub fn half_close(&mut self) {
+        self.stream.shutdown(std::net::Shutdown::Write).expect("shutdown(Write)");
+    }
+
+    /// Closes with a reset (SO_LINGER 0): the server's next read or write
+    /// fails, as when a client goes away (a FIN alone ends only its requests).
+    pub fn reset(self) {
+        socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO)).expect("SO_LINGER 0");
+    }
+
     /// Everything until the server closes.
     pub fn read_to_close(&mut self) -> Vec<u8> {
         while self.fill() > 0 {}
@@ -555,7 +567,13 @@ pub fn parse_response(bytes: &[u8]) -> Option<Response> {
 pub fn exchange_masked(s: &Server, raw: &str) -> (String, Vec<String>) {
     let mut c = s.connect();
     c.send(raw.as_bytes());
-    let text = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    masked(&c.read_to_close())
+}
+
+/// `bytes` as text with each `Date` value masked as `X` and each
+/// `X-Request-Id` value as `R`; and the request ids.
+pub fn masked(bytes: &[u8]) -> (String, Vec<String>) {
+    let text = String::from_utf8_lossy(bytes).into_owned();
     let mut rids = Vec::new();
     let masked: Vec<String> = text
         .split("\r\n")
