@@ -197,7 +197,7 @@ pub struct Workers {
     pub max_requests: u64,
     /// Add up to this many to max_requests, at random per worker.
     pub max_requests_jitter: u64,
-    /// Recycle a worker whose resident memory exceeds this (0: never).
+    /// Replace a worker whose private memory (USS) exceeds this many MiB (0: never).
     pub max_rss_mb: u64,
     /// Kill and replace a worker whose handler runs longer than this.
     pub timeout: Duration,
@@ -936,6 +936,14 @@ impl Config {
         if listeners.is_empty() {
             listeners.push(BindSpec::Tcp(std::net::SocketAddr::new(address, port)));
         }
+        let workers = Workers {
+            count: raw.workers,
+            preload: raw.preload.unwrap_or(true),
+            max_requests: raw.max_requests.unwrap_or(0),
+            max_requests_jitter: raw.max_requests_jitter.unwrap_or(0),
+            max_rss_mb: raw.max_rss_mb.unwrap_or(0),
+            timeout: raw.timeout.unwrap_or(Duration::from_secs(30)),
+        };
         let d = Limits::default();
         Ok(Config {
             file: file.to_path_buf(),
@@ -970,20 +978,14 @@ impl Config {
                     Some(mb) => std::sync::Arc::new(crate::http::budget::MemoryBudget::new(
                         usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
                     )),
-                    // Each worker process has its own budget: share the machine's.
+                    // Each worker process has its own budget: share the machine's
+                    // (workers 0 is one per CPU).
                     None => std::sync::Arc::new(crate::http::budget::MemoryBudget::new(
-                        crate::http::budget::MemoryBudget::default_limit() / raw.workers.unwrap_or(1).max(1),
+                        crate::http::budget::MemoryBudget::default_limit(workers.resolved_count()),
                     )),
                 },
             },
-            workers: Workers {
-                count: raw.workers,
-                preload: raw.preload.unwrap_or(true),
-                max_requests: raw.max_requests.unwrap_or(0),
-                max_requests_jitter: raw.max_requests_jitter.unwrap_or(0),
-                max_rss_mb: raw.max_rss_mb.unwrap_or(0),
-                timeout: raw.timeout.unwrap_or(Duration::from_secs(30)),
-            },
+            workers,
             observe: Observability {
                 access_log: raw.access_log.unwrap_or_default(),
                 access_log_format: raw.access_log_format.unwrap_or_else(|| "combined".into()),
@@ -1192,6 +1194,18 @@ mod tests {
         assert!(c.tcp_nodelay);
         assert_eq!(c.listen_backlog, 1024);
         assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn the_default_memory_budget_is_shared_by_the_worker_processes() {
+        use crate::http::budget::MemoryBudget;
+        let limit = |extra: &str| parse(&format!("{{ {extra} modules: [{ONE}] }}")).unwrap().limits.memory.limit();
+        assert_eq!(limit(""), MemoryBudget::default_limit(1));
+        assert_eq!(limit("workers: 3,"), MemoryBudget::default_limit(3));
+        // workers 0 is one per CPU: the budget is divided by that many, not by 1.
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        assert_eq!(limit("workers: 0,"), MemoryBudget::default_limit(cpus));
+        assert_eq!(limit("workers: 0, max_memory_mb: 100,"), 100 << 20);
     }
 
     #[test]

@@ -72,8 +72,10 @@ impl MemoryBudget {
         Charge { budget: Some(self.clone()), bytes }
     }
 
-    /// A quarter of the smallest memory limit that applies to this process.
-    pub fn default_limit() -> usize {
+    /// A quarter of the smallest memory limit that applies to this process,
+    /// shared by `processes` worker processes (1 for a single process), and
+    /// never under 32 MiB each.
+    pub fn default_limit(processes: usize) -> usize {
         let mut limits = Vec::new();
         if let Some(kb) = meminfo_total_kb() {
             limits.push(kb.saturating_mul(1024));
@@ -91,7 +93,8 @@ impl MemoryBudget {
             }
         }
         let smallest = limits.into_iter().min().unwrap_or(4 << 30);
-        usize::try_from(smallest / 4).unwrap_or(usize::MAX).max(MIN_DEFAULT)
+        let share = smallest / 4 / u64::try_from(processes.max(1)).unwrap_or(u64::MAX);
+        usize::try_from(share).unwrap_or(usize::MAX).max(MIN_DEFAULT)
     }
 }
 
@@ -140,7 +143,12 @@ mod tests {
         let unlimited = MemoryBudget::new(0);
         unlimited.recharge(0, usize::MAX / 2);
         assert!(!unlimited.over() && unlimited.fits(u64::MAX));
-        assert!(MemoryBudget::default_limit() >= MIN_DEFAULT);
+        let one = MemoryBudget::default_limit(1);
+        assert!(one >= MIN_DEFAULT);
+        // Shared by worker processes, never below the floor.
+        assert_eq!(MemoryBudget::default_limit(4), (one / 4).max(MIN_DEFAULT));
+        assert_eq!(MemoryBudget::default_limit(1 << 30), MIN_DEFAULT);
+        assert_eq!(MemoryBudget::default_limit(0), one);
     }
 
     #[test]

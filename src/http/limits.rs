@@ -42,7 +42,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_buffered_output: 1024 * 1024,
-            memory: Arc::new(MemoryBudget::new(MemoryBudget::default_limit())),
+            memory: Arc::new(MemoryBudget::new(MemoryBudget::default_limit(1))),
         }
     }
 }
