@@ -223,6 +223,58 @@ fn errors_are_per_item_or_for_the_whole_batch() {
 }
 
 #[test]
+fn a_failed_batch_names_each_of_its_requests() {
+    let p = project("{}", "");
+    let s = Server::start(&p, &["--access-log"]);
+    // Pipelined in one write: one batch; each request with an id of its own.
+    let batch = |vals: &[&str], tag: &str| -> Vec<Response> {
+        let mut c = s.connect();
+        let raw: String = vals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("GET /mixed?v={v} HTTP/1.1\r\nHost: t\r\nX-Request-Id: {tag}-{i}\r\n\r\n"))
+            .collect();
+        c.send(raw.as_bytes());
+        let out: Vec<Response> = vals.iter().map(|_| c.read_response()).collect();
+        s.wait_stdout(&format!("mixed batch {vals:?}").replace('"', "'"), 1, 30);
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(r.header("X-Request-Id"), Some(format!("{tag}-{i}").as_str()), "its own id in its answer");
+        }
+        out
+    };
+    // Each answer's access-log line carries its own id and status.
+    let logged = |path: &str, status: u16, rid: &str| {
+        let line = format!("\"GET /mixed?v={path} HTTP/1.1\" {status} ");
+        wait_until(30, &format!("the access-log line of {path}"), || {
+            s.stderr().lines().any(|l| l.contains(&line) && l.ends_with(&format!(" rid={rid}")))
+        });
+    };
+
+    let r = batch(&["a", "raise", "b"], "raised");
+    assert!(r.iter().all(|r| r.status == 500));
+    s.wait_stderr("raised for a batch of 3 requests (all answered 500) rid=raised-0 rid=raised-1 rid=raised-2:", 30);
+    for (i, v) in ["a", "raise", "b"].iter().enumerate() {
+        logged(v, 500, &format!("raised-{i}"));
+    }
+
+    let r = batch(&["short", "c"], "short");
+    assert!(r.iter().all(|r| r.status == 500));
+    s.wait_stderr(
+        "returned a list of 1 items for a batch of 2 requests (all answered 500) rid=short-0 rid=short-1",
+        30,
+    );
+    logged("c", 500, "short-1");
+
+    // One item pyrs cannot send: logged with its own request's id, not the first one's.
+    let r = batch(&["fine", "exc"], "item");
+    assert_eq!((r[0].status, r[1].status), (200, 500));
+    s.wait_stderr("(main.Api.mixed) rid=item-1: returned a value pyrs cannot send", 30);
+    logged("fine", 200, "item-0");
+    logged("exc", 500, "item-1");
+    assert!(!s.stderr().contains("rid=item-0:"), "{}", s.stderr());
+}
+
+#[test]
 fn pipelined_answers_keep_their_order_around_batched_ones() {
     let p = project("{}", "");
     let s = Server::start(&p, &[]);

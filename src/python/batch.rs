@@ -3,13 +3,15 @@
 //! a list of the same length whose items are what a normal handler may
 //! return (an `HTTPError` instance answers its request alone). A wrong
 //! length, another return type or a raise answers every request of the
-//! batch with 500, logged once with the batch size (a raised `HTTPError`
-//! answers every request with its status). An `async def` handler is run to
+//! batch with 500, logged once with the batch size and every request's id
+//! (a raised `HTTPError` answers every request with its status); what goes
+//! wrong with one item is logged with its request's id. An `async def` handler is run to
 //! completion on an event loop of the batch thread.
 
 use super::request::PyRequest;
 use super::{bridge, format_exception, response, PyTarget};
 use crate::app::{Responder, Route};
+use crate::http::request_id::RequestId;
 use crate::http::Request;
 use crate::observe::context;
 use pyo3::prelude::*;
@@ -30,6 +32,8 @@ pub fn handle(
     scratch: &mut Vec<u8>,
 ) {
     let n = reqs.len();
+    // What concerns one request's answer is logged with its own id (see `context::focus`).
+    let ids: Vec<RequestId> = reqs.iter().map(|r| r.id).collect();
     let (method, label) = match &route.target {
         PyTarget::Handler { method, origin } => (method, origin.1.as_str()),
         PyTarget::Static(_) => {
@@ -53,7 +57,8 @@ pub fn handle(
         Err(e) => {
             let is_http_error = bridge(py).is_ok_and(|b| e.is_instance(py, b.http_error.bind(py)));
             if is_http_error {
-                for (r, req) in res.into_iter().zip(&requests) {
+                for ((r, req), id) in res.into_iter().zip(&requests).zip(&ids) {
+                    context::focus(id);
                     response::write(py, Err(e.clone_ref(py)), &route.pattern, label, route.id, Some(req), r, scratch);
                 }
             } else if super::errors::timeout_class(py).is_some_and(|t| e.get_type(py).is(t)) {
@@ -91,7 +96,8 @@ pub fn handle(
         }
     };
     let http_error = bridge(py).ok().map(|b| b.http_error.bind(py));
-    for ((item, r), req) in items.into_iter().zip(res).zip(&requests) {
+    for (((item, r), req), id) in items.into_iter().zip(res).zip(&requests).zip(&ids) {
+        context::focus(id);
         // An HTTPError instance in the list answers its request as if raised.
         let outcome = match http_error {
             Some(cls) if item.is_instance(cls).unwrap_or(false) => Err(PyErr::from_value(item)),

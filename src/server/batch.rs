@@ -384,8 +384,8 @@ pub fn run_thread<A: App>(
             if let Some(a) = &first.activity {
                 a.begin(index, route.id);
             }
-            // Errors are reported with the first request's id.
-            context::enter(route.id, &replies[0].rid);
+            // Errors of the whole batch name every request's id; an item's, its own.
+            context::enter_batch(route.id, replies.iter().map(|r| r.rid));
             // A panic in one call is contained to its batch: every request gets a 500.
             let handled =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.handle_batch(route, reqs, res)));
@@ -395,7 +395,12 @@ pub fn run_thread<A: App>(
             // The call is over: its requests' bodies are freed.
             replies.iter_mut().for_each(|r| r.held.release());
             if handled.is_err() {
-                log::error!("route {}: the batch handler call panicked; its {n} requests answered 500", route.pattern);
+                let ids: Vec<String> = replies.iter().map(|r| format!(" rid={}", r.rid)).collect();
+                log::error!(
+                    "route {}: the batch handler call panicked; its {n} requests answered 500{}",
+                    route.pattern,
+                    ids.concat()
+                );
                 for (((out, closes), sent), r) in outs.iter_mut().zip(&closes).zip(&sent).zip(&replies) {
                     // What the failed call queued is closed and freed here, with the GIL held.
                     let mut dropped = Released::default();
@@ -403,10 +408,11 @@ pub fn run_thread<A: App>(
                     dropped.release();
                     *out = Output::new();
                     let ctx = ResponseContext { keep_alive: false, ..r.ctx };
+                    let id: [(&[u8], &[u8]); 1] = [(b"X-Request-Id", r.rid.as_bytes())];
                     crate::http::encode::text_response(
                         out.tail(),
                         500,
-                        &[],
+                        &id,
                         "Internal Server Error\n",
                         date.value(),
                         ctx,
