@@ -1,8 +1,9 @@
 //! The supervisor keeps a healthy service up: a slot whose workers keep
 //! failing after the service has served retries without stopping the healthy
 //! workers, a stopped (SIGSTOP) worker is noticed by its missing heartbeat,
-//! the master does not spin while a template loads, `max_rss_mb` counts
-//! private memory only, and timeout kills are replaced at once.
+//! the master does not spin while a template loads, a template still loading
+//! dies with a SIGKILLed master, `max_rss_mb` counts private memory only, and
+//! timeout kills are replaced at once.
 
 mod common;
 use common::*;
@@ -16,6 +17,7 @@ import os, time
 FLAG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "broken")
 SLOW_IMPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow-import")
 if os.path.exists(SLOW_IMPORT):
+    print("importing slowly", flush=True)
     time.sleep(float(open(SLOW_IMPORT).read() or "4"))
 
 MODEL = b"m" * (96 << 20)  # built in the template, shared with every worker
@@ -169,6 +171,44 @@ fn the_master_does_not_spin_while_a_template_loads() {
     // Clock ticks are 1/100 s: a spinning master would use about 200.
     assert!(used <= 20, "the master used {used} ticks in 2 s while the template loaded");
     wait_until(60, "a worker from the new template", || pid_of(&s).is_some_and(|p| p != worker));
+}
+
+/// The processes whose parent is `ppid` (field 4 of /proc/PID/stat), zombies left out.
+fn children_of(ppid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit_once(") ").map_or("", |(_, r)| r).split_whitespace().collect();
+            fields.first().is_some_and(|&state| state != "Z") && fields.get(1) == Some(&ppid.to_string().as_str())
+        })
+        .collect()
+}
+
+/// The process exists and is no zombie.
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
+}
+
+#[test]
+fn a_template_still_loading_dies_with_its_master() {
+    // Before: a template in a slow import outlived a SIGKILLed master until
+    // the import ended (here 120 s), and only then saw its parent was gone.
+    let p = project("\"workers\": 1,");
+    std::fs::write(p.dir.join("slow-import"), "120").unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg(p.file()).args(["--bind", "127.0.0.1:0"]).env_remove("VIRTUAL_ENV");
+    // Not waiting for "Listening": the template never finishes loading.
+    let mut s = Server::launch(cmd);
+    s.wait_stdout("importing slowly", 1, 30);
+    let master = s.child.id();
+    let children = children_of(master);
+    assert_eq!(children.len(), 1, "the master's only child is the loading template: {children:?}");
+    let template = children[0];
+    kill(master as i32, "KILL");
+    s.child.wait().unwrap();
+    wait_until(10, "the loading template to die with its master", || !alive(template));
 }
 
 #[test]

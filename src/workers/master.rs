@@ -292,10 +292,22 @@ impl Master<'_> {
         let mut targets = vec![ipc::STATUS_FD, ipc::COMMAND_FD, shm::FD];
         targets.extend((0..self.listeners.len() as RawFd).map(|i| listener::FIRST_INHERITED_FD + i));
         let mut scratch = vec![0; sources.len()];
-        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and
-        // exec; the vectors were allocated before the fork.
+        // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl) between
+        // fork and exec; the vectors were allocated before the fork.
         unsafe {
-            cmd.pre_exec(move || listener::dup_into_place(&sources, &targets, &mut scratch));
+            cmd.pre_exec(move || {
+                listener::dup_into_place(&sources, &targets, &mut scratch)?;
+                // A template dies with the master, even in the middle of a slow
+                // import (its command pipe's EOF is only read once loaded). The
+                // signal follows the death of the forking thread: this is the
+                // main thread, which lives as long as the master. The template
+                // checks its parent once more at start (template::run), for a
+                // master that died before this call.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let child = cmd.spawn().map_err(|e| format!("cannot start a template process: {e}"));
         ipc::close(cmd_r);

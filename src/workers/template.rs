@@ -1,7 +1,9 @@
 //! The template process: one per code generation. It starts Python, imports
 //! and instantiates the handlers once (`preload`), freezes the heap
 //! (`gc.collect(); gc.freeze()`) so forked workers keep sharing it, then
-//! forks a worker each time the master asks. It never serves.
+//! forks a worker each time the master asks. It never serves. It dies with
+//! the master (`PR_SET_PDEATHSIG`, set by the master before exec), even in
+//! the middle of loading.
 
 use super::ipc::{self, Message, COMMAND_FD, STATUS_FD};
 use super::worker::{self, Identity};
@@ -25,9 +27,16 @@ fn env<T: std::str::FromStr>(name: &str) -> Result<T, String> {
 /// Runs a template until the master closes its command pipe.
 pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
     let gen: u64 = env(ENV_GENERATION)?;
+    let master_pid: i32 = env(ENV_MASTER_PID)?;
+    // The master set PR_SET_PDEATHSIG (SIGKILL) before exec: this process dies
+    // with it. A master that died before that call left this process
+    // re-parented already: checked once, now, before any slow import.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != master_pid {
+        return Err(format!("the master ({master_pid}) is gone before the template started"));
+    }
     // The master's listening sockets: held here (never accepted on) for the workers.
     let listeners = crate::server::listener::inherited()?.ok_or("internal: no listening sockets from the master")?;
-    let master_pid: i32 = env(ENV_MASTER_PID)?;
     // The master acts on terminal and control signals; the template ignores them.
     // SAFETY: setting dispositions to SIG_IGN.
     unsafe {

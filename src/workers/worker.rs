@@ -178,6 +178,9 @@ impl Watchdog {
         let mut last_beat: Option<Instant> = None;
         loop {
             std::thread::sleep(WATCH_EVERY);
+            // Polled, not PR_SET_PDEATHSIG: set at birth, that signal would
+            // fire when the double fork's intermediate exits (at once), and
+            // the re-parenting to the master is only seen by looking anyway.
             // SAFETY: getppid and kill have no memory-safety preconditions.
             let parent = unsafe { libc::getppid() };
             if parent != self.id.master_pid && parent != self.id.birth_parent && !stop_asked {
