@@ -9,29 +9,14 @@ use std::time::{Duration, Instant};
 
 const API: &str = "import os\nclass Api:\n    def hello(self, request):\n        return 'world'\n    def pid(self, request):\n        return str(os.getpid())\n";
 
-/// A 127.0.0.1 port that was free a moment ago (for servers whose stdout
-/// cannot report the port).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// GET `path` on 127.0.0.1:`port`, retried while the server starts (up to 30 s).
-fn get_when_up(port: u16, path: &str) -> Response {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::Write;
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).is_ok() {
-                let mut c = Client::from_stream(s);
-                if let Some(r) = c.try_read_response() {
-                    return r;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "nothing answered on port {port} within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// GET `path` on `addr`, a socket the test listens on and pyrs serves: the
+/// connection waits in its queue until pyrs accepts it (up to 60 s).
+fn get_when_up(addr: std::net::SocketAddr, path: &str) -> Response {
+    let s = connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(generous(60))).unwrap();
+    let mut c = Client::from_stream(s);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    c.try_read_response().unwrap_or_else(|| panic!("{addr} closed the connection without answering"))
 }
 
 /// stdout is a pipe whose reader has gone (`pyrs app.pyrs | head -0`).
@@ -51,14 +36,16 @@ use std::os::fd::FromRawFd;
 fn a_closed_stdout_is_not_an_error_in_either_mode() {
     for workers in [None, Some("1")] {
         let p = Project::simple(API, &[("/hello", "hello")], "");
-        let port = free_port();
+        // pyrs cannot say which port it took (its stdout is gone): it serves a
+        // socket the test bound, so no other process can take the port first.
         let mut cmd = Command::new(BIN);
-        cmd.arg(p.file()).args(["--bind", &format!("127.0.0.1:{port}")]).env_remove("VIRTUAL_ENV");
+        cmd.arg(p.file()).args(["--fd", "7"]).env_remove("VIRTUAL_ENV");
+        let addr = pass_listener(&mut cmd, 7);
         if let Some(w) = workers {
             cmd.args(["--workers", w]);
         }
         let mut child = cmd.stdin(Stdio::null()).stdout(closed_stdout()).stderr(Stdio::piped()).spawn().unwrap();
-        let r = get_when_up(port, "/hello");
+        let r = get_when_up(addr, "/hello");
         assert_eq!((r.status, r.text().as_str()), (200, "world"), "workers {workers:?}");
         assert!(child.try_wait().unwrap().is_none(), "pyrs exited (workers {workers:?})");
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -307,16 +294,19 @@ fn as_pid_1_orphans_are_reaped() {
 #[test]
 fn a_reload_says_when_the_address_needs_a_restart() {
     for workers in [None, Some("1")] {
-        let port = free_port();
-        let other = free_port();
-        let p = Project::simple(API, &[("/hello", "hello")], &format!("\"bind\": \"127.0.0.1:{port}\","));
+        // The project names where to listen; the system picks the port, and
+        // the new configuration names another one (pyrs never binds it).
+        let p = Project::simple(API, &[("/hello", "hello")], "\"bind\": \"127.0.0.1:0\",");
         let mut args = vec![];
         if let Some(w) = workers {
             args.extend(["--workers", w]);
         }
         let s = spawn_pyrs(&p, &args);
-        assert_eq!(s.addr.port(), port);
-        let text = std::fs::read_to_string(p.file()).unwrap().replace(&port.to_string(), &other.to_string());
+        let port = s.addr.port();
+        assert_ne!(port, 0);
+        let other = if port == u16::MAX { port - 1 } else { port + 1 };
+        let text =
+            std::fs::read_to_string(p.file()).unwrap().replace("\"127.0.0.1:0\"", &format!("\"127.0.0.1:{other}\""));
         std::fs::write(p.file(), text).unwrap();
         s.signal("HUP");
         s.wait_stderr("restart pyrs to listen elsewhere", 60);

@@ -88,27 +88,6 @@ fn a_stale_socket_file_is_replaced_and_other_files_are_not() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
 }
 
-/// A listening TCP socket on 127.0.0.1, handed to pyrs on descriptor `fd`.
-fn pass_listener(cmd: &mut Command, fd: i32) -> std::net::SocketAddr {
-    use std::os::fd::IntoRawFd;
-    use std::os::unix::process::CommandExt;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let raw = l.into_raw_fd();
-    // SAFETY: dup2 between fork and exec; the parent's copy stays open until the test ends.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself would keep close-on-exec: clear it instead.
-            let rc = if raw == fd { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(raw, fd) };
-            if rc < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    addr
-}
-
 #[test]
 fn an_inherited_descriptor_serves_in_both_modes() {
     for workers in [None, Some("2")] {

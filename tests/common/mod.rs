@@ -216,21 +216,39 @@ impl Server {
     /// with only Unix or inherited sockets); panics, killing the server on
     /// the way out, if pyrs exits first or takes over 60 s.
     pub fn wait_listening(&mut self) {
+        if let Err(why) = self.try_wait_listening() {
+            panic!("{why}");
+        }
+    }
+
+    /// Like [`Server::wait_listening`], but a pyrs that exits before it
+    /// listens is an `Err` saying so, with its output (the caller may retry,
+    /// e.g. when the address was in use); only the 60 s deadline panics.
+    pub fn try_wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let out = self.stdout();
             if let Some(rest) = out.split("Listening on http://").nth(1) {
                 if let Some(line) = rest.split_once('\n').map(|(l, _)| l) {
                     self.addr = line.trim().parse().unwrap();
-                    return;
+                    return Ok(());
                 }
             }
             // A server with only Unix sockets (or inherited ones): no TCP address to give.
             if out.contains("Listening on unix:") && !out.contains("Listening on http://") {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("pyrs exited with {status} before listening\nstdout:\n{out}\nstderr:\n{}", self.stderr());
+                // Its last words, once the pipes are drained.
+                let drained = Instant::now() + Duration::from_secs(10);
+                while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < drained {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return Err(format!(
+                    "pyrs exited with {status} before listening\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                ));
             }
             assert!(
                 Instant::now() < deadline,
@@ -239,6 +257,13 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Starts `cmd` like [`Server::spawn`]; `Err` (pyrs's output) when it
+    /// exits before listening.
+    pub fn try_spawn(cmd: Command) -> Result<Server, String> {
+        let mut s = Self::launch(cmd);
+        s.try_wait_listening().map(|()| s)
     }
 
     pub fn connect(&self) -> Client {
@@ -374,6 +399,30 @@ pub fn processes_of_master(master: u32) -> Vec<u32> {
             !zombie && environ.windows(needle.len()).any(|w| w == needle.as_bytes())
         })
         .collect()
+}
+
+/// A listening TCP socket on 127.0.0.1 (an ephemeral port the kernel picks,
+/// so no other process can take it first), handed to the pyrs `cmd` starts on
+/// descriptor `fd` (`--fd N`); its address. The test's own copy stays open
+/// until the test process ends, so the port stays reserved between servers.
+pub fn pass_listener(cmd: &mut Command, fd: i32) -> SocketAddr {
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::process::CommandExt;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let raw = l.into_raw_fd();
+    // SAFETY: dup2 between fork and exec; the parent's copy stays open until the test ends.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let rc = if raw == fd { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(raw, fd) };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    addr
 }
 
 /// Runs `pyrs ARGS` to completion: (exit code, stdout, stderr).
