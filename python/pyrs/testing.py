@@ -10,6 +10,12 @@ the server would send (same status, headers in the same order, same body).
 asyncio event loop per Client (made on first use; `Client.close()`, or
 leaving `with Client(...) as client:`, closes it).
 
+A streamed body (a generator, an async generator, `EventStream`) is collected
+whole into `body`, framed by `Content-Length` (the server sends it chunked, item
+by item). A HEAD request gets the head the server sends (`Transfer-Encoding:
+chunked`, no length); on HEAD and with a status without a body (204, 304) the
+stream is closed without a single item pulled, as the server does.
+
 Not served here: `static` directory routes, Range/conditional requests of
 FileResponse (the whole file is sent), worker processes and timeouts.
 """
@@ -453,6 +459,7 @@ def _finish(
     body: bytes,
     head_only: bool,
     content_type: str | None = None,
+    streamed: bool = False,
 ) -> TestResponse:
     if content_type is not None:
         _headers([("Content-Type", content_type)])  # refused like any header (the server answers 500)
@@ -474,7 +481,8 @@ def _finish(
     if not no_body and not has_type and default_type:
         out.append(("Content-Type", default_type))
     if not no_body:
-        out.append(("Content-Length", str(len(body))))
+        # A stream's length is not known when its head goes out.
+        out.append(("Transfer-Encoding", "chunked") if streamed else ("Content-Length", str(len(body))))
     return TestResponse(status, out, b"" if (no_body or head_only) else body)
 
 
@@ -510,6 +518,35 @@ async def _collect(items: AsyncIterable[Any]) -> list[Any]:
     return [item async for item in items]
 
 
+async def _aclose(items: Any) -> None:
+    close = getattr(items, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _close_unpulled(body: Any, run: _Run) -> None:
+    """Closes a stream body whose head went out without a body (HEAD, 204, 304), as the server
+    does: the iterator is made (`iter()`, `__aiter__()`) and closed (`close()`, `aclose()`
+    awaited) without one item pulled, so a generator's code never runs."""
+    try:
+        if isinstance(body, EventStream):
+            if hasattr(body.events, "__aiter__"):
+                run(_aclose(getattr(body, "_aevents")()))
+                return
+            items = iter(body)
+        elif hasattr(body, "__aiter__"):
+            run(_aclose(body.__aiter__()))
+            return
+        else:
+            items = iter(body)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+    except Exception:
+        # The server logs it; the head has gone out either way.
+        pass
+
+
 def _body(
     body: Any, status: int, headers: list[tuple[str, str]], ctype: str | None, head_only: bool, run: _Run
 ) -> TestResponse:
@@ -521,7 +558,14 @@ def _body(
         return _finish(status, headers, "application/octet-stream", bytes(body), head_only, ctype)
     if isinstance(body, (dict, list)):
         return _finish(status, headers, "application/json", dumps(body), head_only, ctype)
-    if isinstance(body, EventStream):
+    is_events = isinstance(body, EventStream)
+    if (is_events or hasattr(body, "__aiter__") or isinstance(body, Iterable)) and (head_only or status in (204, 304)):
+        # No body goes out: like the server, the stream is closed without an item pulled.
+        _close_unpulled(body, run)
+        extra = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] if is_events and not headers else []
+        default = "text/event-stream" if is_events else "text/plain; charset=utf-8"
+        return _finish(status, extra + headers, default, b"", head_only, ctype, streamed=True)
+    if is_events:
         extra = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")] if not headers else []
         # Events from an async iterable are awaited on the Client's loop, as the server does.
         aevents = getattr(body, "_aevents")  # the server streams the same async generator

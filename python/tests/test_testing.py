@@ -208,3 +208,66 @@ def test_async_generators_are_collected_into_the_body() -> None:
     c.close()
     assert c._instances[0].closed
     c.close()  # twice is harmless
+
+
+class Streams:
+    """Streamed bodies that record whether an item was ever pulled."""
+
+    def __init__(self) -> None:
+        self.pulled: list[str] = []
+        self.closed: list[str] = []
+
+    def _items(self, name: str) -> Iterator[str]:
+        try:
+            self.pulled.append(name)
+            yield "a"
+        finally:
+            self.closed.append(name)
+
+    def gen(self, request: pyrs.Request) -> Iterator[str]:
+        return self._items("gen")
+
+    def gen_fn(self, request: pyrs.Request) -> Iterator[str]:
+        self.pulled.append("gen_fn")
+        yield "x"
+
+    def boom(self, request: pyrs.Request) -> Iterator[str]:
+        self.pulled.append("boom")
+        raise ValueError("boom before the first item")
+        yield "never"
+
+    async def agen(self, request: pyrs.Request) -> AsyncIterator[str]:
+        self.pulled.append("agen")
+        yield "a"
+
+    def events(self, request: pyrs.Request) -> pyrs.EventStream:
+        return pyrs.EventStream(self._items("events"))
+
+    def wrapped(self, request: pyrs.Request) -> pyrs.Response:
+        return pyrs.Response(self._items("wrapped"), status=202, content_type="application/x-thing")
+
+    def no_content(self, request: pyrs.Request) -> pyrs.Response:
+        return pyrs.Response(self._items("no_content"), status=204)
+
+
+def test_head_on_a_stream_sends_the_head_and_pulls_nothing() -> None:
+    with Client(Streams) as c:
+        api = c._instances[0]
+        for path, status, ctype in [
+            ("/gen", 200, "text/plain; charset=utf-8"),
+            ("/gen_fn", 200, "text/plain; charset=utf-8"),
+            ("/boom", 200, "text/plain; charset=utf-8"),  # never pulled, so it never raises
+            ("/agen", 200, "text/plain; charset=utf-8"),
+            ("/events", 200, "text/event-stream"),
+            ("/wrapped", 202, "application/x-thing"),
+        ]:
+            r = c.head(path)
+            assert (r.status, r.body, r.header("content-type")) == (status, b"", ctype), path
+            assert (r.header("transfer-encoding"), r.header("content-length")) == ("chunked", None), path
+            assert r.raw.endswith(b"Transfer-Encoding: chunked\r\n\r\n"), path
+        r = c.get("/no_content")
+        assert (r.status, r.body, r.header("transfer-encoding")) == (204, b"", None)
+        assert api.pulled == [], "HEAD (and a 204) never pull an item"
+        # GET pulls them, as before.
+        assert c.get("/gen").text == "a" and c.get("/boom").status == 500
+        assert api.pulled == ["gen", "boom"] and api.closed == ["gen"]
