@@ -1,7 +1,8 @@
 //! Observability with worker processes: the master's /metrics adds up every
 //! worker and keeps the counts of workers that died (a SIGKILLed worker does
 //! not make a counter go back) and the new workers of a reload that changed
-//! the routes and threads, workers share one access-log file in whole
+//! the routes and threads (a shared memory no worker uses any more is freed,
+//! its counts kept), workers share one access-log file in whole
 //! lines, /readyz follows the workers, and the status page, loaded in
 //! headless Chromium, shows one row per worker (screenshot under target/).
 
@@ -165,6 +166,59 @@ fn a_reload_that_changes_routes_and_threads_keeps_every_worker_in_the_metrics() 
         5.0,
         "a removed route keeps its count"
     );
+}
+
+/// The master's descriptors and mappings of the workers' shared metrics memory.
+fn metrics_memory_of(master: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{master}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().contains("memfd:pyrs-metrics"))
+                .count()
+        })
+        .unwrap_or(0);
+    let maps = std::fs::read_to_string(format!("/proc/{master}/maps")).unwrap_or_default();
+    (fds, maps.lines().filter(|l| l.contains("memfd:pyrs-metrics")).count())
+}
+
+/// Each reload that changes the routes gives the new workers another shared
+/// memory; once no worker or template uses the old one, the master unmaps it
+/// (before: one more mapping per such reload, until pyrs stopped), and its
+/// counts stay in /metrics.
+#[test]
+fn a_shared_memory_no_worker_uses_is_freed_and_its_counts_stay() {
+    let p = project("");
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let admin = admin_addr(&s);
+    let master = s.child.id();
+    assert_eq!(metrics_memory_of(master), (1, 1));
+    let mut routes: Vec<(String, &str)> =
+        [("/hello", "hello"), ("/pid", "pid"), ("/fail", "fail"), ("/wait", "wait")].map(|(p, h)| (p.into(), h)).into();
+    let (mut hello, mut first_extra) = (0, 0);
+    for round in 1..=8 {
+        for _ in 0..3 {
+            assert_eq!(get_retry(&s, "/hello").text(), "world");
+            hello += 1;
+        }
+        routes.push((format!("/extra{round}"), "pid"));
+        let pairs: Vec<(&str, &str)> = routes.iter().map(|(p, h)| (p.as_str(), *h)).collect();
+        let reloaded = Project::simple(API, &pairs, "\"workers\": 2, \"thread_count\": 1,");
+        std::fs::copy(reloaded.file(), p.file()).unwrap();
+        s.signal("HUP");
+        wait_until(90, &format!("reload {round}"), || s.stderr().matches("reload complete").count() == round);
+        assert_eq!(get_retry(&s, "/extra1").status, 200);
+        first_extra += 1;
+        // The new one, and the old one until its last worker and template are reaped.
+        let (fds, maps) = metrics_memory_of(master);
+        assert!(fds <= 1 && maps <= 2, "round {round}: {fds} descriptors, {maps} mappings");
+        wait_until(30, &format!("the old shared memory freed after reload {round}"), || {
+            metrics_memory_of(master) == (1, 1)
+        });
+    }
+    let m = metrics(admin);
+    assert_eq!(value(&m, "pyrs_requests_total", &[("route", "/hello"), ("status", "2xx")]), f64::from(hello));
+    assert_eq!(value(&m, "pyrs_requests_total", &[("route", "/extra1"), ("status", "2xx")]), f64::from(first_extra));
+    assert!(!s.stderr().contains("stay out of /metrics"), "{}", s.stderr());
 }
 
 #[test]

@@ -8,7 +8,11 @@
 //! layout: the master then makes another shared-memory file ([`Fleet::add_layout`]).
 //! Each file is a shard with its own route list; the view adds every shard
 //! up under one merged list of routes (a route keeps its figures across
-//! reloads; one that was removed keeps its counts).
+//! reloads; one that was removed keeps its counts). A shard that no process
+//! uses any more (every worker gone, no template holding it, not the one new
+//! workers get) is dropped ([`Fleet::drop_idle_shards`]): its retired totals
+//! are folded into the fleet's, under the same lock, and its memory unmapped,
+//! so a thousand such reloads do not hold a thousand mappings.
 
 use super::metrics::{HandlerError, Layout, Region, Totals, ERROR_SLOTS, T_IN_FLIGHT, T_REQUESTS};
 use super::shm::Mapping;
@@ -26,10 +30,17 @@ struct Member {
     drain_reason: &'static str,
 }
 
-/// One shared-memory file: its regions (one layout), where its routes are in
-/// the merged list (`to[r]`; its last route is `unmatched`), and what its
-/// exited workers counted.
+/// Names a shard: the master keeps the one new workers get and those its
+/// live templates hold. [`Fleet::new`]'s is [`FIRST_SHARD`], then
+/// [`Fleet::add_layout`] numbers them.
+pub type ShardId = u64;
+pub const FIRST_SHARD: ShardId = 0;
+
+/// One shared-memory file: its regions (one layout; they keep the mapping
+/// alive), where its routes are in the merged list (`to[r]`; its last route
+/// is `unmatched`), and what its exited workers counted.
 struct Shard {
+    id: ShardId,
     regions: Vec<Region>,
     to: Vec<usize>,
     retired: Totals,
@@ -37,6 +48,10 @@ struct Shard {
 
 struct State {
     shards: Vec<Shard>,
+    next_shard: ShardId,
+    /// What the dropped shards counted, in merged route numbers (`to` is the
+    /// identity, its last entry kept on `unmatched` like a shard's; no regions).
+    folded: Shard,
     /// Every shard's routes, first seen first, `unmatched` last.
     labels: Vec<RouteLabel>,
     /// In merged route numbers.
@@ -71,7 +86,7 @@ impl State {
         // `unmatched` moved to the end of the longer list: every shard's last route follows it.
         let unmatched = self.labels.len() - 1;
         to.push(unmatched);
-        for shard in &mut self.shards {
+        for shard in self.shards.iter_mut().chain([&mut self.folded]) {
             if let Some(last) = shard.to.last_mut() {
                 *last = unmatched;
             }
@@ -82,6 +97,17 @@ impl State {
             }
         }
         to
+    }
+
+    /// Adds a dropped shard's retired totals to `folded`, re-laid out under
+    /// the merged list as it is now (it may have grown since the last fold).
+    fn fold(&mut self, shard: &Shard) {
+        let routes = self.labels.len() - 1;
+        let mut totals = Totals::zero(Layout { threads: 1, routes });
+        totals.add_mapped(&self.folded.retired, &self.folded.to);
+        totals.add_mapped(&shard.retired, &shard.to);
+        self.folded.retired = totals;
+        self.folded.to = (0..=routes).collect();
     }
 
     /// The shard and region `pid` claimed.
@@ -111,9 +137,12 @@ fn unmatched() -> RouteLabel {
 impl Fleet {
     /// `labels`: the routes of `mapping`'s workers, `unmatched` last.
     pub fn new(mapping: &Arc<Mapping>, labels: Vec<RouteLabel>) -> Fleet {
+        let nothing = Layout { threads: 1, routes: 0 };
         let fleet = Fleet {
             state: Mutex::new(State {
                 shards: Vec::new(),
+                next_shard: FIRST_SHARD,
+                folded: Shard { id: ShardId::MAX, regions: Vec::new(), to: vec![0], retired: Totals::zero(nothing) },
                 labels: vec![unmatched()],
                 retired_errors: Vec::new(),
                 members: BTreeMap::new(),
@@ -129,7 +158,8 @@ impl Fleet {
 
     /// Workers started from now on count in `mapping`'s regions, under
     /// `labels` (`unmatched` last): a reload changed the routes or threads.
-    pub fn add_layout(&self, mapping: &Arc<Mapping>, labels: Vec<RouteLabel>) {
+    /// Returns the new shard's id.
+    pub fn add_layout(&self, mapping: &Arc<Mapping>, labels: Vec<RouteLabel>) -> ShardId {
         let regions = mapping.regions();
         let layout = regions.first().map(|r| r.layout()).unwrap_or(super::layout_for(1, 0));
         let mut labels = labels;
@@ -142,7 +172,29 @@ impl Fleet {
         }
         let mut s = self.lock();
         let to = s.merge(&labels);
-        s.shards.push(Shard { regions, to, retired: Totals::zero(layout) });
+        let id = s.next_shard;
+        s.next_shard += 1;
+        s.shards.push(Shard { id, regions, to, retired: Totals::zero(layout) });
+        id
+    }
+
+    /// Drops every shard outside `keep` of which no region is owned (its
+    /// workers all exited and were folded into its retired totals; a
+    /// template claims a worker's region before forking it, so with no
+    /// template holding the shard, which the caller's `keep` says, no worker
+    /// can come). Their totals move into the fleet's under the lock scrapes
+    /// take, so no counter goes back; the mapping goes with the last region.
+    /// Returns how many were dropped.
+    pub fn drop_idle_shards(&self, keep: &[ShardId]) -> usize {
+        let mut s = self.lock();
+        let (idle, used): (Vec<Shard>, Vec<Shard>) = std::mem::take(&mut s.shards)
+            .into_iter()
+            .partition(|sh| !keep.contains(&sh.id) && sh.regions.iter().all(|r| r.owner() == 0));
+        s.shards = used;
+        for shard in &idle {
+            s.fold(shard);
+        }
+        idle.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -182,17 +234,21 @@ impl Fleet {
         }
     }
 
-    /// A child process ended: if it was a worker, keep its counts and free its region.
+    /// A child process ended: if it was a worker, keep its counts and free
+    /// its region. Any other process's regions are freed too (a template
+    /// that died between claiming a worker's region and handing it over).
     pub fn exited(&self, pid: i32) {
         let mut s = self.lock();
         let reason = match s.members.remove(&pid) {
-            Some(m) if m.state == "starting" => "start_failure",
-            Some(m) if m.state == "draining" => m.drain_reason,
-            Some(_) if s.stopping => "shutdown",
-            Some(_) => "crash",
-            None => return,
+            Some(m) if m.state == "starting" => Some("start_failure"),
+            Some(m) if m.state == "draining" => Some(m.drain_reason),
+            Some(_) if s.stopping => Some("shutdown"),
+            Some(_) => Some("crash"),
+            None => None,
         };
-        *s.exits.entry(reason).or_default() += 1;
+        if let Some(reason) = reason {
+            *s.exits.entry(reason).or_default() += 1;
+        }
         let s = &mut *s;
         for shard in &mut s.shards {
             for r in shard.regions.iter().filter(|r| r.owner() == pid as u32) {
@@ -220,7 +276,7 @@ impl Source for Fleet {
     fn view(&self) -> View {
         let s = self.lock();
         let mut totals = Totals::zero(Layout { threads: 1, routes: s.labels.len() - 1 });
-        for shard in &s.shards {
+        for shard in s.shards.iter().chain([&s.folded]) {
             totals.add_mapped(&shard.retired, &shard.to);
         }
         let mut errors = s.retired_errors.clone();
@@ -351,6 +407,71 @@ mod tests {
         unsafe {
             libc::close(fd1);
             libc::close(fd2);
+        }
+    }
+
+    #[test]
+    fn a_shard_nobody_uses_is_folded_and_unmapped_and_the_counts_stay() {
+        let unmatched = RouteLabel { route: "unmatched".into(), handler: String::new(), batched: false };
+        let (m1, fd1) = Mapping::create(Layout { threads: 1, routes: 1 }, 2).unwrap();
+        let fleet = Fleet::new(&m1, vec![label("/a"), unmatched.clone()]);
+        let first = m1.regions();
+        fleet.born(100, 0);
+        assert!(first[0].claim(100));
+        first[0].thread(0).request(0, 200, 10);
+        first[0].thread(0).request(1, 404, 10);
+        // A reload adds /b: a second shard, which new workers get.
+        let (m2, fd2) = Mapping::create(Layout { threads: 1, routes: 2 }, 2).unwrap();
+        let second = fleet.add_layout(&m2, vec![label("/a"), label("/b"), unmatched.clone()]);
+        assert_ne!(second, FIRST_SHARD);
+        let regions2 = m2.regions();
+        fleet.born(200, 0);
+        assert!(regions2[0].claim(200));
+        regions2[0].thread(0).request(1, 200, 10);
+        // A worker still owns a region of the first: it stays, even outside `keep`.
+        assert_eq!(fleet.drop_idle_shards(&[second]), 0);
+        // A template holding it keeps it too, with no region owned.
+        fleet.exited(100);
+        assert_eq!(fleet.drop_idle_shards(&[FIRST_SHARD, second]), 0);
+        let counts = |v: &View| {
+            let names: Vec<&str> = v.labels.iter().map(|l| l.route.as_str()).collect();
+            let by_name = |n: &str| v.totals.route_count(names.iter().position(|&x| x == n).unwrap());
+            (by_name("/a"), by_name("/b"), by_name("unmatched"), v.totals.global(T_REQUESTS))
+        };
+        assert_eq!(counts(&fleet.view()), (1, 1, 1, 3));
+        // Nobody left: folded, and its mapping goes (the test's handles aside).
+        drop(first);
+        assert_eq!(Arc::strong_count(&m1), 1 + 2, "the test's handle and the fleet's two regions");
+        assert_eq!(fleet.drop_idle_shards(&[second]), 1);
+        assert_eq!(Arc::strong_count(&m1), 1, "the fleet no longer maps the first shard");
+        assert_eq!(counts(&fleet.view()), (1, 1, 1, 3));
+        // The kept shard stays even once empty.
+        fleet.exited(200);
+        assert_eq!(fleet.drop_idle_shards(&[second]), 0);
+        assert_eq!(counts(&fleet.view()), (1, 1, 1, 3));
+        // A third layout adds /c in front of `unmatched`: the folded counts
+        // keep their routes, `unmatched` included; then the second folds too.
+        let (m3, fd3) = Mapping::create(Layout { threads: 1, routes: 1 }, 2).unwrap();
+        let third = fleet.add_layout(&m3, vec![label("/c"), unmatched.clone()]);
+        let regions3 = m3.regions();
+        fleet.born(300, 0);
+        assert!(regions3[1].claim(300));
+        regions3[1].thread(0).request(0, 200, 10);
+        regions3[1].thread(0).request(1, 404, 10);
+        let names = |v: &View| v.labels.iter().map(|l| l.route.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&fleet.view()), ["/a", "/b", "/c", "unmatched"]);
+        assert_eq!(counts(&fleet.view()), (1, 1, 2, 5));
+        assert_eq!(fleet.drop_idle_shards(&[third]), 1);
+        let v = fleet.view();
+        assert_eq!(counts(&v), (1, 1, 2, 5));
+        assert_eq!(v.totals.route_count(2), 1, "/c");
+        fleet.exited(300);
+        assert_eq!(counts(&fleet.view()), (1, 1, 2, 5));
+        // SAFETY: closing the test's descriptors.
+        unsafe {
+            libc::close(fd1);
+            libc::close(fd2);
+            libc::close(fd3);
         }
     }
 }

@@ -154,7 +154,9 @@ impl Region {
 
     /// Marks the region as this process's, zeroed, started now.
     pub fn init(&self, pid: u32) {
-        for i in 0..self.layout.words() {
+        // The owner word is left alone until the end: zeroed on the way, it
+        // would let another process claim the region meanwhile.
+        for i in (0..self.layout.words()).filter(|&i| i != H_OWNER) {
             self.word(i).store(0, Ordering::Relaxed);
         }
         self.word(H_LAYOUT).store(self.layout.code(), Ordering::Relaxed);
@@ -170,6 +172,13 @@ impl Region {
         }
         self.init(pid);
         true
+    }
+
+    /// Gives a claimed region to process `pid` as it is (the template claims
+    /// a worker's region before forking it; the forked side, which learns the
+    /// worker's pid, hands it over).
+    pub fn hand_over(&self, pid: u32) {
+        self.word(H_OWNER).store(u64::from(pid), Ordering::Release);
     }
 
     /// The owning pid (0: free).

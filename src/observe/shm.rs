@@ -1,10 +1,11 @@
 //! Worker mode: every worker's metrics region lives in a shared memory
 //! file (memfd) that the master creates (another one when a reload changes
-//! the routes or threads: `fleet` adds them up), the template maps before
-//! forking, and each worker claims a free region of (by writing its pid
-//! into the region's header). The master reads all regions for `/metrics` and, when a
-//! worker exits, adds its final counts to the retired totals and frees the
-//! region: nothing is lost even when a worker is killed.
+//! the routes or threads: `fleet` adds them up, and drops one no worker uses
+//! any more), the template maps before forking. The template claims a free
+//! region for each worker it forks; the worker's pid goes into the region's
+//! header. The master reads all regions for `/metrics` and, when a worker
+//! exits, adds its final counts to the retired totals and frees the region:
+//! nothing is lost even when a worker is killed.
 
 use super::metrics::{Layout, Region};
 use std::os::fd::RawFd;
@@ -107,24 +108,29 @@ pub fn attach_inherited() {
     }
 }
 
-/// A worker: claims a free shared region of `layout` for this process, or a
-/// private one (with a warning) when the shape differs from the master's
-/// (the project file changed between the master's and the template's reads
-/// of it) or every region is taken.
-pub fn claim(layout: Layout) -> Region {
+/// The template, before it forks a worker: claims a free shared region of
+/// `layout` (owned by the template until the forked side hands it over with
+/// [`Region::hand_over`], once it knows the worker's pid). So a region names
+/// its worker before the template finishes the spawn, and a shared memory
+/// the master sees with no region owned and no template alive has no user
+/// left (`Fleet::drop_idle_shards`). None, with a warning, when the shape
+/// differs from the master's (the project file changed between the master's
+/// and the template's reads of it) or every region is taken: that worker
+/// then counts in a private region, out of `/metrics`.
+pub fn reserve(layout: Layout) -> Option<Region> {
     let pid = std::process::id();
-    if let Some(m) = INHERITED.get() {
-        if m.layout != layout {
-            log::warn!(
-                "worker {pid}: the routes or threads differ from what the master read in the project file; this worker's metrics stay out of /metrics (reload again)"
-            );
-        } else if let Some(r) = m.regions().into_iter().find(|r| r.claim(pid)) {
-            return r;
-        } else {
-            log::warn!("worker {pid}: no free metrics region; this worker's metrics stay out of /metrics");
-        }
+    let m = INHERITED.get()?;
+    if m.layout != layout {
+        log::warn!(
+            "template {pid}: the routes or threads differ from what the master read in the project file; the metrics of this template's workers stay out of /metrics (reload again)"
+        );
+        return None;
     }
-    Region::heap(layout)
+    let region = m.regions().into_iter().find(|r| r.claim(pid));
+    if region.is_none() {
+        log::warn!("template {pid}: no free metrics region; a new worker's metrics stay out of /metrics");
+    }
+    region
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use super::ipc::{self, Message};
 use super::{ENV_GENERATION, ENV_MASTER_PID, ENV_ROLE};
 use crate::config::Config;
-use crate::observe::fleet::Fleet;
+use crate::observe::fleet::{Fleet, ShardId, FIRST_SHARD};
 use crate::observe::metrics::Layout;
 use crate::observe::shm::{self, Mapping};
 use crate::observe::view::RouteLabel;
@@ -69,6 +69,8 @@ struct Template {
     /// Its workers replace the running ones (start-up, SIGHUP). False for a
     /// template that replaces one that died: it only serves new spawns.
     reload: bool,
+    /// The metrics shared memory it got (its workers count there).
+    shard: ShardId,
 }
 
 struct Slot {
@@ -104,8 +106,9 @@ struct Master<'a> {
     pending_line: String,
     /// The workers as /metrics and the status page see them.
     fleet: Arc<Fleet>,
-    /// The shared metrics memory new templates get (at fd `shm::FD`).
+    /// The shared metrics memory new templates get (at fd `shm::FD`), and its shard in the fleet.
     metrics_fd: RawFd,
+    metrics_shard: ShardId,
     metrics_env: String,
     /// Its layout and routes: when a reload changes them, new workers count
     /// in a new shared memory ([`Master::follow_metrics_shape`]).
@@ -153,6 +156,9 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     let regions = (4 * count + 8).clamp(16, 1024);
     let (mapping, metrics_fd) = Mapping::create(layout, regions)?;
     let fleet = Arc::new(Fleet::new(&mapping, labels.clone()));
+    let metrics_env = mapping.env_value();
+    // The fleet's regions keep it mapped, as long as the shard lives.
+    drop(mapping);
     if let Some(addr) = cfg.observe.admin_listen {
         crate::observe::admin::start(listener::bind(addr, 64), fleet.clone())?;
     }
@@ -176,7 +182,8 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         pending_line: String::new(),
         fleet,
         metrics_fd,
-        metrics_env: mapping.env_value(),
+        metrics_shard: FIRST_SHARD,
+        metrics_env,
         metrics_shape: (layout, labels),
         metrics_regions: regions,
     };
@@ -321,7 +328,8 @@ impl Master<'_> {
         log::info!("template {} (generation {gen}) starting", child.id());
         // SAFETY: cmd_w is a fresh descriptor owned from here on.
         let commands = Some(unsafe { std::fs::File::from_raw_fd(cmd_w) });
-        self.templates.push(Template { pid: child.id() as i32, gen, commands, ready: false, reload });
+        let shard = self.metrics_shard;
+        self.templates.push(Template { pid: child.id() as i32, gen, commands, ready: false, reload, shard });
         Ok(())
     }
 
@@ -428,8 +436,7 @@ impl Master<'_> {
     /// When `new` changes the routes or the threads, the metrics regions of
     /// the workers it starts have another layout: they get a shared memory
     /// of their own, which the fleet adds up with the others (the old workers
-    /// keep theirs until they exit). Kept until pyrs stops: one per reload
-    /// that changed the shape.
+    /// keep theirs until they exit; then [`Master::free_idle_metrics`] drops it).
     fn follow_metrics_shape(&mut self, new: &Config) {
         let shape = (crate::observe::layout_of(new), RouteLabel::for_routes(&new.modules));
         if shape == self.metrics_shape {
@@ -437,15 +444,28 @@ impl Master<'_> {
         }
         match Mapping::create(shape.0, self.metrics_regions) {
             Ok((mapping, fd)) => {
-                self.fleet.add_layout(&mapping, shape.1.clone());
+                self.metrics_shard = self.fleet.add_layout(&mapping, shape.1.clone());
                 // Templates already started keep their own copy of the old descriptor.
                 ipc::close(self.metrics_fd);
                 self.metrics_fd = fd;
                 self.metrics_env = mapping.env_value();
                 self.metrics_shape = shape;
                 log::info!("the routes or threads changed: new workers count their metrics in a new shared memory");
+                self.free_idle_metrics();
             }
             Err(e) => log::warn!("{e}; the new workers' metrics stay out of /metrics"),
+        }
+    }
+
+    /// Drops the metrics shared memories no process uses any more: not the
+    /// one new templates get, none a live template holds (it may still fork
+    /// workers into it), none with a region a worker owns. Their counts stay
+    /// in the fleet's totals.
+    fn free_idle_metrics(&self) {
+        let keep: Vec<ShardId> = self.templates.iter().map(|t| t.shard).chain([self.metrics_shard]).collect();
+        let freed = self.fleet.drop_idle_shards(&keep);
+        if freed > 0 {
+            log::debug!("freed {freed} metrics shared memory file(s) that no worker uses any more");
         }
     }
 
@@ -638,18 +658,27 @@ impl Master<'_> {
     }
 
     fn reap(&mut self) -> Result<(), String> {
+        let mut reaped = false;
         loop {
             let mut status = 0;
             // SAFETY: waitpid with a valid out-pointer.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
-                return Ok(());
+                break;
             }
+            reaped = true;
             self.on_exit(pid, status)?;
         }
+        if reaped {
+            self.free_idle_metrics();
+        }
+        Ok(())
     }
 
     fn on_exit(&mut self, pid: i32, status: i32) -> Result<(), String> {
+        // A worker's counts are kept and its region freed (a template's too:
+        // one that died in the middle of a spawn).
+        self.fleet.exited(pid);
         if let Some(i) = self.templates.iter().position(|t| t.pid == pid) {
             let t = self.templates.remove(i);
             if self.stopping.is_some() || t.commands.is_none() {
@@ -682,7 +711,6 @@ impl Master<'_> {
             }
             return Ok(());
         }
-        self.fleet.exited(pid);
         let Some(w) = self.workers.remove(&pid) else { return Ok(()) };
         let how = describe(status);
         if self.stopping.is_some() || w.state == State::Draining {

@@ -103,8 +103,12 @@ pub fn run(cfg: &Config, venv: Option<&Path>) -> Result<(), String> {
 
 /// Forks twice so the worker is orphaned to the master (a child subreaper),
 /// which then sees its exit. Python's fork protocol is followed around the
-/// first fork; the intermediate process only forks again and exits.
+/// first fork; the intermediate process only forks again, hands the
+/// worker's metrics region over to it, and exits.
 fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity) {
+    // Claimed here and handed over before the intermediate exits: once this
+    // spawn is done, the region names the worker (shm::reserve).
+    let region = crate::observe::shm::reserve(crate::observe::layout_of(cfg));
     Python::attach(|py| {
         // SAFETY: this process has exactly one thread (the template never starts
         // others; handler threads were warned about), and the fork protocol
@@ -115,6 +119,9 @@ fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity) {
             if pid < 0 {
                 ffi::PyOS_AfterFork_Parent();
                 log::error!("fork failed: {}", std::io::Error::last_os_error());
+                if let Some(r) = &region {
+                    r.release();
+                }
                 return;
             }
             if pid == 0 {
@@ -125,10 +132,17 @@ fn fork_worker(cfg: &Config, app: Option<Arc<PyApp>>, id: Identity) {
                 let intermediate = libc::getpid();
                 let grandchild = libc::fork();
                 if grandchild != 0 {
+                    if let Some(r) = &region {
+                        if grandchild > 0 {
+                            r.hand_over(grandchild as u32);
+                        } else {
+                            r.release();
+                        }
+                    }
                     libc::_exit(if grandchild < 0 { 1 } else { 0 });
                 }
                 let id = worker::Identity { birth_parent: intermediate, ..id };
-                let code = worker::run(py, cfg, app, id);
+                let code = worker::run(py, cfg, app, id, region);
                 crate::logging::flush(crate::logging::EXIT_FLUSH);
                 std::process::exit(code);
             }

@@ -28,8 +28,15 @@ pub struct Identity {
 }
 
 /// Runs the worker; returns the process exit status. `py` is the forked
-/// template's attached main thread.
-pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Identity) -> i32 {
+/// template's attached main thread; `region` is the shared metrics region the
+/// template claimed for this worker (None: it counts in a private one).
+pub fn run(
+    py: Python<'_>,
+    cfg: &Config,
+    preloaded: Option<Arc<PyApp>>,
+    id: Identity,
+    region: Option<crate::observe::metrics::Region>,
+) -> i32 {
     let pid = std::process::id() as i32;
     // Forked from the single-threaded template: this process's own log writer.
     crate::logging::start_writer();
@@ -69,8 +76,7 @@ pub fn run(py: Python<'_>, cfg: &Config, preloaded: Option<Arc<PyApp>>, id: Iden
         Ok(None) => return fatal("internal: no listening sockets from the master".into()),
         Err(e) => return fatal(e),
     };
-    let layout = crate::observe::layout_of(cfg);
-    let region = crate::observe::shm::claim(layout);
+    let region = region.unwrap_or_else(|| crate::observe::metrics::Region::heap(crate::observe::layout_of(cfg)));
     let observer =
         match Observer::new(&cfg.observe, &cfg.modules, cfg.thread_count, region, Arc::new(Health::default())) {
             Ok(o) => Arc::new(o),
