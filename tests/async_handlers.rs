@@ -7,8 +7,12 @@ use common::*;
 use std::time::Instant;
 
 const API: &str = r#"
-import asyncio, os, sys
+import asyncio, os, sys, threading
 import pyrs
+
+# /hold_loop blocks the asyncio thread itself until /open_loop.
+LOOP_HELD = threading.Event()
+LOOP_GATE = threading.Event()
 
 class Api:
     def __init__(self):
@@ -42,6 +46,26 @@ class Api:
             await asyncio.Event().wait()
         finally:
             print("forever finally ran", flush=True)
+
+    async def hold_loop(self, request):
+        LOOP_HELD.set()
+        LOOP_GATE.wait(120)  # no await: the loop runs nothing else meanwhile
+        return "held"
+
+    def loop_held(self, request):
+        return "yes" if LOOP_HELD.is_set() else "no"
+
+    def open_loop(self, request):
+        LOOP_GATE.set()
+        return "open"
+
+    async def body_ran(self, request):
+        print("body ran " + request.query["n"], flush=True)
+        return "ran"
+
+    def mark(self, request):
+        print("marked " + request.query["n"], flush=True)
+        return "marked"
 
     async def nap(self, request):
         print("nap started", flush=True)
@@ -162,6 +186,11 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/hello", "hello"),
         ("/slow", "slow"),
         ("/nap", "nap"),
+        ("/hold_loop", "hold_loop"),
+        ("/loop_held", "loop_held"),
+        ("/open_loop", "open_loop"),
+        ("/body_ran", "body_ran"),
+        ("/mark", "mark"),
         ("/boom", "boom"),
         ("/pid", "pid"),
         ("/agen", "agen"),
@@ -428,6 +457,36 @@ fn a_client_that_goes_away_cancels_its_pending_coroutine_and_only_that_one() {
     // Counted: the three coroutines cancelled.
     let metrics = observe_support::get(observe_support::admin_addr(&s), "/metrics").text();
     assert!(metrics.contains("\npyrs_abandoned_responses_total 3\n"), "{metrics}");
+}
+
+#[test]
+fn a_coroutine_whose_client_goes_before_its_task_starts_never_runs() {
+    let p = Project::simple(API, &routes(), "\"thread_count\": 1,");
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let admin = observe_support::admin_addr(&s);
+    let mut held = s.connect();
+    held.send(b"GET /hold_loop HTTP/1.1\r\nHost: h\r\n\r\n");
+    wait_until(30, "the asyncio thread to be held", || s.get("/loop_held").text() == "yes");
+    // Handed to the held loop (its task cannot start), and the client resets.
+    // /mark runs after /body_ran's handler returned its coroutine.
+    let mut gone = s.connect();
+    gone.send(b"GET /body_ran?n=1 HTTP/1.1\r\nHost: h\r\n\r\nGET /mark?n=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    s.wait_stdout("marked 1", 1, 30);
+    gone.reset();
+    wait_until(30, "the abandoned response to be counted", || {
+        observe_support::get(admin, "/metrics").text().contains("\npyrs_abandoned_responses_total 1\n")
+    });
+    // The thread sends the cancel before it runs another handler: let the loop go on.
+    assert_eq!(s.get("/open_loop").text(), "open");
+    assert_eq!(held.read_response().text(), "held");
+    // The loop takes its callbacks in order: the cancelled task's first step
+    // comes before this coroutine's.
+    assert_eq!(s.get("/body_ran?n=2").text(), "ran");
+    s.wait_stdout("body ran 2", 1, 30);
+    let out = s.stdout();
+    assert!(!out.contains("body ran 1"), "the coroutine's body ran after its client went:\n{out}");
+    let err = s.stderr();
+    assert!(!err.contains("never awaited") && !err.contains("rror"), "{err}");
 }
 
 #[test]

@@ -55,14 +55,13 @@ class AsyncBody:
 
 
 class Job:
-    \"\"\"A coroutine handed to the loop, until and after its task starts.\"\"\"
+    \"\"\"A coroutine handed to the loop, and its task once `_start` has made it.\"\"\"
 
-    __slots__ = ('coro', 'task', 'cancelled')
+    __slots__ = ('coro', 'task')
 
     def __init__(self, coro):
         self.coro = coro
         self.task = None
-        self.cancelled = False
 
 
 class Runner:
@@ -82,10 +81,6 @@ class Runner:
 
     def _start(self, job, done):
         coro, job.coro = job.coro, None
-        if job.cancelled:
-            coro.close()
-            done(None, asyncio.CancelledError('the client went away'))
-            return
         try:
             task = self.loop.create_task(coro)
         except BaseException as e:
@@ -99,7 +94,11 @@ class Runner:
         self.loop.call_soon_threadsafe(self._cancel, job)
 
     def _cancel(self, job):
-        job.cancelled = True
+        # Always after _start: call_soon_threadsafe keeps its callbacks in
+        # order, and cancel() takes the job submit() returned. A task
+        # cancelled before its first step never runs the coroutine's body
+        # (CancelledError is thrown in at its start). No task: create_task
+        # failed, and done() was called with that error.
         if job.task is not None and not job.task.done():
             # CancelledError at the coroutine's await: its finally blocks run.
             job.task.cancel()
@@ -252,8 +251,9 @@ pub struct Task {
 
 impl Task {
     /// Cancels the coroutine (from any thread holding the GIL): its task
-    /// is cancelled on the loop, or never started if it has not yet, and its
-    /// `done` callback gets `CancelledError`. A no-op once it has ended.
+    /// is cancelled on the loop (if it has not taken its first step yet, the
+    /// coroutine's body never runs), and its `done` callback gets
+    /// `CancelledError`. A no-op once it has ended.
     pub fn cancel(&self, py: Python<'_>) {
         if let Some(r) = RUNNER.get(py) {
             if let Err(e) = r.runner.bind(py).call_method1("cancel", (&self.job,)) {
