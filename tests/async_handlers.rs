@@ -538,6 +538,38 @@ fn a_half_closed_client_gets_its_pending_coroutines_answer() {
 }
 
 #[test]
+fn on_a_unix_socket_a_half_close_is_answered_and_a_close_cancels() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let p = Project::simple(API, &routes(), "");
+    let dir = temp_dir("unix-half-close");
+    let sock = dir.join("pyrs.sock");
+    let s = Server::start(&p, &["--bind", &format!("unix:{}", sock.display())]);
+    let connect = || {
+        let c = UnixStream::connect(&sock).expect("connect to the Unix socket");
+        c.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+        c
+    };
+    // Half-closed while the coroutine awaits: answered, then closed.
+    let mut c = connect();
+    c.write_all(b"GET /nap HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    s.wait_stdout("nap started", 1, 30);
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("read to EOF");
+    let napped = "HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 6\r\n\r\nnapped";
+    assert_eq!(masked(&got).0, napped);
+    // Closed both ways (the server sees a hang-up): its coroutine is cancelled.
+    let marker_path = dir.join("closed");
+    let mut c = connect();
+    c.write_all(format!("GET /wait_marked?marker={} HTTP/1.1\r\nHost: h\r\n\r\n", marker_path.display()).as_bytes())
+        .unwrap();
+    s.wait_stdout(&format!("waiting {}", marker_path.display()), 1, 30);
+    drop(c);
+    assert_eq!(marker(&marker_path), "cancelled");
+}
+
+#[test]
 fn an_async_generator_that_raises_before_its_first_item_answers_500() {
     let p = Project::simple(API, &routes(), "");
     let s = Server::start(&p, &[]);
