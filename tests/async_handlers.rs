@@ -128,6 +128,11 @@ class Api:
                 f.write(how)
         return "woke"
 
+    async def agen_nap(self, request):
+        yield "one\n"
+        await asyncio.sleep(0.3)
+        yield "two\n"
+
     async def agen_marked(self, request):
         marker = request.query["marker"]
         how = "ended"
@@ -199,6 +204,7 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/aevents", "aevents"),
         ("/wait_marked", "wait_marked"),
         ("/agen_marked", "agen_marked"),
+        ("/agen_nap", "agen_nap"),
         ("/agen_fails_first", "agen_fails_first"),
         ("/aevents_fail", "aevents_fail"),
         ("/returns_failing_agen", "returns_failing_agen"),
@@ -535,6 +541,26 @@ fn a_half_closed_client_gets_its_pending_coroutines_answer() {
     assert_eq!(got, format!("{hello}{napped}"));
     let err = s.stderr();
     assert!(!err.contains("CancelledError") && !err.contains("rror"), "{err}");
+}
+
+#[test]
+fn a_half_closed_client_gets_the_rest_of_an_async_generator_stream() {
+    let p = Project::simple(API, &routes(), "");
+    let s = Server::start(&p, &[]);
+    let mut c = s.connect();
+    c.send(b"GET /agen_nap HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("one\n") {
+        let n = read_retry(&mut c.stream, &mut buf).unwrap();
+        assert!(n > 0, "closed before the first item: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The generator now awaits asyncio.sleep(0.3) before its second item.
+    c.half_close();
+    got.extend(c.read_to_close());
+    let want = "HTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n4\r\none\n\r\n4\r\ntwo\n\r\n0\r\n\r\n";
+    assert_eq!(masked(&got).0, want);
 }
 
 #[test]
