@@ -147,6 +147,8 @@ fn run(cli: Cli) -> Result<(), String> {
     let app = Arc::new(app);
     // A single process cannot replace itself: a handler stuck past the grace
     // is logged, and its thread stays busy (new connections go to the others).
+    // Coroutines are bounded by the same timeout, on the asyncio loop.
+    pyrs::python::aio::set_handler_timeout(cfg.workers.timeout);
     let handler_timeout = HandlerTimeout {
         timeout: cfg.workers.timeout,
         grace: HandlerTimeout::grace_for(cfg.workers.timeout),

@@ -307,6 +307,35 @@ fn an_exception_in_a_coroutine_is_a_logged_500() {
 }
 
 #[test]
+fn a_coroutine_that_awaits_past_timeout_is_answered_503_and_cancelled() {
+    let p = Project::simple(API, &routes(), "\"timeout\": 1,");
+    let s = Server::start(&p, &[]);
+    let mut c = s.connect();
+    let started = Instant::now();
+    c.send(b"GET /forever HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!((r.status, r.text()), (503, "Handler timed out\n".to_string()));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "not before the timeout");
+    // Cancelled: its finally ran. Logged like a sync handler's timeout, with where it awaited.
+    s.wait_stdout("forever finally ran", 1, 30);
+    s.wait_stderr("route /forever (main.Api.forever) timed out rid=", 30);
+    let err = s.stderr();
+    assert!(err.contains("await asyncio.Event().wait()"), "the log shows where it awaited: {err}");
+    assert!(!err.contains("CancelledError") && !err.contains("Internal Server Error"), "{err}");
+    // The connection carries on.
+    c.send(b"GET /hello HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(c.read_response().text(), "hello");
+    // A client that closes (a FIN, so its answer is still produced) is
+    // answered and its connection freed once the timeout has passed.
+    let mut gone = s.connect();
+    gone.send(b"GET /forever HTTP/1.1\r\nHost: h\r\n\r\n");
+    gone.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let out = String::from_utf8_lossy(&gone.read_to_close()).into_owned();
+    assert!(out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{out}");
+    s.wait_stdout("forever finally ran", 2, 30);
+}
+
+#[test]
 fn shutdown_answers_coroutines_that_finish_and_cancels_the_rest() {
     let p = Project::simple(API, &routes(), "\"shutdown_timeout\": 2,");
     let mut s = Server::start(&p, &[]);

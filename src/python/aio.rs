@@ -17,12 +17,14 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 const RUNNER_SOURCE: &std::ffi::CStr = c"
 import asyncio
 import logging
+import types
 
 try:
     import uvloop as _uvloop
@@ -57,29 +59,55 @@ class AsyncBody:
 class Job:
     \"\"\"A coroutine handed to the loop, and its task once `_start` has made it.\"\"\"
 
-    __slots__ = ('coro', 'task')
+    __slots__ = ('coro', 'task', 'deadline', 'done')
 
     def __init__(self, coro):
         self.coro = coro
         self.task = None
+        # With a timeout: the loop time past which it is timed out, and its callback.
+        self.deadline = None
+        self.done = None
+
+
+def _awaiting(coro):
+    \"\"\"A traceback of where a suspended coroutine waits: its frame, then
+    those of what it awaits, down to the innermost (a future has none).\"\"\"
+    frames = []
+    while coro is not None and len(frames) < 100:
+        frame = getattr(coro, 'cr_frame', None) or getattr(coro, 'gi_frame', None) or getattr(coro, 'ag_frame', None)
+        if frame is None:
+            break
+        frames.append(frame)
+        coro = getattr(coro, 'cr_await', None) or getattr(coro, 'gi_yieldfrom', None) or getattr(coro, 'ag_await', None)
+    tb = None
+    for frame in reversed(frames):
+        tb = types.TracebackType(tb, frame, frame.f_lasti, frame.f_lineno)
+    return tb
 
 
 class Runner:
-    def __init__(self):
+    def __init__(self, timeout_class):
         self.loop = _uvloop.new_event_loop() if _uvloop is not None else asyncio.new_event_loop()
         self.kind = 'uvloop' if _uvloop is not None else 'asyncio'
         self.tasks = set()
+        # pyrs.Timeout: what a handler's coroutine still running past `timeout` is answered with.
+        self.timeout_class = timeout_class
+        # Jobs with a deadline, checked by one sweep a fraction of the timeout
+        # apart while any runs (a timer per request would cost ~2.5 us each).
+        self.timed = set()
+        self.sweeper = None
+        self.timeout = None
 
     def run(self):
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def submit(self, coro, done):
+    def submit(self, coro, done, timeout=None):
         job = Job(coro)
-        self.loop.call_soon_threadsafe(self._start, job, done)
+        self.loop.call_soon_threadsafe(self._start, job, done, timeout)
         return job
 
-    def _start(self, job, done):
+    def _start(self, job, done, timeout):
         coro, job.coro = job.coro, None
         try:
             task = self.loop.create_task(coro)
@@ -88,7 +116,39 @@ class Runner:
             return
         job.task = task
         self.tasks.add(task)
-        task.add_done_callback(lambda t: self._finish(t, done))
+        if timeout is not None and self.timeout_class is not None:
+            self.timeout = timeout
+            job.deadline = self.loop.time() + timeout
+            job.done = done
+            self.timed.add(job)
+            if self.sweeper is None:
+                self.sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+        task.add_done_callback(lambda t: self._finish(t, done, job))
+
+    def _sweep_every(self):
+        return min(max(self.timeout / 20, 0.01), 0.5)
+
+    def _sweep(self):
+        self.sweeper = None
+        now = self.loop.time()
+        for job in [j for j in self.timed if j.deadline <= now]:
+            self._time_out(job)
+        if self.timed:
+            self.sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+
+    def _time_out(self, job):
+        # Past `timeout`: answered now with pyrs.Timeout (503, logged with
+        # where the coroutine awaits), then cancelled (its finally blocks
+        # run); whatever it ends with later is dropped (done answers once).
+        self.timed.discard(job)
+        done, job.done = job.done, None
+        task = job.task
+        if done is None or task is None or task.done():
+            return
+        exc = self.timeout_class(f'still awaiting after {self.timeout:g} s (timeout)')
+        tb = _awaiting(task.get_coro())
+        done(None, exc.with_traceback(tb) if tb is not None else exc)
+        task.cancel()
 
     def cancel(self, job):
         self.loop.call_soon_threadsafe(self._cancel, job)
@@ -103,8 +163,11 @@ class Runner:
             # CancelledError at the coroutine's await: its finally blocks run.
             job.task.cancel()
 
-    def _finish(self, task, done):
+    def _finish(self, task, done, job=None):
         self.tasks.discard(task)
+        if job is not None and job.deadline is not None:
+            self.timed.discard(job)
+            job.done = None
         if task.cancelled():
             done(None, asyncio.CancelledError('cancelled at shutdown'))
             return
@@ -196,7 +259,8 @@ fn runner(py: Python<'_>) -> PyResult<&'static Runner> {
         globals.set_item("__builtins__", py.import("builtins")?)?;
         py.run(RUNNER_SOURCE, Some(&globals), None)?;
         let cls = globals.get_item("Runner")?.ok_or_else(|| PyRuntimeError::new_err("pyrs._aio has no Runner"))?;
-        let runner = cls.call0()?;
+        let timeout_class = super::errors::timeout_class(py).map(|c| c.clone().into_any());
+        let runner = cls.call1((timeout_class,))?;
         let async_body = globals
             .get_item("AsyncBody")?
             .ok_or_else(|| PyRuntimeError::new_err("pyrs._aio has no AsyncBody"))?
@@ -219,16 +283,35 @@ fn runner(py: Python<'_>) -> PyResult<&'static Runner> {
     })
 }
 
+/// The handler `timeout` of this process, in milliseconds (0: not set).
+static HANDLER_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the `timeout` that bounds handlers' coroutines (once, at start-up).
+pub fn set_handler_timeout(timeout: Duration) {
+    HANDLER_TIMEOUT_MS.store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
+}
+
+/// The `timeout` that bounds handlers' coroutines, if set.
+pub fn handler_timeout() -> Option<Duration> {
+    match HANDLER_TIMEOUT_MS.load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    }
+}
+
 /// Runs `coro` on the process's event loop and calls `done` with its result
 /// or exception (cancelled: `CancelledError`). Callable from any thread
 /// holding the GIL; returns at once, with what cancels the coroutine (None
 /// when it could not be handed over: then `done` has been called here with
-/// the error).
-pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, done: Done) -> Option<Task> {
+/// the error). With `timeout`, a coroutine still running that long after it
+/// started is answered `pyrs.Timeout` (with a traceback of where it awaits)
+/// and then cancelled.
+pub fn spawn(py: Python<'_>, coro: Bound<'_, PyAny>, done: Done, timeout: Option<Duration>) -> Option<Task> {
     let callback = DoneCallback { done: Mutex::new(Some(done)) };
     let submitted = runner(py).and_then(|r| {
         let callback = Bound::new(py, callback)?;
-        match r.runner.bind(py).call_method1("submit", (&coro, &callback)) {
+        let timeout = timeout.map(|t| t.as_secs_f64());
+        match r.runner.bind(py).call_method1("submit", (&coro, &callback, timeout)) {
             Ok(job) => Ok(Some(Task { job: job.unbind() })),
             Err(e) => {
                 callback.borrow().__call__(py, py.None().into_bound(py), e.value(py).clone().into_any());
@@ -304,6 +387,7 @@ pub fn run_blocking(py: Python<'_>, coro: Bound<'_, PyAny>, timeout: Duration) -
         Box::new(move |_py, outcome| {
             let _ = tx.send(outcome.map(Bound::unbind));
         }),
+        None,
     );
     match py.detach(|| rx.recv_timeout(timeout)) {
         Ok(outcome) => outcome,

@@ -486,5 +486,6 @@ fn await_response(
                 })
             }));
         }),
+        aio::handler_timeout(),
     )
 }

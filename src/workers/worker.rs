@@ -99,6 +99,8 @@ pub fn run(
     }
     // A handler still stuck after pyrs.Timeout and the grace: tell the master
     // (it replaces this worker at once and counts the route), then die.
+    // Coroutines are bounded by the same timeout, on the asyncio loop.
+    crate::python::aio::set_handler_timeout(cfg.workers.timeout);
     let handler_timeout = HandlerTimeout {
         timeout: cfg.workers.timeout,
         grace: HandlerTimeout::grace_for(cfg.workers.timeout),
