@@ -196,6 +196,10 @@ impl StaticDir {
                 Ok(index) if index.starts_with(&self.root) => index,
                 _ => return Lookup::NotFound,
             }
+        } else if rest.ends_with('/') {
+            // A file named as a directory (`/static/a.css/`): not found, as
+            // open(2) answers; served, its relative links would resolve wrongly.
+            return Lookup::NotFound;
         } else {
             real
         };
@@ -307,6 +311,7 @@ mod tests {
             "/s/sub%2f..%2f..%2fsecret.txt",
             "/s/nope",
             "/other/a.css",
+            "/s/a.css/",
         ] {
             assert_eq!(found(missing), "not found", "{missing}");
         }

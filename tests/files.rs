@@ -106,6 +106,16 @@ fn file_responses_carry_validators_and_answer_conditions_and_ranges() {
     assert_eq!((r.status, r.text().as_str()), (200, DATA), "several ranges: the whole file");
     let r = req(&s, "GET /data HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\nIf-Range: \"stale\"\r\n\r\n");
     assert_eq!(r.status, 200);
+    // Positions past u64 (more than 19 digits): still a range, against a file that is far smaller.
+    let r = req(&s, "GET /data HTTP/1.1\r\nHost: h\r\nRange: bytes=5-99999999999999999999999\r\n\r\n");
+    assert_eq!(
+        (r.status, r.text().as_str(), r.header("content-range")),
+        (206, "56789abcdefghij", Some("bytes 5-19/20"))
+    );
+    let r = req(&s, "GET /data HTTP/1.1\r\nHost: h\r\nRange: bytes=99999999999999999999999-\r\n\r\n");
+    assert_eq!((r.status, r.header("content-range")), (416, Some("bytes */20")));
+    let r = req(&s, "GET /data HTTP/1.1\r\nHost: h\r\nRange: bytes=-99999999999999999999999\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (206, DATA));
 
     let r = req(&s, "HEAD /data HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!((r.status, r.header("content-length"), r.body.len()), (200, Some("20"), 0));
@@ -144,6 +154,13 @@ fn a_content_type_with_crlf_or_a_bad_status_is_never_sent() {
         assert_eq!(r.text(), "Internal Server Error\n", "status {bad}");
     }
     s.wait_stderr("status 42 is not a final HTTP status", 5);
+    // 206 and 416 need a Content-Range only pyrs can write (from the request's Range).
+    for partial in ["206", "416"] {
+        c.send(format!("GET /bad_status?s={partial} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.read_response();
+        assert_eq!((r.status, r.header("content-range")), (500, None), "status {partial}");
+    }
+    s.wait_stderr("status 206 is answered by pyrs from the request's Range header", 5);
     c.send(b"GET /bad_status?s=203 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.read_response().status, 203);
 }
@@ -192,6 +209,8 @@ fn static_routes_serve_the_directory_and_nothing_outside_it() {
         "/static/..%2fsecret.txt",
         "/static/..%5csecret.txt",
         "/static/data.txt%00.css",
+        "/static/data.txt/",
+        "/static/style.css//",
     ] {
         let r = s.get(path);
         assert_eq!(r.status, 404, "{path}: {}", String::from_utf8_lossy(&r.body));

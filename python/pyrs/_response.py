@@ -112,6 +112,10 @@ class FileResponse:
         headers: Any = None,
         status: int = 200,
     ):
+        if status in (206, 416):
+            raise ValueError(
+                f"status {status} is answered by pyrs from the request's Range header; give the status of the whole file"
+            )
         if not 200 <= status <= 599:
             raise ValueError(f"status {status} is not a final HTTP status (200-599)")
         self.path = os.fspath(path)

@@ -79,10 +79,18 @@ class Unsendable:
         f.status = 42
         return f
 
+    def file_partial(self, request: pyrs.Request) -> pyrs.FileResponse:
+        f = pyrs.FileResponse(__file__)
+        f.status = 206
+        return f
+
+    def file_partial_new(self, request: pyrs.Request) -> pyrs.FileResponse:
+        return pyrs.FileResponse(__file__, status=416)
+
 
 def test_what_the_server_refuses_is_a_500() -> None:
     c = Client(Unsendable)
-    for path in ("/crlf_type", "/crlf_file_type", "/file_status"):
+    for path in ("/crlf_type", "/crlf_file_type", "/file_status", "/file_partial", "/file_partial_new"):
         r = c.get(path)
         assert (r.status, r.text) == (500, "Internal Server Error\n"), path
         assert r.header("injected") is None, path

@@ -112,11 +112,13 @@ fn parse_range(header: &[u8], size: u64) -> RangeSpec {
         return RangeSpec::Ignore;
     };
     let (first, last) = (spec[..dash].trim_ascii(), spec[dash + 1..].trim_ascii());
+    // Positions past u64 saturate: still larger than any file (RFC 9110
+    // section 14.1.1 puts no bound on their digits).
     let num = |s: &[u8]| -> Option<u64> {
-        if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        std::str::from_utf8(s).ok()?.parse().ok()
+        Some(s.iter().fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
     };
     match (first.is_empty(), last.is_empty()) {
         (true, true) => RangeSpec::Ignore,
@@ -255,10 +257,14 @@ mod tests {
         assert_eq!(with("bytes=500-99999"), Plan::Partial { start: 500, len: 500 });
         assert_eq!(with("bytes=1000-"), Plan::Unsatisfiable);
         assert_eq!(with("bytes=-0"), Plan::Unsatisfiable);
-        for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=5-1", "bytes=x-", "bytes=-", "bytes=99999999999999999999-"]
-        {
+        for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=5-1", "bytes=x-", "bytes=-", "bytes=1-x", "bytes=+1-2"] {
             assert_eq!(with(ignored), Plan::Full, "{ignored}");
         }
+        assert_eq!(with("bytes=99999999999999999999-"), Plan::Unsatisfiable);
+        assert_eq!(with("bytes=18446744073709551615-"), Plan::Unsatisfiable);
+        assert_eq!(with("bytes=990-99999999999999999999"), Plan::Partial { start: 990, len: 10 });
+        assert_eq!(with("bytes=-99999999999999999999"), Plan::Partial { start: 0, len: 1000 });
+        assert_eq!(with("bytes=99999999999999999999-99999999999999999998"), Plan::Unsatisfiable);
     }
 
     #[test]

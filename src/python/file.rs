@@ -46,6 +46,12 @@ impl PyFileResponse {
 }
 
 fn check_status(status: u16) -> PyResult<()> {
+    if matches!(status, 206 | 416) {
+        // Either needs a Content-Range, which pyrs writes from the request.
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "status {status} is answered by pyrs from the request's Range header; give the status of the whole file"
+        )));
+    }
     if (200..=599).contains(&status) {
         return Ok(());
     }
