@@ -150,6 +150,19 @@ class Api:
             with open(marker, "w") as f:
                 f.write(how)
 
+    async def agen_never_starts(self, request):
+        try:
+            print("agen_never_starts waiting", flush=True)
+            await asyncio.Event().wait()
+            yield "never"
+        finally:
+            print("agen_never_starts finally ran", flush=True)
+
+    async def agen_slow_items(self, request):
+        yield "a\n"
+        await asyncio.sleep(1.5)
+        yield "b\n"
+
     async def agen_fails_first(self, request):
         await asyncio.sleep(0)
         raise ValueError("async boom before the first item")
@@ -206,6 +219,8 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/agen_marked", "agen_marked"),
         ("/agen_nap", "agen_nap"),
         ("/agen_fails_first", "agen_fails_first"),
+        ("/agen_never_starts", "agen_never_starts"),
+        ("/agen_slow_items", "agen_slow_items"),
         ("/aevents_fail", "aevents_fail"),
         ("/returns_failing_agen", "returns_failing_agen"),
         ("/agen_http_error", "agen_http_error"),
@@ -333,6 +348,17 @@ fn a_coroutine_that_awaits_past_timeout_is_answered_503_and_cancelled() {
     let out = String::from_utf8_lossy(&gone.read_to_close()).into_owned();
     assert!(out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{out}");
     s.wait_stdout("forever finally ran", 2, 30);
+    // An async generator's first item is the handler's answer: bounded the same way (its head
+    // is held back until then); the items after it are not.
+    c.send(b"GET /agen_never_starts HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!((r.status, r.text()), (503, "Handler timed out\n".to_string()));
+    s.wait_stdout("agen_never_starts finally ran", 1, 30);
+    s.wait_stderr("route /agen_never_starts (main.Api.agen_never_starts) timed out rid=", 30);
+    assert!(s.stderr().contains("await asyncio.Event().wait()"), "{}", s.stderr());
+    c.send(b"GET /agen_slow_items HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    let out = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("2\r\nb\n\r\n0\r\n\r\n"), "{out}");
 }
 
 #[test]

@@ -59,14 +59,17 @@ class AsyncBody:
 class Job:
     \"\"\"A coroutine handed to the loop, and its task once `_start` has made it.\"\"\"
 
-    __slots__ = ('coro', 'task', 'deadline', 'done')
+    __slots__ = ('coro', 'task', 'deadline', 'done', 'root')
 
     def __init__(self, coro):
         self.coro = coro
         self.task = None
-        # With a timeout: the loop time past which it is timed out, and its callback.
+        # With a timeout: the loop time past which it is timed out, its
+        # callback, and where to look for the frames it waits in (None: the
+        # task's coroutine).
         self.deadline = None
         self.done = None
+        self.root = None
 
 
 def _awaiting(coro):
@@ -116,14 +119,18 @@ class Runner:
             return
         job.task = task
         self.tasks.add(task)
-        if timeout is not None and self.timeout_class is not None:
-            self.timeout = timeout
-            job.deadline = self.loop.time() + timeout
-            job.done = done
-            self.timed.add(job)
-            if self.sweeper is None:
-                self.sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
+        self._bound(job, done, timeout)
         task.add_done_callback(lambda t: self._finish(t, done, job))
+
+    def _bound(self, job, done, timeout):
+        if timeout is None or self.timeout_class is None:
+            return
+        self.timeout = timeout
+        job.deadline = self.loop.time() + timeout
+        job.done = done
+        self.timed.add(job)
+        if self.sweeper is None:
+            self.sweeper = self.loop.call_later(self._sweep_every(), self._sweep)
 
     def _sweep_every(self):
         return min(max(self.timeout / 20, 0.01), 0.5)
@@ -146,7 +153,7 @@ class Runner:
         if done is None or task is None or task.done():
             return
         exc = self.timeout_class(f'still awaiting after {self.timeout:g} s (timeout)')
-        tb = _awaiting(task.get_coro())
+        tb = _awaiting(job.root if job.root is not None else task.get_coro())
         done(None, exc.with_traceback(tb) if tb is not None else exc)
         task.cancel()
 
@@ -177,16 +184,20 @@ class Runner:
         else:
             done(task.result(), None)
 
-    def next_item(self, body, done):
-        self.loop.call_soon_threadsafe(self._next_item, body, done)
+    def next_item(self, body, done, timeout=None):
+        self.loop.call_soon_threadsafe(self._next_item, body, done, timeout)
 
-    def _next_item(self, body, done):
+    def _next_item(self, body, done, timeout):
         if body.closed:
             done(None, asyncio.CancelledError('closed'))
             return
         body.task = self.loop.create_task(body.next())
         self.tasks.add(body.task)
-        body.task.add_done_callback(lambda t: self._finish(t, done))
+        job = Job(None)
+        job.task = body.task
+        job.root = body.aiter
+        self._bound(job, done, timeout)
+        body.task.add_done_callback(lambda t: self._finish(t, done, job))
 
     def close_body(self, body):
         self.loop.call_soon_threadsafe(self._close_body, body)
@@ -352,12 +363,14 @@ pub fn async_body(py: Python<'_>, aiter: &Bound<'_, PyAny>) -> PyResult<Py<PyAny
 }
 
 /// Awaits the next item of `body` on the loop; `done` gets `(item, False)`,
-/// `(None, True)` at the end, or the exception.
-pub fn next_item(py: Python<'_>, body: &Bound<'_, PyAny>, done: Done) {
+/// `(None, True)` at the end, or the exception (with `timeout`, as for
+/// [`spawn`]: `pyrs.Timeout`, then the wait is cancelled).
+pub fn next_item(py: Python<'_>, body: &Bound<'_, PyAny>, done: Done, timeout: Option<Duration>) {
     let callback = DoneCallback { done: Mutex::new(Some(done)) };
     let outcome = runner(py).and_then(|r| {
         let callback = Bound::new(py, callback)?;
-        if let Err(e) = r.runner.bind(py).call_method1("next_item", (body, &callback)) {
+        let timeout = timeout.map(|t| t.as_secs_f64());
+        if let Err(e) = r.runner.bind(py).call_method1("next_item", (body, &callback, timeout)) {
             callback.borrow().__call__(py, py.None().into_bound(py), e.value(py).clone().into_any());
         }
         Ok(())

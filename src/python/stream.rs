@@ -218,6 +218,9 @@ impl BodyStream for PyAsyncStream {
             None if items.waiting => return Pulled::Pending,
             None => items.waiting = true,
         }
+        // The first item is the handler's answer (its head waits for it):
+        // bounded by `timeout` like a coroutine handler; the others are not.
+        let timeout = if items.yielded { None } else { aio::handler_timeout() };
         drop(items);
         let (shared, waker, origin) = (self.items.clone(), self.waker.clone(), self.origin.clone());
         // The event loop pulls in its locked phase: this thread holds the GIL.
@@ -275,6 +278,7 @@ impl BodyStream for PyAsyncStream {
                     drop(items);
                     waker.wake();
                 }),
+                timeout,
             )
         });
         Pulled::Pending
