@@ -59,7 +59,8 @@ pub fn conditions(head: &RequestHead) -> Conditions<'_> {
 pub struct Presentation<'a> {
     /// The status of a full response (200 unless the handler said otherwise).
     pub status: u16,
-    pub content_type: &'a str,
+    /// As sent (Latin-1, see `http::encode::latin1`).
+    pub content_type: &'a [u8],
     /// Sent as an attachment under this name.
     pub filename: Option<&'a str>,
 }
@@ -74,7 +75,7 @@ pub fn respond<E: From<InvalidHeader>>(
     how: &Presentation<'_>,
     headers: impl FnOnce(&mut ResponseWriter<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    if !crate::http::encode::is_field_value(how.content_type.as_bytes()) {
+    if !crate::http::encode::is_field_value(how.content_type) {
         // A handler's content_type goes into the head as it is.
         return Err(InvalidHeader { name: "Content-Type".into() }.into());
     }
@@ -120,11 +121,11 @@ pub fn respond<E: From<InvalidHeader>>(
         Plan::NotModified => w.finish(b"", b""),
         Plan::Unsatisfiable => w.finish(b"text/plain; charset=utf-8", b"Range Not Satisfiable\n"),
         Plan::Full => {
-            let send = w.finish_head(how.content_type.as_bytes(), Some(meta.len));
+            let send = w.finish_head(how.content_type, Some(meta.len));
             res.send_body(send, Body::File { file, offset: 0, len: meta.len });
         }
         Plan::Partial { start, len } => {
-            let send = w.finish_head(how.content_type.as_bytes(), Some(len));
+            let send = w.finish_head(how.content_type, Some(len));
             res.send_body(send, Body::File { file, offset: start, len });
         }
     }
@@ -223,7 +224,7 @@ impl StaticDir {
         let path = head.path();
         match unlocked(&|| self.lookup(path)) {
             Lookup::File { opened, content_type } => {
-                let how = Presentation { status: 200, content_type, filename: None };
+                let how = Presentation { status: 200, content_type: content_type.as_bytes(), filename: None };
                 let _ = respond::<InvalidHeader>(res, opened, &conditions(head), &how, |_| Ok(()));
             }
             Lookup::AddSlash => {

@@ -51,6 +51,13 @@ class Api:
     def crlf(self, request):
         return ("x", 200, {"X-Evil": "a\r\nInjected: 1"})
 
+    def echo_header(self, request):
+        return pyrs.Response("x", headers={"X-Echo": request.headers["x-in"]},
+                             content_type="text/plain; name=" + request.headers["x-in"])
+
+    def euro_header(self, request):
+        return ("x", 200, {"X-Price": "5 \u20ac"})
+
     def count(self, request):
         self.counter += 1
         return str(self.counter)
@@ -101,6 +108,8 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/junk", "junk"),
         ("/bad_status", "bad_status"),
         ("/crlf", "crlf"),
+        ("/echo_header", "echo_header"),
+        ("/euro_header", "euro_header"),
         ("/count1", "count"),
         ("/count2", "count"),
         ("/echo", "echo"),
@@ -221,6 +230,24 @@ fn header_with_crlf_is_never_sent() {
     s.wait_stderr("invalid response header \"X-Evil\"", 5);
     c.send(b"GET /text HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.read_response().status, 200);
+}
+
+#[test]
+fn header_values_are_latin_1_both_ways() {
+    // Request header values reach Python as Latin-1 text (one char per
+    // byte): a value sent back is the same bytes, not their UTF-8.
+    let s = server();
+    let mut c = s.connect();
+    c.send(b"GET /echo_header HTTP/1.1\r\nHost: t\r\nX-In: caf\xe9\r\nConnection: close\r\n\r\n");
+    let out = c.read_to_close();
+    let has = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
+    assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"), "{}", String::from_utf8_lossy(&out));
+    assert!(has(b"\r\nX-Echo: caf\xe9\r\n"), "{}", String::from_utf8_lossy(&out));
+    assert!(has(b"\r\nContent-Type: text/plain; name=caf\xe9\r\n"), "{}", String::from_utf8_lossy(&out));
+    // A character Latin-1 cannot encode is refused like a CR: a logged 500.
+    let r = s.get("/euro_header");
+    assert_eq!((r.status, r.header("X-Price")), (500, None));
+    s.wait_stderr("invalid response header \"X-Price\"", 5);
 }
 
 #[test]

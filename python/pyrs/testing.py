@@ -446,7 +446,8 @@ def _headers(h: Any) -> list[tuple[str, str]]:
             value = str(value)
         if not isinstance(value, str):
             raise TypeError(f"header {name!r}: values must be str or int")
-        if not _TOKEN.match(name) or any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+        # Sent as Latin-1 (one byte per character, as request headers are read): nothing past U+00FF.
+        if not _TOKEN.match(name) or any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F or ord(c) > 0xFF for c in value):
             raise ValueError(f"invalid header {name!r}")
         out.append((name, value))
     return out

@@ -71,6 +71,9 @@ class Unsendable:
     def crlf_type(self, request: pyrs.Request) -> pyrs.Response:
         return pyrs.Response("x", content_type="text/plain\r\nInjected: 1")
 
+    def euro_header(self, request: pyrs.Request) -> pyrs.Response:
+        return pyrs.Response("x", headers={"X-Price": "5 \u20ac"})
+
     def crlf_file_type(self, request: pyrs.Request) -> pyrs.FileResponse:
         return pyrs.FileResponse(__file__, content_type="text/plain\r\nInjected: 1")
 
@@ -90,7 +93,7 @@ class Unsendable:
 
 def test_what_the_server_refuses_is_a_500() -> None:
     c = Client(Unsendable)
-    for path in ("/crlf_type", "/crlf_file_type", "/file_status", "/file_partial", "/file_partial_new"):
+    for path in ("/crlf_type", "/euro_header", "/crlf_file_type", "/file_status", "/file_partial", "/file_partial_new"):
         r = c.get(path)
         assert (r.status, r.text) == (500, "Internal Server Error\n"), path
         assert r.header("injected") is None, path

@@ -31,8 +31,23 @@ pub struct InvalidHeader {
 
 impl std::fmt::Display for InvalidHeader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid response header {:?} (names must be tokens; values must not contain CR, LF, NUL or other control characters)", self.name)
+        write!(f, "invalid response header {:?} (names must be tokens; values must not contain CR, LF, NUL or other control characters, nor characters outside Latin-1: percent-encode them, RFC 8187)", self.name)
     }
+}
+
+/// A header value given as text, as the bytes sent: Latin-1, one byte per
+/// character, as request header values are decoded (so a value sent back
+/// is the bytes that came in). None when a character is outside Latin-1.
+pub fn latin1(value: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if value.is_ascii() {
+        return Some(std::borrow::Cow::Borrowed(value.as_bytes()));
+    }
+    value.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect::<Option<Vec<u8>>>().map(std::borrow::Cow::Owned)
+}
+
+/// [`latin1`], refused as an invalid `name` header when it cannot be.
+pub fn latin1_header<'v>(name: &str, value: &'v str) -> Result<std::borrow::Cow<'v, [u8]>, InvalidHeader> {
+    latin1(value).ok_or_else(|| InvalidHeader { name: name.to_string() })
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -348,6 +363,15 @@ mod tests {
 
     const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
     const KA: ResponseContext = ResponseContext { keep_alive: true, head_only: false, version: Version::Http11 };
+
+    #[test]
+    fn header_text_is_sent_as_latin_1() {
+        assert_eq!(latin1("plain").as_deref(), Some(&b"plain"[..]));
+        assert!(matches!(latin1("plain"), Some(std::borrow::Cow::Borrowed(_))), "ASCII is not copied");
+        assert_eq!(latin1("caf\u{e9} \u{ff}").as_deref(), Some(&b"caf\xe9 \xff"[..]));
+        assert_eq!(latin1("5 \u{20ac}"), None);
+        assert_eq!(latin1_header("X-Price", "\u{100}").unwrap_err().name, "X-Price");
+    }
 
     #[test]
     fn a_handler_server_header_replaces_pyrs_s() {

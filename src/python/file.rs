@@ -92,7 +92,8 @@ pub fn send(
     let cond = borrowed.as_ref().map(|r| files::conditions(r.head())).unwrap_or_default();
     let name = f.filename.as_deref().or_else(|| f.path.file_name().and_then(|n| n.to_str())).unwrap_or("");
     let content_type = f.content_type.as_deref().unwrap_or_else(|| content_type_for(name));
-    let how = Presentation { status: f.status, content_type, filename: f.filename.as_deref() };
+    let content_type = crate::http::encode::latin1_header("Content-Type", content_type)?;
+    let how = Presentation { status: f.status, content_type: &content_type, filename: f.filename.as_deref() };
     let headers = f.headers.as_ref().map(|h| h.bind(py).clone());
     files::respond(res, opened, &cond, &how, |w| match &headers {
         Some(h) => super::response::write_headers(w, h).map_err(FileError::Other),

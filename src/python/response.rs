@@ -15,6 +15,7 @@
 use super::{bridge, format_exception};
 use crate::app::Responder;
 use crate::http::body::{Body, SharedBytes};
+use crate::http::encode::latin1_header;
 use crate::observe::context;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -255,16 +256,13 @@ fn encode_value(
             (h, false) => Some(with_cookies(py, h.map(|h| h.bind(py)), &r.cookies)?),
         };
         let body = r.body.bind(py);
-        let ct = r.content_type.as_deref();
+        let ct = match r.content_type.as_deref() {
+            Some(ct) => Some(latin1_header("Content-Type", ct).map_err(Unsendable::Header)?),
+            None => None,
+        };
+        let ct = ct.as_deref();
         if body.is_none() {
-            return send(
-                res,
-                r.status,
-                headers.as_ref(),
-                ct.map(str::as_bytes),
-                ct.map(str::as_bytes).unwrap_or(b""),
-                b"",
-            );
+            return send(res, r.status, headers.as_ref(), ct, ct.unwrap_or(b""), b"");
         }
         return encode_body(py, body, r.status, headers.as_ref(), ct, res, scratch, origin);
     }
@@ -330,12 +328,12 @@ fn encode_body(
     body: &Bound<'_, PyAny>,
     status: u16,
     headers: Option<&Bound<'_, PyAny>>,
-    content_type: Option<&str>,
+    content_type: Option<&[u8]>,
     res: &mut Responder<'_>,
     scratch: &mut Vec<u8>,
     origin: Origin<'_, '_>,
 ) -> Result<(), Unsendable> {
-    let ct = content_type.map(str::as_bytes);
+    let ct = content_type;
     if let Ok(s) = body.cast::<PyString>() {
         return send(res, status, headers, ct, b"text/plain; charset=utf-8", s.to_str()?.as_bytes());
     }
@@ -526,7 +524,8 @@ pub fn write_headers(w: &mut crate::http::encode::ResponseWriter<'_>, h: &Bound<
             Err(_) if value.cast::<pyo3::types::PyInt>().is_ok() => value.str()?.to_str()?.to_owned(),
             Err(_) => return Err(PyTypeError::new_err(format!("header {name:?}: values must be str or int")).into()),
         };
-        w.header(name.as_bytes(), value.as_bytes()).map_err(Unsendable::Header)
+        let value = latin1_header(&name, &value).map_err(Unsendable::Header)?;
+        w.header(name.as_bytes(), &value).map_err(Unsendable::Header)
     };
     if let Ok(d) = h.cast::<PyDict>() {
         for (k, v) in d.iter() {
