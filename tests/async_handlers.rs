@@ -190,6 +190,23 @@ class Api:
             yield "never"
         return pyrs.Response(gen(), status=202)
 
+    async def swallow_cancel(self, request):
+        # Keeps going after its first cancellation (the second, at shutdown, ends it).
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            print("swallowed the cancellation", flush=True)
+        await asyncio.sleep(3600)
+        return "late"
+
+    async def agen_waits_first(self, request):
+        await asyncio.sleep(3600)
+        yield "never"
+
+    def spin(self, request):
+        while True:
+            pass
+
     async def close(self):
         await asyncio.sleep(0)
         print("async close ran", flush=True)
@@ -225,6 +242,9 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/returns_failing_agen", "returns_failing_agen"),
         ("/agen_http_error", "agen_http_error"),
         ("/gen_fails_first", "gen_fails_first"),
+        ("/swallow_cancel", "swallow_cancel"),
+        ("/agen_waits_first", "agen_waits_first"),
+        ("/spin", "spin"),
     ]
 }
 
@@ -349,7 +369,7 @@ fn a_coroutine_that_awaits_past_timeout_is_answered_503_and_cancelled() {
     assert!(out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{out}");
     s.wait_stdout("forever finally ran", 2, 30);
     // An async generator's first item is the handler's answer: bounded the same way (its head
-    // is held back until then); the items after it are not.
+    // is held back until then); so is each later pull, as a sync generator's (the stream is cut).
     c.send(b"GET /agen_never_starts HTTP/1.1\r\nHost: h\r\n\r\n");
     let r = c.read_response();
     assert_eq!((r.status, r.text()), (503, "Handler timed out\n".to_string()));
@@ -358,7 +378,7 @@ fn a_coroutine_that_awaits_past_timeout_is_answered_503_and_cancelled() {
     assert!(s.stderr().contains("await asyncio.Event().wait()"), "{}", s.stderr());
     c.send(b"GET /agen_slow_items HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
     let out = String::from_utf8_lossy(&c.read_to_close()).into_owned();
-    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("2\r\nb\n\r\n0\r\n\r\n"), "{out}");
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("\r\n\r\n2\r\na\n\r\n"), "cut after a: {out}");
 }
 
 #[test]
@@ -702,4 +722,101 @@ fn a_generator_that_raises_before_its_first_item_counts_as_a_handler_exception()
     for (rid, error) in rids.iter().zip(["sync boom before the first item", "async boom before the first item"]) {
         assert!(page.contains(rid.as_str()) && page.contains(error), "{rid} {error}:\n{page}");
     }
+}
+
+/// What a handler past `timeout` is answered with (sync or coroutine), then
+/// the pipelined `GET /hello` behind it.
+const TIMED_OUT_THEN_HELLO: &str = "HTTP/1.1 503 Service Unavailable\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 18\r\n\r\nHandler timed out\nHTTP/1.1 200 OK\r\nServer: pyrs\r\nDate: X\r\nX-Request-Id: R\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+
+/// `path` pipelined with `GET /hello` (closing): what the server sent, masked.
+fn then_hello(s: &Server, path: &str) -> (String, Vec<String>) {
+    exchange_masked(
+        s,
+        &format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\nGET /hello HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+#[test]
+fn a_coroutine_past_timeout_is_cancelled_and_answered_like_a_sync_handler() {
+    let p = Project::simple(API, &routes(), "\"timeout\": 1, \"thread_count\": 2,");
+    let s = Server::start(&p, &["--admin", "127.0.0.1:0"]);
+    let admin = observe_support::admin_addr(&s);
+    let path = temp_dir("timeout-marker").join("forever");
+    // Pipelined behind it, /hello waits for the 503 and comes after it.
+    let (got, rids) = then_hello(&s, &format!("/wait_marked?marker={}", path.display()));
+    assert_eq!(got, TIMED_OUT_THEN_HELLO, "{}", s.stderr());
+    assert_eq!(marker(&path), "cancelled", "the task was cancelled and its finally ran");
+    // One log line like a sync handler's: route, request id, and where it awaited.
+    s.wait_stderr(&format!("route /wait_marked (main.Api.wait_marked) timed out rid={}:", rids[0]), 30);
+    let err = s.stderr();
+    assert!(err.contains(", in wait_marked\n    await asyncio.sleep(3600)\n"), "the awaiting stack line: {err}");
+    assert!(err.contains("pyrs.Timeout: still awaiting after 1 s (timeout)"), "{err}");
+    // The sync path's answer, byte for byte.
+    assert_eq!(then_hello(&s, "/spin").0, TIMED_OUT_THEN_HELLO, "{}", s.stderr());
+    // Counted as the sync timeouts are: a handler exception and a 5xx, kept for the status page.
+    let m = observe_support::metrics(admin);
+    for route in ["/wait_marked", "/spin"] {
+        assert_eq!(observe_support::value(&m, "pyrs_handler_exceptions_total", &[("route", route)]), 1.0, "{route}");
+        let labels = [("route", route), ("status", "5xx")];
+        assert_eq!(observe_support::value(&m, "pyrs_requests_total", &labels), 1.0, "{route}");
+    }
+    let page = observe_support::get(admin, "/").text();
+    assert!(page.contains(rids[0].as_str()) && page.contains("still awaiting after 1 s"), "{page}");
+}
+
+#[test]
+fn a_coroutine_that_swallows_its_cancellation_still_gets_its_503_at_the_deadline() {
+    let p = Project::simple(API, &routes(), "\"timeout\": 1,");
+    let s = Server::start(&p, &[]);
+    // The coroutine goes on for an hour after its cancellation: the 503 is the timeout's.
+    let r = s.get("/swallow_cancel");
+    assert_eq!((r.status, r.text()), (503, "Handler timed out\n".to_string()), "{}", s.stderr());
+    s.wait_stdout("swallowed the cancellation", 1, 30);
+    s.wait_stderr("route /swallow_cancel (main.Api.swallow_cancel) timed out rid=", 30);
+    // The next client is served.
+    assert_eq!(s.get("/hello").text(), "hello");
+}
+
+#[test]
+fn an_async_generator_pull_past_timeout_cuts_the_stream_and_closes_the_generator() {
+    let p = Project::simple(API, &routes(), "\"timeout\": 1,");
+    let s = Server::start(&p, &[]);
+    // The second pull awaits for an hour: cut after the first item, no terminating chunk.
+    let path = temp_dir("agen-timeout-marker").join("agen");
+    let (got, rids) =
+        exchange_masked(&s, &format!("GET /agen_marked?marker={} HTTP/1.1\r\nHost: h\r\n\r\n", path.display()));
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.contains("Transfer-Encoding: chunked\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\n6\r\nfirst\n\r\n"), "cut after the first item: {got}");
+    assert_eq!(marker(&path), "cancelled", "the pending pull was cancelled and the generator's finally ran");
+    let line =
+        format!("route /agen_marked (main.Api.agen_marked) timed out while streaming (response cut) rid={}:", rids[0]);
+    s.wait_stderr(&line, 30);
+    let err = s.stderr();
+    assert!(err.contains(", in agen_marked\n    await asyncio.sleep(3600)\n"), "the awaiting stack line: {err}");
+    // Before the first item: the head was held back, so a 503 like a handler's, and the connection goes on.
+    assert_eq!(then_hello(&s, "/agen_waits_first").0, TIMED_OUT_THEN_HELLO, "{}", s.stderr());
+    s.wait_stderr("route /agen_waits_first (main.Api.agen_waits_first) timed out rid=", 30);
+}
+
+#[test]
+fn a_worker_is_not_killed_for_a_coroutine_past_timeout() {
+    let p = Project::simple(API, &routes(), "\"workers\": 1, \"timeout\": 1,");
+    let s = Server::start(&p, &[]);
+    let pid = |s: &Server| {
+        let r = s.get("/pid");
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_str::<serde_json::Value>(&r.text()).unwrap()["pid"].as_i64().unwrap()
+    };
+    let before = pid(&s);
+    let started = Instant::now();
+    let r = s.get("/swallow_cancel");
+    assert_eq!((r.status, r.text()), (503, "Handler timed out\n".to_string()), "{}", s.stderr());
+    // A stuck sync handler gets its worker killed after timeout + grace (2 s
+    // here); a coroutine leaves no pool thread busy, so nothing may be killed
+    // once that has passed (the coroutine still runs).
+    let past_grace = std::time::Duration::from_secs(3);
+    std::thread::sleep(past_grace.saturating_sub(started.elapsed()));
+    assert_eq!(pid(&s), before, "the same worker serves on");
+    let err = s.stderr();
+    assert!(!err.contains("killing the worker") && !err.contains("despite pyrs.Timeout"), "{err}");
 }

@@ -44,6 +44,16 @@ impl StreamOrigin {
         format!("route {} ({})", self.pattern, self.handler)
     }
 
+    /// Logs an exception raised after the first item (the response is cut),
+    /// with the request's id (pulls run outside its context). `pyrs.Timeout`
+    /// (a pull past `timeout`) says so; its traceback is where it hung.
+    fn raised_later(&self, py: Python<'_>, e: &PyErr) {
+        let timed_out = super::errors::timeout_class(py).is_some_and(|t| e.get_type(py).is(t));
+        let kind = if timed_out { "timed out" } else { "raised" };
+        let rid = self.rid.map(|rid| format!(" rid={rid}")).unwrap_or_default();
+        log::error!("{} {kind} while streaming (response cut){rid}:\n{}", self.label(), format_exception(py, e));
+    }
+
     /// What answers an exception raised before the first item: the
     /// response's head was held back, so the client gets what a handler
     /// that raised gets (`HTTPError`'s status, else a logged 500 with the
@@ -91,8 +101,7 @@ impl BodyStream for PyStream {
                     return Pulled::Failed;
                 }
                 Some(Err(e)) => {
-                    let label = self.origin.label();
-                    log::error!("{label} raised while streaming (response cut):\n{}", format_exception(py, &e));
+                    self.origin.raised_later(py, &e);
                     return Pulled::Failed;
                 }
             };
@@ -218,9 +227,11 @@ impl BodyStream for PyAsyncStream {
             None if items.waiting => return Pulled::Pending,
             None => items.waiting = true,
         }
-        // The first item is the handler's answer (its head waits for it):
-        // bounded by `timeout` like a coroutine handler; the others are not.
-        let timeout = if items.yielded { None } else { aio::handler_timeout() };
+        // Each pull is bounded by `timeout` like a sync generator's (and a
+        // coroutine handler): the first, which the held head waits for, is
+        // then answered 503; a later one cuts the response. Either way the
+        // client's connection is freed, even if it only sent a FIN.
+        let timeout = aio::handler_timeout();
         drop(items);
         let (shared, waker, origin) = (self.items.clone(), self.waker.clone(), self.origin.clone());
         // The event loop pulls in its locked phase: this thread holds the GIL.
@@ -252,8 +263,7 @@ impl BodyStream for PyAsyncStream {
                         Err(e) if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => Got::Failed,
                         Err(e) if !yielded => Got::RaisedFirst(e),
                         Err(e) => {
-                            let label = origin.label();
-                            log::error!("{label} raised while streaming (response cut):\n{}", format_exception(py, &e));
+                            origin.raised_later(py, &e);
                             Got::Failed
                         }
                     };
