@@ -9,6 +9,7 @@ use crate::http::body::Body;
 use crate::http::encode::{InvalidHeader, ResponseWriter};
 use crate::http::file::{self, Conditions, FileMeta, Plan};
 use crate::http::RequestHead;
+use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -48,11 +49,27 @@ pub fn conditions(head: &RequestHead) -> Conditions<'_> {
         return Conditions::default();
     }
     Conditions {
-        if_none_match: head.header("if-none-match"),
+        if_none_match: field_list(head, b"if-none-match"),
         if_modified_since: head.header("if-modified-since"),
         range: head.header("range"),
         if_range: head.header("if-range"),
     }
+}
+
+/// A list field's value: its one line as is, or its lines joined with
+/// commas (copied only then).
+fn field_list<'h>(head: &'h RequestHead, name: &[u8]) -> Option<Cow<'h, [u8]>> {
+    let mut lines = head.headers().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+    let first = lines.next()?;
+    let Some(second) = lines.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut joined = [first, second].join(&b","[..]);
+    for more in lines {
+        joined.push(b',');
+        joined.extend_from_slice(more);
+    }
+    Some(Cow::Owned(joined))
 }
 
 /// How to describe the file in the response.

@@ -94,6 +94,10 @@ fn file_responses_carry_validators_and_answer_conditions_and_ranges() {
     assert_eq!(r.status, 304);
     let r = req(&s, "GET /data HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"other\"\r\n\r\n");
     assert_eq!(r.status, 200);
+    // A list split over several field lines is one list.
+    let split =
+        format!("GET /data HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"a\"\r\nIf-None-Match: \"b\", W/{etag}\r\n\r\n");
+    assert_eq!(req(&s, &split).status, 304);
 
     let r = req(&s, "GET /data HTTP/1.1\r\nHost: h\r\nRange: bytes=2-5\r\n\r\n");
     assert_eq!((r.status, r.text().as_str()), (206, "2345"));

@@ -29,9 +29,11 @@ impl FileMeta {
 }
 
 /// The request headers that decide what is sent.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Conditions<'a> {
-    pub if_none_match: Option<&'a [u8]>,
+    /// Every `If-None-Match` field line's list, joined (a list may be split
+    /// over several lines, RFC 9110 section 5.3).
+    pub if_none_match: Option<std::borrow::Cow<'a, [u8]>>,
     pub if_modified_since: Option<&'a [u8]>,
     pub range: Option<&'a [u8]>,
     pub if_range: Option<&'a [u8]>,
@@ -53,7 +55,7 @@ pub enum Plan {
 /// Decides the answer to a GET or HEAD of a file (RFC 9110 sections 13 and 14).
 pub fn plan(meta: &FileMeta, c: &Conditions<'_>) -> Plan {
     let etag = meta.etag();
-    if let Some(inm) = c.if_none_match {
+    if let Some(inm) = &c.if_none_match {
         if etag_list_matches(inm, &etag) {
             return Plan::NotModified;
         }
@@ -270,12 +272,12 @@ mod tests {
     #[test]
     fn conditionals() {
         let etag = META.etag();
-        let c = Conditions { if_none_match: Some(etag.as_bytes()), ..Default::default() };
+        let c = Conditions { if_none_match: Some(etag.as_bytes().into()), ..Default::default() };
         assert_eq!(plan(&META, &c), Plan::NotModified);
         let list = format!("\"other\", W/{etag}");
-        let c = Conditions { if_none_match: Some(list.as_bytes()), ..Default::default() };
+        let c = Conditions { if_none_match: Some(list.as_bytes().into()), ..Default::default() };
         assert_eq!(plan(&META, &c), Plan::NotModified);
-        let c = Conditions { if_none_match: Some(b"\"other\""), ..Default::default() };
+        let c = Conditions { if_none_match: Some(b"\"other\"".as_slice().into()), ..Default::default() };
         assert_eq!(plan(&META, &c), Plan::Full);
         let lm = META.last_modified();
         let c = Conditions { if_modified_since: Some(&lm), ..Default::default() };
@@ -283,7 +285,11 @@ mod tests {
         let c = Conditions { if_modified_since: Some(b"Sun, 06 Nov 1994 08:49:36 GMT"), ..Default::default() };
         assert_eq!(plan(&META, &c), Plan::Full);
         // If-None-Match wins over If-Modified-Since.
-        let c = Conditions { if_none_match: Some(b"\"x\""), if_modified_since: Some(&lm), ..Default::default() };
+        let c = Conditions {
+            if_none_match: Some(b"\"x\"".as_slice().into()),
+            if_modified_since: Some(&lm),
+            ..Default::default()
+        };
         assert_eq!(plan(&META, &c), Plan::Full);
         // If-Range with a stale validator: the whole file.
         let c = Conditions { range: Some(b"bytes=0-0"), if_range: Some(b"\"old\""), ..Default::default() };
