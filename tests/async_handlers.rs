@@ -207,6 +207,21 @@ class Api:
         while True:
             pass
 
+    def aevents_stall(self, request):
+        async def events():
+            yield {"event": "tick", "data": 1}
+            await asyncio.sleep(3600)  # events stall
+            yield "never"
+        return pyrs.EventStream(events())
+
+    def aiter_stall(self, request):
+        class Stalls:
+            def __aiter__(self):
+                return self
+            async def __anext__(self):
+                await asyncio.sleep(3600)  # iterator stalls
+        return pyrs.Response(Stalls())
+
     async def close(self):
         await asyncio.sleep(0)
         print("async close ran", flush=True)
@@ -245,6 +260,8 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/swallow_cancel", "swallow_cancel"),
         ("/agen_waits_first", "agen_waits_first"),
         ("/spin", "spin"),
+        ("/aevents_stall", "aevents_stall"),
+        ("/aiter_stall", "aiter_stall"),
     ]
 }
 
@@ -796,6 +813,14 @@ fn an_async_generator_pull_past_timeout_cuts_the_stream_and_closes_the_generator
     // Before the first item: the head was held back, so a 503 like a handler's, and the connection goes on.
     assert_eq!(then_hello(&s, "/agen_waits_first").0, TIMED_OUT_THEN_HELLO, "{}", s.stderr());
     s.wait_stderr("route /agen_waits_first (main.Api.agen_waits_first) timed out rid=", 30);
+    // The stack reaches the handler's own generator through EventStream's
+    // `async for`, and an async iterator that is no generator shows its __anext__.
+    let out = raw(&s, b"GET /aevents_stall HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(out.ends_with("\r\n\r\n15\r\nevent: tick\ndata: 1\n\n\r\n"), "cut after the first event: {out}");
+    s.wait_stderr("route /aevents_stall (main.Api.aevents_stall) timed out while streaming (response cut) rid=", 30);
+    s.wait_stderr("await asyncio.sleep(3600)  # events stall", 30);
+    assert_eq!(then_hello(&s, "/aiter_stall").0, TIMED_OUT_THEN_HELLO, "{}", s.stderr());
+    s.wait_stderr("await asyncio.sleep(3600)  # iterator stalls", 30);
 }
 
 #[test]

@@ -82,6 +82,13 @@ def _awaiting(coro):
             break
         frames.append(frame)
         coro = getattr(coro, 'cr_await', None) or getattr(coro, 'gi_yieldfrom', None) or getattr(coro, 'ag_await', None)
+        if type(coro).__name__ == 'async_generator_asend':
+            # `async for` over an async generator (EventStream over the
+            # handler's, a generator wrapping another): the asend shows no
+            # frame; the generator it drives is the one of this frame's
+            # locals that is running.
+            coro = next((v for v in frame.f_locals.values()
+                         if isinstance(v, types.AsyncGeneratorType) and v.ag_running), None)
     tb = None
     for frame in reversed(frames):
         tb = types.TracebackType(tb, frame, frame.f_lasti, frame.f_lineno)
@@ -153,7 +160,15 @@ class Runner:
         if done is None or task is None or task.done():
             return
         exc = self.timeout_class(f'still awaiting after {self.timeout:g} s (timeout)')
-        tb = _awaiting(job.root if job.root is not None else task.get_coro())
+        # A body's frames are its generator's; an async iterator that is no
+        # generator has none of its own: then what the pull awaits. Never
+        # raises (the sweep must go on): a stack it cannot walk is left out.
+        try:
+            tb = _awaiting(job.root) if job.root is not None else None
+            if tb is None:
+                tb = _awaiting(task.get_coro())
+        except Exception:
+            tb = None
         done(None, exc.with_traceback(tb) if tb is not None else exc)
         task.cancel()
 
