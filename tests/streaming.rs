@@ -112,7 +112,8 @@ class Api:
         return pyrs.Response(("x", "y"), status=201, headers={"X-A": "1"}, content_type="text/csv")
 
     def events(self, request):
-        items = ["hello", {"event": "tick", "id": 7, "data": "line1\nline2"}, None, {"data": {"k": 1}}]
+        items = ["hello", {"event": "tick", "id": 7, "data": "line1\nline2"}, None, {"data": {"k": 1}},
+                 {"data": b"raw\nbytes"}]
         return pyrs.EventStream(items, retry=1000)
 
     def big(self, request):
@@ -351,7 +352,9 @@ fn response_with_an_iterable_and_event_streams() {
     let body = String::from_utf8(c.body()).unwrap();
     assert_eq!(
         body,
-        "retry: 1000\n\ndata: hello\n\nevent: tick\nid: 7\ndata: line1\ndata: line2\n\n:\n\ndata: {\"k\":1}\n\n"
+        "retry: 1000\n\ndata: hello\n\nevent: tick\nid: 7\ndata: line1\ndata: line2\n\n:\n\ndata: {\"k\":1}\n\n\
+         data: raw\ndata: bytes\n\n",
+        "bytes as an event's data are text, as a bytes item is"
     );
 }
 

@@ -6,6 +6,9 @@ except NameError:
     from pyrs._json import dumps
 
 def _sse_lines(field, value):
+    if isinstance(value, (bytes, bytearray)):
+        # Bytes are text, as a bytes item is (not JSON, which has no bytes).
+        value = bytes(value).decode('utf-8')
     text = value if isinstance(value, str) else dumps(value).decode('utf-8')
     lines = text.replace('\r\n', '\n').replace('\r', '\n').split('\n')
     return ''.join(f'{field}: {line}\n' for line in lines)
