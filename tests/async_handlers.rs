@@ -18,6 +18,7 @@ class Api:
     def __init__(self):
         self.release = None
         self.forked_pid = None
+        self.subscribers = set()
 
     async def post_fork(self):
         await asyncio.sleep(0)
@@ -214,6 +215,27 @@ class Api:
             yield "never"
         return pyrs.EventStream(events())
 
+    # README's notes example (keep-alives 0.3 s apart under the tests' timeout of 1 s).
+    async def publish(self, request):
+        for queue in self.subscribers:
+            queue.put_nowait(request.text)
+
+    def listen(self, request):
+        async def events():
+            queue = asyncio.Queue()
+            self.subscribers.add(queue)
+            try:
+                while True:
+                    try:
+                        note = await asyncio.wait_for(queue.get(), 0.3)
+                    except asyncio.TimeoutError:
+                        yield None
+                        continue
+                    yield {"event": "note", "data": note}
+            finally:
+                self.subscribers.discard(queue)
+        return pyrs.EventStream(events())
+
     def aiter_stall(self, request):
         class Stalls:
             def __aiter__(self):
@@ -262,6 +284,8 @@ fn routes() -> Vec<(&'static str, &'static str)> {
         ("/spin", "spin"),
         ("/aevents_stall", "aevents_stall"),
         ("/aiter_stall", "aiter_stall"),
+        ("/publish", "publish"),
+        ("/listen", "listen"),
     ]
 }
 
@@ -844,4 +868,26 @@ fn a_worker_is_not_killed_for_a_coroutine_past_timeout() {
     assert_eq!(pid(&s), before, "the same worker serves on");
     let err = s.stderr();
     assert!(!err.contains("killing the worker") && !err.contains("despite pyrs.Timeout"), "{err}");
+}
+
+#[test]
+fn a_stream_with_keep_alives_outlives_the_timeout_of_each_pull() {
+    // README's notes example: no note for longer than `timeout`, but a
+    // keep-alive within it each time, so the stream goes on and the note arrives.
+    let p = Project::simple(API, &routes(), "\"timeout\": 1,");
+    let s = Server::start(&p, &[]);
+    let mut listener = s.connect();
+    listener.send(b"GET /listen HTTP/1.1\r\nHost: h\r\n\r\n");
+    let started = Instant::now();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    // Keep-alives 0.3 s apart until the stream has outlived 1.5 timeouts.
+    while started.elapsed() < std::time::Duration::from_millis(1500) || got.matches(":\n\n").count() < 5 {
+        let n = read_retry(&mut listener.stream, &mut buf).unwrap();
+        assert!(n > 0, "the stream ended: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(s.post("/publish", b"hello listeners").status, 204);
+    read_until_contains(&mut listener, "event: note\ndata: hello listeners\n\n");
+    assert!(!s.stderr().contains("timed out"), "{}", s.stderr());
 }
