@@ -215,7 +215,7 @@ class Api:
             yield "never"
         return pyrs.EventStream(events())
 
-    # README's notes example (keep-alives 0.3 s apart under the tests' timeout of 1 s).
+    # README's notes example (keep-alives 0.3 s apart; its test's timeout is 2 s).
     async def publish(self, request):
         for queue in self.subscribers:
             queue.put_nowait(request.text)
@@ -874,15 +874,16 @@ fn a_worker_is_not_killed_for_a_coroutine_past_timeout() {
 fn a_stream_with_keep_alives_outlives_the_timeout_of_each_pull() {
     // README's notes example: no note for longer than `timeout`, but a
     // keep-alive within it each time, so the stream goes on and the note arrives.
-    let p = Project::simple(API, &routes(), "\"timeout\": 1,");
+    // 2 s: a loop stalled by load would need 1.7 s to miss a keep-alive.
+    let p = Project::simple(API, &routes(), "\"timeout\": 2,");
     let s = Server::start(&p, &[]);
     let mut listener = s.connect();
     listener.send(b"GET /listen HTTP/1.1\r\nHost: h\r\n\r\n");
     let started = Instant::now();
     let mut got = String::new();
     let mut buf = [0u8; 4096];
-    // Keep-alives 0.3 s apart until the stream has outlived 1.5 timeouts.
-    while started.elapsed() < std::time::Duration::from_millis(1500) || got.matches(":\n\n").count() < 5 {
+    // Keep-alives 0.3 s apart until the stream has outlived 1.25 timeouts.
+    while started.elapsed() < std::time::Duration::from_millis(2500) || got.matches(":\n\n").count() < 8 {
         let n = read_retry(&mut listener.stream, &mut buf).unwrap();
         assert!(n > 0, "the stream ended: {got}");
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
