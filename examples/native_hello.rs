@@ -72,6 +72,7 @@ fn run(bind: SocketAddr, threads: usize) -> Result<(), String> {
         stuck_after: None,
         on_serving: None,
         reload_check: None,
+        repeat_signal_exits: true,
     };
     server::serve(Arc::new(NativeApp::echo_example()), vec![listener], signals, cfg)
         .map(|_| ())

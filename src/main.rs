@@ -143,6 +143,7 @@ fn run(cli: Cli) -> Result<(), String> {
         stuck_after: None,
         on_serving: None,
         reload_check: Some(reexec::check_new_code),
+        repeat_signal_exits: true,
     };
     let app = Arc::new(app);
     // A single process cannot replace itself: a handler stuck past the grace

@@ -75,6 +75,7 @@ fn native_app_through_the_core() {
         stuck_after: None,
         on_serving: None,
         reload_check: None,
+        repeat_signal_exits: true,
     };
     let server = std::thread::spawn(move || server::serve(Arc::new(app), vec![listener], signals, cfg));
 

@@ -3,7 +3,8 @@
 //! workers, a stopped (SIGSTOP) worker is noticed by its missing heartbeat,
 //! the master does not spin while a template loads, a template still loading
 //! dies with a SIGKILLed master, `max_rss_mb` counts private memory only, and
-//! timeout kills are replaced at once.
+//! timeout kills are replaced at once, and SIGTERM sent to every process
+//! of the service at once (systemd's default) still stops gracefully.
 
 mod common;
 use common::*;
@@ -46,10 +47,19 @@ class Api:
     def stuck(self, request):
         time.sleep(60)
         return "woke"
+
+    def nap(self, request):
+        print("napping", flush=True)
+        time.sleep(1.5)
+        return "rested"
 "#;
 
 fn project(extra: &str) -> Project {
-    Project::simple(API, &[("/pid", "pid"), ("/grow", "grow"), ("/stuck", "stuck"), ("/scribble", "scribble")], extra)
+    Project::simple(
+        API,
+        &[("/pid", "pid"), ("/grow", "grow"), ("/stuck", "stuck"), ("/scribble", "scribble"), ("/nap", "nap")],
+        extra,
+    )
 }
 
 /// GET /pid, retrying the rare refusal while a worker's listener closes.
@@ -295,4 +305,32 @@ fn timeout_kills_are_replaced_at_once_and_an_innocent_client_is_served() {
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert!(failed <= 3, "the innocent client failed {failed} times (ok {ok})");
     wait_until(30, "two workers serving", || pids(&s, 30).len() == 2);
+}
+
+#[test]
+fn sigterm_to_every_process_of_the_service_lets_in_flight_requests_finish() {
+    // systemd's default KillMode=control-group sends SIGTERM to every process
+    // of the service: the master, the template and the workers. Before, the
+    // master's forwarded SIGTERM was each worker's second one ("second
+    // signal: exiting now"): the request in flight was lost, workers exited 1.
+    let p = project("\"workers\": 2,");
+    let mut s = Server::start(&p, &[]);
+    let mut c = s.connect();
+    c.send(b"GET /nap HTTP/1.1\r\nHost: t\r\n\r\n");
+    s.wait_stdout("napping", 1, 10);
+    let master = s.child.id();
+    let children = children_of(master);
+    assert_eq!(children.len(), 3, "the template and two workers: {children:?}");
+    for &pid in &children {
+        kill(pid, "TERM");
+    }
+    // Both workers took their own SIGTERM before the master forwards its one.
+    wait_until(10, "both workers stopping", || s.stderr().matches("SIGTERM received: stopping").count() >= 2);
+    kill(master as i32, "TERM");
+    let r = c.read_response();
+    assert_eq!((r.status, r.text()), (200, "rested".to_string()), "{}", s.stderr());
+    assert_eq!(s.wait_exit(30).code(), Some(0), "{}", s.stderr());
+    let log = s.stderr();
+    assert!(!log.contains("exiting now"), "{log}");
+    assert!(!log.contains("exited with status 1"), "{log}");
 }

@@ -84,6 +84,12 @@ pub struct ServerConfig {
     /// passes, stop like SIGTERM but keep the listeners for a reload. None:
     /// the signal pipe does not carry SIGHUP.
     pub reload_check: Option<fn() -> Result<(), String>>,
+    /// A second SIGTERM/SIGINT while stopping exits at once (a single process:
+    /// the operator insists). False in a worker: its master forwards SIGTERM,
+    /// which systemd (KillMode=control-group, the default) also sends to every
+    /// process of the service, so a worker sees it twice; the master escalates
+    /// to SIGKILL on its own second signal.
+    pub repeat_signal_exits: bool,
     /// Called once this process accepts connections.
     pub on_serving: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -318,6 +324,10 @@ pub fn serve<A: App>(
                                 }
                                 None => {}
                             }
+                            continue;
+                        }
+                        if stopping.is_some() && !cfg.repeat_signal_exits {
+                            log::debug!("{signal} again: already stopping");
                             continue;
                         }
                         if stopping.is_some() {

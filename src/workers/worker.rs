@@ -133,6 +133,7 @@ pub fn run(
         accept_share: crate::server::accept_share::Member::join(id.slot),
         stuck_after: Some(cfg.workers.timeout / 2),
         reload_check: None,
+        repeat_signal_exits: false,
         // Up once this worker accepts: only then may the master drain an older one.
         on_serving: Some(Box::new(move || {
             let _ = ipc::send(STATUS_FD, &Message::Up { slot: id.slot, gen: id.gen, pid });
