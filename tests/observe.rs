@@ -121,6 +121,8 @@ fn metrics_count_exactly_what_was_sent() {
     assert_eq!(page.header("Content-Type"), Some("text/html; charset=utf-8"));
     let html = page.text();
     assert!(html.contains("http-equiv=\"refresh\"") && !html.contains("<script src") && !html.contains("href=\"http"));
+    let still = get(admin, "/?refresh=0").text();
+    assert!(!still.contains("http-equiv") && still.contains("ValueError: boom"), "{still}");
     assert!(html.contains(&format!("data-pid=\"{pid}\"")), "{html}");
     assert!(html.contains("ValueError: boom") && html.contains(&failed_id), "{html}");
     // The traceback in the log carries the request id too.

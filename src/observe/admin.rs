@@ -175,7 +175,7 @@ fn serve_one(mut stream: TcpStream, source: &dyn Source, date: &[u8]) {
                     ctx(false),
                 );
             } else {
-                let (status, content_type, body) = answer(head.path(), source);
+                let (status, content_type, body) = answer(head.path(), head.query(), source);
                 let mut w = ResponseWriter::begin(&mut out, status, date, ctx(head_only));
                 let _ = w.header(b"Cache-Control", b"no-store");
                 w.finish(content_type.as_bytes(), body.as_bytes());
@@ -192,13 +192,17 @@ fn serve_one(mut stream: TcpStream, source: &dyn Source, date: &[u8]) {
     let _ = stream.read(&mut chunk);
 }
 
-fn answer(path: &str, source: &dyn Source) -> (u16, &'static str, String) {
+fn answer(path: &str, query: &str, source: &dyn Source) -> (u16, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     match path {
         "/metrics" => (200, super::prometheus::CONTENT_TYPE, super::prometheus::render(&source.view())),
         "/healthz" => (200, TEXT, "ok\n".into()),
         "/readyz" => readiness(source.ready()),
-        "/" => (200, "text/html; charset=utf-8", super::status_page::render(&source.view())),
+        "/" => (
+            200,
+            "text/html; charset=utf-8",
+            super::status_page::render(&source.view(), super::status_page::refresh_of(query)),
+        ),
         _ => (404, TEXT, "Not Found\n".into()),
     }
 }

@@ -1,6 +1,7 @@
 //! The status page at the admin listener's `/`: one self-contained HTML
 //! page (inline style, no scripts or external assets) that reloads itself
-//! every 2 seconds. Everything shown is HTML-escaped.
+//! every 2 seconds (`/?refresh=N`: every N seconds, 0 never). Everything
+//! shown is HTML-escaped.
 
 use super::view::View;
 use std::fmt::Write;
@@ -46,13 +47,29 @@ fn time_of(ms: u64) -> String {
     String::from_utf8_lossy(&date[5..25]).into_owned()
 }
 
-pub fn render(v: &View) -> String {
+/// Seconds between reloads when the query does not say.
+pub const DEFAULT_REFRESH: u32 = 2;
+
+/// The reload interval a query string asks for (`refresh=N`, N in 0..=3600;
+/// 0: the page never reloads itself); [`DEFAULT_REFRESH`] otherwise.
+pub fn refresh_of(query: &str) -> u32 {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("refresh="))
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|&n| n <= 3600)
+        .unwrap_or(DEFAULT_REFRESH)
+}
+
+pub fn render(v: &View, refresh: u32) -> String {
     let now = super::metrics::now_ms();
+    let meta_refresh =
+        if refresh == 0 { String::new() } else { format!("<meta http-equiv=\"refresh\" content=\"{refresh}\">") };
     let mut o = String::with_capacity(16 * 1024);
     let ready = if v.ready { "ready" } else { "not ready" };
     let _ = write!(
         o,
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">{meta_refresh}\
 <title>pyrs status</title><style>\
 body{{font:14px system-ui,sans-serif;margin:1.5em;color:#222}}h1{{font-size:1.4em}}h2{{font-size:1.1em;margin-top:1.5em}}\
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}\
@@ -119,4 +136,27 @@ th{{background:#f0f0f0}}td.l,th.l{{text-align:left}}pre{{background:#f7f7f7;padd
     }
     o.push_str("</body></html>\n");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_sets_the_reload_interval_and_zero_turns_it_off() {
+        assert_eq!(refresh_of(""), DEFAULT_REFRESH);
+        assert_eq!(refresh_of("refresh=0"), 0);
+        assert_eq!(refresh_of("a=1&refresh=10"), 10);
+        assert_eq!(refresh_of("refresh=-1"), DEFAULT_REFRESH);
+        assert_eq!(refresh_of("refresh=99999"), DEFAULT_REFRESH);
+        use super::super::view::Source;
+        let source = crate::observe::LocalSource {
+            region: super::super::metrics::Region::heap(super::super::metrics::Layout { threads: 1, routes: 1 }),
+            labels: Vec::new(),
+            health: Default::default(),
+        };
+        let v = source.view();
+        assert!(render(&v, 2).contains("<meta http-equiv=\"refresh\" content=\"2\">"));
+        assert!(!render(&v, 0).contains("http-equiv=\"refresh\""));
+    }
 }
